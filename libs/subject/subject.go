@@ -1,0 +1,124 @@
+// Package subject builds every NATS subject Ferry uses, one function each;
+// services never write subject literals.
+//
+// Entity ids (hosts, streams, clients) are the last token so consumers can
+// filter on them.
+package subject
+
+const prefix = "ferry."
+
+// Wildcards for consumers and stream definitions.
+const (
+	// AllEvents is ferry.evt.>
+	AllEvents = prefix + "evt.>"
+	// AllTelemetry is ferry.telemetry.>
+	AllTelemetry = prefix + "telemetry.>"
+	// AllHeartbeats is ferry.hb.>
+	AllHeartbeats = prefix + "hb.>"
+	// AllCommands is ferry.cmd.>
+	AllCommands = prefix + "cmd.>"
+	// AllDeadLetters is ferry.dlq.>
+	AllDeadLetters = prefix + "dlq.>"
+)
+
+// MaintenanceScheduled is ferry.evt.ops.maintenance_scheduled.<host>
+func MaintenanceScheduled(host string) string { return prefix + "evt.ops.maintenance_scheduled." + host }
+
+// MaintenanceCancelled is ferry.evt.ops.maintenance_cancelled.<host>
+func MaintenanceCancelled(host string) string { return prefix + "evt.ops.maintenance_cancelled." + host }
+
+// Draining is ferry.evt.ingest.draining.<host>
+func Draining(host string) string { return prefix + "evt.ingest.draining." + host }
+
+// PublisherAttached is ferry.evt.ingest.publisher_attached.<stream>
+func PublisherAttached(stream string) string { return prefix + "evt.ingest.publisher_attached." + stream }
+
+// PublisherDetached is ferry.evt.ingest.publisher_detached.<stream>
+func PublisherDetached(stream string) string { return prefix + "evt.ingest.publisher_detached." + stream }
+
+// StreamCeased is ferry.evt.ingest.stream_ceased.<stream>
+func StreamCeased(stream string) string { return prefix + "evt.ingest.stream_ceased." + stream }
+
+// EdgeSwitched is ferry.evt.edge.switched.<stream>
+func EdgeSwitched(stream string) string { return prefix + "evt.edge.switched." + stream }
+
+// Telemetry is ferry.telemetry.ingest.<host>
+func Telemetry(host string) string { return prefix + "telemetry.ingest." + host }
+
+// Heartbeat is ferry.hb.ingest.<host>
+func Heartbeat(host string) string { return prefix + "hb.ingest." + host }
+
+// OutagePredicted is ferry.evt.health.outage_predicted.<host>
+func OutagePredicted(host string) string { return prefix + "evt.health.outage_predicted." + host }
+
+// OutageCleared is ferry.evt.health.outage_cleared.<host>
+func OutageCleared(host string) string { return prefix + "evt.health.outage_cleared." + host }
+
+// HostDown is ferry.evt.health.host_down.<host>
+func HostDown(host string) string { return prefix + "evt.health.host_down." + host }
+
+// Reassigned is ferry.evt.placement.reassigned.<stream>
+func Reassigned(stream string) string { return prefix + "evt.placement.reassigned." + stream }
+
+// MigrationCompleted is ferry.evt.placement.migration_completed.<stream>
+func MigrationCompleted(stream string) string {
+	return prefix + "evt.placement.migration_completed." + stream
+}
+
+// MigrationFailed is ferry.evt.placement.migration_failed.<stream>
+func MigrationFailed(stream string) string { return prefix + "evt.placement.migration_failed." + stream }
+
+// ClientNotice is ferry.cmd.client.<client>.notice
+func ClientNotice(client string) string { return prefix + "cmd.client." + client + ".notice" }
+
+// ClientNoticeAll is ferry.cmd.client.*.notice
+const ClientNoticeAll = prefix + "cmd.client.*.notice"
+
+// NoticeDelivered is ferry.evt.notify.delivered.<stream>
+func NoticeDelivered(stream string) string { return prefix + "evt.notify.delivered." + stream }
+
+// NoticeAcked is ferry.evt.notify.acked.<stream>
+func NoticeAcked(stream string) string { return prefix + "evt.notify.acked." + stream }
+
+// NoticeFailed is ferry.evt.notify.failed.<stream>
+func NoticeFailed(stream string) string { return prefix + "evt.notify.failed." + stream }
+
+// NoticeAck is ferry.ack.client.<client>: core-NATS subject on which an agent
+// acknowledges a notice it received on a channel that has no ack of its own
+// (webhook, server-sent events). The notifier listens on ferry.ack.client.*.
+func NoticeAck(client string) string { return prefix + "ack.client." + client }
+
+// NoticeAckAll is ferry.ack.client.*
+const NoticeAckAll = prefix + "ack.client.*"
+
+// IngestDrain is ferry.cmd.ingest.<host>.drain
+func IngestDrain(host string) string { return prefix + "cmd.ingest." + host + ".drain" }
+
+// IngestPull is ferry.cmd.ingest.<host>.pull
+func IngestPull(host string) string { return prefix + "cmd.ingest." + host + ".pull" }
+
+// IngestCommands is ferry.cmd.ingest.<host>.> (every command for one host).
+func IngestCommands(host string) string { return prefix + "cmd.ingest." + host + ".>" }
+
+// DeadLetter is ferry.dlq.<stream>.<consumer>
+func DeadLetter(stream, consumer string) string { return prefix + "dlq." + stream + "." + consumer }
+
+// Placement micro service endpoints (request/reply).
+const (
+	// PlacementService is the micro service name.
+	PlacementService = "placement"
+	// PlacementGroup is the micro endpoint group: placement.v1
+	PlacementGroup = "placement.v1"
+	// PlacementChoose is placement.v1.choose
+	PlacementChoose = PlacementGroup + ".choose"
+	// PlacementGet is placement.v1.get
+	PlacementGet = PlacementGroup + ".get"
+)
+
+// Advisory subjects captured into the dead-letter advisories stream.
+const (
+	// AdvisoryMaxDeliveries is $JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>
+	AdvisoryMaxDeliveries = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>"
+	// AdvisoryTerminated is $JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.>
+	AdvisoryTerminated = "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.>"
+)

@@ -1,0 +1,5 @@
+module github.com/ferrystream/ferry/schemas
+
+go 1.26.0
+
+require github.com/santhosh-tekuri/jsonschema/v6 v6.0.3

@@ -1,0 +1,195 @@
+// Package schemas embeds the JSON Schemas of every Ferry event (the source of
+// truth for the event contracts) and validates documents by event type.
+//
+// A schema lives at events/<domain>/<event>.v<N>.json and describes the whole
+// CloudEvents envelope of the type io.ferry.<domain>.<event>.v<N>; it refers
+// to envelope.v1.json for the common attributes.
+package schemas
+
+import (
+	"bytes"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+)
+
+//go:embed envelope.v1.json events examples
+var files embed.FS
+
+// BaseURL is the $id prefix of every schema.
+const BaseURL = "https://schemas.ferry.dev/"
+
+// ErrUnknownType is returned when no schema exists for an event type.
+var ErrUnknownType = errors.New("unknown event type")
+
+// Error is a validation failure: the JSON pointer of the offending field and
+// the reason.
+type Error struct {
+	Type   string
+	Path   string
+	Reason string
+	Err    error
+}
+
+func (e *Error) Error() string {
+	if e.Path == "" {
+		return fmt.Sprintf("%s: %s", e.Type, e.Reason)
+	}
+	return fmt.Sprintf("%s at %s: %s", e.Type, e.Path, e.Reason)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+var (
+	loadOnce sync.Once
+	compiled map[string]*jsonschema.Schema
+	loadErr  error
+)
+
+// FS returns the embedded schema tree (for tests and the AsyncAPI check).
+func FS() fs.FS { return files }
+
+// TypeOfPath maps events/<domain>/<event>.v1.json to io.ferry.<domain>.<event>.v1.
+func TypeOfPath(p string) (string, bool) {
+	rest, ok := strings.CutPrefix(p, "events/")
+	if !ok || !strings.HasSuffix(rest, ".json") {
+		return "", false
+	}
+	rest = strings.TrimSuffix(rest, ".json")
+	dom, ev, ok := strings.Cut(rest, "/")
+	if !ok {
+		return "", false
+	}
+	return "io.ferry." + dom + "." + ev, true
+}
+
+func load() (map[string]*jsonschema.Schema, error) {
+	loadOnce.Do(func() {
+		c := jsonschema.NewCompiler()
+		c.AssertFormat()
+		c.DefaultDraft(jsonschema.Draft2020)
+		out := map[string]*jsonschema.Schema{}
+		var paths []string
+		err := fs.WalkDir(files, ".", func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if d.IsDir() || path.Ext(p) != ".json" || strings.HasPrefix(p, "examples/") {
+				return nil
+			}
+			b, err := files.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(b))
+			if err != nil {
+				return fmt.Errorf("schema %s: %w", p, err)
+			}
+			if err := c.AddResource(BaseURL+p, doc); err != nil {
+				return fmt.Errorf("schema %s: %w", p, err)
+			}
+			paths = append(paths, p)
+			return nil
+		})
+		if err != nil {
+			loadErr = err
+			return
+		}
+		sort.Strings(paths)
+		for _, p := range paths {
+			typ, ok := TypeOfPath(p)
+			if !ok {
+				continue
+			}
+			sch, err := c.Compile(BaseURL + p)
+			if err != nil {
+				loadErr = errors.Join(loadErr, fmt.Errorf("compile %s: %w", p, err))
+				continue
+			}
+			out[typ] = sch
+		}
+		compiled = out
+	})
+	return compiled, loadErr
+}
+
+// Types lists the event types that have a schema, sorted.
+func Types() ([]string, error) {
+	m, err := load()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(m))
+	for t := range m {
+		out = append(out, t)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// Validate checks a whole CloudEvents envelope (JSON) against the schema of typ.
+func Validate(typ string, body []byte) error {
+	m, err := load()
+	if err != nil {
+		return &Error{Type: typ, Reason: "schemas do not compile: " + err.Error(), Err: err}
+	}
+	sch, ok := m[typ]
+	if !ok {
+		return &Error{Type: typ, Path: "/type", Reason: fmt.Sprintf("unknown event type %q", typ), Err: ErrUnknownType}
+	}
+	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(body))
+	if err != nil {
+		return &Error{Type: typ, Reason: "not JSON: " + err.Error(), Err: err}
+	}
+	if err := sch.Validate(inst); err != nil {
+		var ve *jsonschema.ValidationError
+		if errors.As(err, &ve) {
+			leaf := deepest(ve)
+			return &Error{Type: typ, Path: pointer(leaf.InstanceLocation), Reason: leafReason(leaf), Err: err}
+		}
+		return &Error{Type: typ, Reason: err.Error(), Err: err}
+	}
+	return nil
+}
+
+func deepest(e *jsonschema.ValidationError) *jsonschema.ValidationError {
+	for len(e.Causes) > 0 {
+		// Prefer the cause that points deepest into the instance.
+		best := e.Causes[0]
+		for _, c := range e.Causes[1:] {
+			if len(c.InstanceLocation) > len(best.InstanceLocation) {
+				best = c
+			}
+		}
+		e = best
+	}
+	return e
+}
+
+func leafReason(e *jsonschema.ValidationError) string {
+	msg := e.Error()
+	// The library prints "jsonschema validation failed with '<url>'\n- at '<ptr>': <reason>".
+	if i := strings.LastIndex(msg, "': "); i >= 0 {
+		return strings.TrimSpace(msg[i+3:])
+	}
+	return msg
+}
+
+func pointer(loc []string) string {
+	if len(loc) == 0 {
+		return ""
+	}
+	var sb strings.Builder
+	for _, t := range loc {
+		sb.WriteByte('/')
+		sb.WriteString(strings.NewReplacer("~", "~0", "/", "~1").Replace(t))
+	}
+	return sb.String()
+}
