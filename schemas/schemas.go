@@ -18,6 +18,7 @@ import (
 	"sync"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
+	"github.com/santhosh-tekuri/jsonschema/v6/kind"
 )
 
 //go:embed envelope.v1.json events examples
@@ -159,12 +160,14 @@ func Validate(typ string, body []byte) error {
 	return nil
 }
 
+// deepest follows the causes of e to the most useful leaf: a real violation
+// (not the "unevaluated property" fallout of a failed $ref) that points
+// deepest into the instance.
 func deepest(e *jsonschema.ValidationError) *jsonschema.ValidationError {
 	for len(e.Causes) > 0 {
-		// Prefer the cause that points deepest into the instance.
 		best := e.Causes[0]
 		for _, c := range e.Causes[1:] {
-			if len(c.InstanceLocation) > len(best.InstanceLocation) {
+			if better(c, best) {
 				best = c
 			}
 		}
@@ -173,7 +176,32 @@ func deepest(e *jsonschema.ValidationError) *jsonschema.ValidationError {
 	return e
 }
 
+func better(a, b *jsonschema.ValidationError) bool {
+	if fa, fb := onlyFalse(a), onlyFalse(b); fa != fb {
+		return fb
+	}
+	return len(a.InstanceLocation) > len(b.InstanceLocation)
+}
+
+// onlyFalse reports whether every leaf under e is a false schema, which is how
+// unevaluatedProperties:false reports properties left over by a failed $ref.
+func onlyFalse(e *jsonschema.ValidationError) bool {
+	if len(e.Causes) == 0 {
+		_, ok := e.ErrorKind.(*kind.FalseSchema)
+		return ok
+	}
+	for _, c := range e.Causes {
+		if !onlyFalse(c) {
+			return false
+		}
+	}
+	return true
+}
+
 func leafReason(e *jsonschema.ValidationError) string {
+	if _, ok := e.ErrorKind.(*kind.FalseSchema); ok {
+		return "property not allowed"
+	}
 	msg := e.Error()
 	// The library prints "jsonschema validation failed with '<url>'\n- at '<ptr>': <reason>".
 	if i := strings.LastIndex(msg, "': "); i >= 0 {

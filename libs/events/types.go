@@ -433,7 +433,10 @@ type Session struct {
 	Stream       string       `json:"stream"`
 	ClientID     string       `json:"client_id"`
 	Capabilities Capabilities `json:"capabilities"`
-	CreatedAt    time.Time    `json:"created_at"`
+	// NoticeSecret signs webhook notices and authenticates the client's
+	// server-sent-events stream and acks; placement returns it once, at choose.
+	NoticeSecret string    `json:"notice_secret"`
+	CreatedAt    time.Time `json:"created_at"`
 }
 
 // PlacementKey is the placements bucket key of a stream: stream.<stream>.

@@ -1,0 +1,124 @@
+package bus
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ferrystream/ferry/libs/subject"
+)
+
+// Stream names.
+const (
+	StreamEvents     = "FERRY_EVENTS"
+	StreamTelemetry  = "FERRY_TELEMETRY"
+	StreamHeartbeats = "FERRY_HEARTBEATS"
+	StreamCommands   = "FERRY_COMMANDS"
+	// StreamAdvisories captures max-deliveries and terminated advisories.
+	StreamAdvisories = "FERRY_DLQ_ADVISORIES"
+	// StreamDeadLetter holds copies of the messages those advisories point at.
+	StreamDeadLetter = "FERRY_DLQ"
+)
+
+// Bucket names.
+const (
+	BucketHosts       = "ingest_hosts"
+	BucketPlacements  = "placements"
+	BucketSessions    = "sessions"
+	BucketLeases      = "leases"
+	BucketProcessed   = "processed"
+	BucketMigrations  = "migrations"
+	BucketMaintenance = "maintenance"
+)
+
+// Durations of the layout.
+const (
+	EventsMaxAge       = 7 * 24 * time.Hour
+	DedupWindow        = 10 * time.Minute
+	TelemetryMaxAge    = 15 * time.Minute
+	HeartbeatMarkerTTL = time.Minute
+	CommandsMaxAge     = time.Hour
+	DeadLetterMaxAge   = 14 * 24 * time.Hour
+	// LeaseTTL is the bucket TTL of leases: a holder renews every LeaseTTL/3.
+	LeaseTTL = 6 * time.Second
+	// ProcessedTTL bounds the idempotency record of a consumed event.
+	ProcessedTTL = 24 * time.Hour
+)
+
+// Streams returns the stream layout for the given replica count.
+func Streams(replicas int) []jetstream.StreamConfig {
+	return []jetstream.StreamConfig{
+		{Name: StreamEvents, Subjects: []string{subject.AllEvents}, Retention: jetstream.LimitsPolicy,
+			Storage: jetstream.FileStorage, MaxAge: EventsMaxAge, Duplicates: DedupWindow, Replicas: replicas},
+		{Name: StreamTelemetry, Subjects: []string{subject.AllTelemetry}, Retention: jetstream.LimitsPolicy,
+			Storage: jetstream.FileStorage, MaxAge: TelemetryMaxAge, Duplicates: time.Minute, Replicas: replicas},
+		{Name: StreamHeartbeats, Subjects: []string{subject.AllHeartbeats}, Retention: jetstream.LimitsPolicy,
+			Storage: jetstream.MemoryStorage, MaxMsgsPerSubject: 1, AllowMsgTTL: true,
+			SubjectDeleteMarkerTTL: HeartbeatMarkerTTL, Duplicates: time.Minute, Replicas: replicas},
+		{Name: StreamCommands, Subjects: []string{subject.AllCommands}, Retention: jetstream.WorkQueuePolicy,
+			Storage: jetstream.FileStorage, MaxAge: CommandsMaxAge, Duplicates: DedupWindow, Replicas: replicas},
+		{Name: StreamAdvisories, Subjects: []string{subject.AdvisoryMaxDeliveries, subject.AdvisoryTerminated},
+			Retention: jetstream.LimitsPolicy, Storage: jetstream.FileStorage, MaxAge: DeadLetterMaxAge, Replicas: replicas},
+		{Name: StreamDeadLetter, Subjects: []string{subject.AllDeadLetters}, Retention: jetstream.LimitsPolicy,
+			Storage: jetstream.FileStorage, MaxAge: DeadLetterMaxAge, Duplicates: DedupWindow, Replicas: replicas},
+	}
+}
+
+// Buckets returns the Key-Value layout for the given replica count.
+func Buckets(replicas int) []jetstream.KeyValueConfig {
+	return []jetstream.KeyValueConfig{
+		{Bucket: BucketHosts, Description: "ingest host registry", History: 5, Replicas: replicas},
+		{Bucket: BucketPlacements, Description: "authoritative home of each stream (CAS writes only)", History: 10, Replicas: replicas},
+		{Bucket: BucketSessions, Description: "publisher sessions and declared capabilities", History: 1, TTL: 7 * 24 * time.Hour, Replicas: replicas},
+		{Bucket: BucketLeases, Description: "single active decider leases", History: 1, TTL: LeaseTTL, LimitMarkerTTL: time.Minute, Replicas: replicas},
+		{Bucket: BucketProcessed, Description: "consumer idempotency records", History: 1, TTL: ProcessedTTL, Replicas: replicas},
+		{Bucket: BucketMigrations, Description: "migration state machines", History: 5, TTL: 7 * 24 * time.Hour, Replicas: replicas},
+		{Bucket: BucketMaintenance, Description: "maintenance windows", History: 5, TTL: 30 * 24 * time.Hour, Replicas: replicas},
+	}
+}
+
+// Bootstrap creates or updates every stream and bucket. It is idempotent and
+// every service calls it at start.
+func Bootstrap(ctx context.Context, js jetstream.JetStream, replicas int) error {
+	if replicas < 1 {
+		replicas = 1
+	}
+	for _, sc := range Streams(replicas) {
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return fmt.Errorf("create stream %s: %w", sc.Name, err)
+		}
+	}
+	for _, kc := range Buckets(replicas) {
+		if _, err := js.CreateOrUpdateKeyValue(ctx, kc); err != nil {
+			return fmt.Errorf("create bucket %s: %w", kc.Bucket, err)
+		}
+	}
+	return nil
+}
+
+// Stores are the Key-Value buckets.
+type Stores struct {
+	Hosts, Placements, Sessions, Leases, Processed, Migrations, Maintenance jetstream.KeyValue
+}
+
+// OpenStores binds every bucket (Bootstrap must have run).
+func OpenStores(ctx context.Context, js jetstream.JetStream) (*Stores, error) {
+	s := &Stores{}
+	for _, b := range []struct {
+		name string
+		dst  *jetstream.KeyValue
+	}{
+		{BucketHosts, &s.Hosts}, {BucketPlacements, &s.Placements}, {BucketSessions, &s.Sessions},
+		{BucketLeases, &s.Leases}, {BucketProcessed, &s.Processed}, {BucketMigrations, &s.Migrations},
+		{BucketMaintenance, &s.Maintenance},
+	} {
+		kv, err := js.KeyValue(ctx, b.name)
+		if err != nil {
+			return nil, fmt.Errorf("open bucket %s: %w", b.name, err)
+		}
+		*b.dst = kv
+	}
+	return s, nil
+}
