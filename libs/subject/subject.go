@@ -22,19 +22,27 @@ const (
 )
 
 // MaintenanceScheduled is ferry.evt.ops.maintenance_scheduled.<host>
-func MaintenanceScheduled(host string) string { return prefix + "evt.ops.maintenance_scheduled." + host }
+func MaintenanceScheduled(host string) string {
+	return prefix + "evt.ops.maintenance_scheduled." + host
+}
 
 // MaintenanceCancelled is ferry.evt.ops.maintenance_cancelled.<host>
-func MaintenanceCancelled(host string) string { return prefix + "evt.ops.maintenance_cancelled." + host }
+func MaintenanceCancelled(host string) string {
+	return prefix + "evt.ops.maintenance_cancelled." + host
+}
 
 // Draining is ferry.evt.ingest.draining.<host>
 func Draining(host string) string { return prefix + "evt.ingest.draining." + host }
 
 // PublisherAttached is ferry.evt.ingest.publisher_attached.<stream>
-func PublisherAttached(stream string) string { return prefix + "evt.ingest.publisher_attached." + stream }
+func PublisherAttached(stream string) string {
+	return prefix + "evt.ingest.publisher_attached." + stream
+}
 
 // PublisherDetached is ferry.evt.ingest.publisher_detached.<stream>
-func PublisherDetached(stream string) string { return prefix + "evt.ingest.publisher_detached." + stream }
+func PublisherDetached(stream string) string {
+	return prefix + "evt.ingest.publisher_detached." + stream
+}
 
 // StreamCeased is ferry.evt.ingest.stream_ceased.<stream>
 func StreamCeased(stream string) string { return prefix + "evt.ingest.stream_ceased." + stream }
@@ -66,7 +74,9 @@ func MigrationCompleted(stream string) string {
 }
 
 // MigrationFailed is ferry.evt.placement.migration_failed.<stream>
-func MigrationFailed(stream string) string { return prefix + "evt.placement.migration_failed." + stream }
+func MigrationFailed(stream string) string {
+	return prefix + "evt.placement.migration_failed." + stream
+}
 
 // ClientNotice is ferry.cmd.client.<client>.notice
 func ClientNotice(client string) string { return prefix + "cmd.client." + client + ".notice" }
