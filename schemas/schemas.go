@@ -21,7 +21,7 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6/kind"
 )
 
-//go:embed envelope.v1.json events examples
+//go:embed envelope.v1.json events examples asyncapi.yaml
 var files embed.FS
 
 // BaseURL is the $id prefix of every schema.
@@ -54,7 +54,8 @@ var (
 	loadErr  error
 )
 
-// FS returns the embedded schema tree (for tests and the AsyncAPI check).
+// FS returns the embedded schema tree: envelope.v1.json, events/, examples/
+// and asyncapi.yaml (for tests and the AsyncAPI check).
 func FS() fs.FS { return files }
 
 // TypeOfPath maps events/<domain>/<event>.v1.json to io.ferry.<domain>.<event>.v1.
