@@ -42,7 +42,7 @@ func ID(d Data) string {
 
 // New wraps d in an envelope from source (e.g. "ferry/placement/ingest-1").
 func New(source string, d Data) (Envelope, error) {
-	raw, err := json.Marshal(d)
+	raw, err := json.Marshal(withDefaults(d))
 	if err != nil {
 		return Envelope{}, fmt.Errorf("marshal %s: %w", d.EventType(), err)
 	}
@@ -219,4 +219,27 @@ func Types() map[string]Data {
 		TypeDrainCommand:         DrainCommand{},
 		TypePullCommand:          PullCommand{},
 	}
+}
+
+// withDefaults replaces nil slices and maps that the schemas require to be
+// arrays and objects (JSON null would be rejected).
+func withDefaults(d Data) Data {
+	switch e := d.(type) {
+	case OutagePredicted:
+		if e.Evidence == nil {
+			e.Evidence = map[string]any{}
+		}
+		return e
+	case MigrationCompleted:
+		if e.Steps == nil {
+			e.Steps = []StepTiming{}
+		}
+		return e
+	case MigrationFailed:
+		if e.Steps == nil {
+			e.Steps = []StepTiming{}
+		}
+		return e
+	}
+	return d
 }

@@ -99,7 +99,7 @@ func fixtures() []fixture {
 				"near_limit": true}, Revision: 2, Labels: map[string]string{"zone": "eu-west-1a"}},
 			decode: decodeAs[OutagePredicted],
 			rekey:  func(d Data) Data { x := d.(OutagePredicted); x.Revision++; return x }},
-		{data: OutageCleared{PredictionID: "pred-1", Host: "ingest-2", Cause: "memory", Reason: "memory fell below 60% of limit"},
+		{data: OutageCleared{PredictionID: "pred-1", Host: "ingest-2", Cause: "memory", Reason: "memory fell below 60% of limit", Revision: 2},
 			decode: decodeAs[OutageCleared],
 			rekey:  func(d Data) Data { x := d.(OutageCleared); x.PredictionID = "pred-2"; return x }},
 		{data: HostDown{Host: "ingest-4", LastSeen: at(-7600 * time.Millisecond), DetectedAt: at(100 * time.Millisecond),
@@ -394,8 +394,6 @@ func TestMarshalRejectsInvalid(t *testing.T) {
 		{name: "bad mode", data: PublisherAttached{Stream: "s", Host: "h", SessionID: "x", Mode: "teleport", At: t0}, wantPath: "/data/mode"},
 		{name: "confidence above one", data: OutagePredicted{PredictionID: "p", Host: "h", Cause: "memory", ExpectedOfflineAt: t0,
 			Confidence: 1.5, Evidence: map[string]any{}}, wantPath: "/data/confidence"},
-		{name: "nil evidence", data: OutagePredicted{PredictionID: "p", Host: "h", Cause: "memory", ExpectedOfflineAt: t0,
-			Confidence: 0.5}, wantPath: "/data/evidence"},
 		{name: "http url", data: Reassigned{MigrationID: "m", Stream: "s", FromHost: "a", ToHost: "b", ToURL: "http://b/s", Epoch: 1,
 			Deadline: t0, Reason: "r", Mode: "push"}, wantPath: "/data/to_url"},
 		{name: "unknown outcome", data: NoticeOutcome{NoticeID: "n", MigrationID: "m", Stream: "s", ClientID: "c", Attempts: 1,
@@ -409,6 +407,22 @@ func TestMarshalRejectsInvalid(t *testing.T) {
 				t.Fatalf("Marshal = %v, want a ValidationError at %s", err, tc.wantPath)
 			}
 		})
+	}
+}
+
+// TestMarshalFillsRequiredCollections: nil evidence and steps go out as {} and [], not null.
+func TestMarshalFillsRequiredCollections(t *testing.T) {
+	for _, d := range []Data{
+		OutagePredicted{PredictionID: "p", Host: "h", Cause: "memory", ExpectedOfflineAt: t0, Confidence: 0.5},
+		MigrationFailed{MigrationID: "m", Stream: "s", FromHost: "a", Step: "attached", Reason: "deadline"},
+	} {
+		env, _, err := Marshal(testSource, d)
+		if err != nil {
+			t.Fatalf("%s: %v", d.EventType(), err)
+		}
+		if strings.Contains(string(env.Data), "null") {
+			t.Fatalf("%s: data has null: %s", d.EventType(), env.Data)
+		}
 	}
 }
 

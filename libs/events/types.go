@@ -222,11 +222,13 @@ type OutageCleared struct {
 	Host         string `json:"host"`
 	Cause        string `json:"cause"`
 	Reason       string `json:"reason"`
+	// Revision distinguishes a second clear of a prediction raised again.
+	Revision int `json:"revision,omitempty"`
 }
 
 func (e OutageCleared) EventType() string    { return TypeOutageCleared }
 func (e OutageCleared) EventSubject() string { return subject.OutageCleared(e.Host) }
-func (e OutageCleared) EventKey() string     { return e.PredictionID }
+func (e OutageCleared) EventKey() string     { return fmt.Sprintf("%s/%d", e.PredictionID, e.Revision) }
 
 // HostDown reports an unpredicted loss of a host (heartbeat silence).
 type HostDown struct {

@@ -1,0 +1,110 @@
+package stack
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ferrystream/ferry/libs/bus"
+	"github.com/ferrystream/ferry/libs/events"
+)
+
+// Seen is one event of the chain as observed.
+type Seen struct {
+	Env  events.Envelope
+	Data map[string]any
+	// At is the event's own time (set by its producer).
+	At time.Time
+}
+
+// Chain records every Ferry event from the moment it starts, for timelines
+// and assertions. The mutex guards seen.
+type Chain struct {
+	mu   sync.Mutex
+	seen []Seen
+	cc   jetstream.ConsumeContext
+	// OnEvent, if set before Start, is called for each event (in order).
+	onEvent func(Seen)
+}
+
+// WatchChain starts recording events published from now on.
+func WatchChain(ctx context.Context, js jetstream.JetStream, onEvent func(Seen)) (*Chain, error) {
+	c := &Chain{onEvent: onEvent}
+	cons, err := js.OrderedConsumer(ctx, bus.StreamEvents, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverNewPolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("watch events: %w", err)
+	}
+	c.cc, err = cons.Consume(func(m jetstream.Msg) {
+		env, err := events.Decode(m.Data())
+		if err != nil {
+			return
+		}
+		s := Seen{Env: env, At: env.Time}
+		_ = json.Unmarshal(env.Data, &s.Data)
+		c.mu.Lock()
+		c.seen = append(c.seen, s)
+		c.mu.Unlock()
+		if c.onEvent != nil {
+			c.onEvent(s)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Stop ends the recording.
+func (c *Chain) Stop() { c.cc.Stop() }
+
+// All returns a copy of everything seen so far.
+func (c *Chain) All() []Seen {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]Seen(nil), c.seen...)
+}
+
+// First returns the first event of type typ for which match returns true.
+func (c *Chain) First(typ string, match func(Seen) bool) (Seen, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, s := range c.seen {
+		if s.Env.Type == typ && (match == nil || match(s)) {
+			return s, true
+		}
+	}
+	return Seen{}, false
+}
+
+// Count returns how many events of type typ match.
+func (c *Chain) Count(typ string, match func(Seen) bool) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, s := range c.seen {
+		if s.Env.Type == typ && (match == nil || match(s)) {
+			n++
+		}
+	}
+	return n
+}
+
+// Field matches events whose data field k equals v.
+func Field(k, v string) func(Seen) bool {
+	return func(s Seen) bool {
+		got, _ := s.Data[k].(string)
+		return got == v
+	}
+}
+
+// Str returns a string field of the event data.
+func (s Seen) Str(k string) string {
+	v, _ := s.Data[k].(string)
+	return v
+}
