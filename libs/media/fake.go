@@ -3,9 +3,9 @@ package media
 import (
 	"context"
 	"encoding/binary"
-	"math"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"time"
 
@@ -28,6 +28,7 @@ var (
 	_ Source = (*FakeH265)(nil)
 	_ Source = (*FakeG711)(nil)
 	_ Source = (*CameraSource)(nil)
+	_ Source = (*MJPEGSource)(nil)
 )
 
 // FakeConfig configures the synthetic sources. Zero values take the defaults.

@@ -132,7 +132,7 @@ const (
 
 // seqWindow is the number of recent output sequence numbers remembered per media
 // to tell duplicates from late packets.
-const seqWindow = 512
+const seqWindow = 4096
 
 type outMedia struct {
 	clock    int64

@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -20,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ferrystream/ferry/libs/bus"
+	"github.com/ferrystream/ferry/libs/events"
 )
 
 // Options configures a stack.
@@ -56,16 +58,16 @@ type Host struct {
 
 // Stack is a running local stack.
 type Stack struct {
-	Opts       Options
-	NATS       *server.Server
-	NATSURL    string
-	NC         *nats.Conn
-	JS         jetstream.JetStream
-	Secret     string
-	Hosts      []*Host
-	Services   map[string]string // service name -> metrics URL
+	Opts        Options
+	NATS        *server.Server
+	NATSURL     string
+	NC          *nats.Conn
+	JS          jetstream.JetStream
+	Secret      string
+	Hosts       []*Host
+	Services    map[string]string // service name -> metrics URL
 	NotifierURL string
-	LogDir     string
+	LogDir      string
 
 	procs   *procs
 	tempDir bool
@@ -347,7 +349,10 @@ var ErrStopped = errors.New("a process of the stack stopped")
 
 // Check returns ErrStopped naming the first service process that exited.
 func (s *Stack) Check() error {
-	for _, p := range s.procs.list {
+	s.procs.mu.Lock()
+	list := append([]*proc(nil), s.procs.list...)
+	s.procs.mu.Unlock()
+	for _, p := range list {
 		if p.exited() && !isPublisher(p.name) {
 			return fmt.Errorf("%w: %s (%v); log %s\n%s", ErrStopped, p.name, p.err, p.logPath, tail(p.logPath, 10))
 		}
@@ -356,3 +361,17 @@ func (s *Stack) Check() error {
 }
 
 func isPublisher(name string) bool { return len(name) > 8 && name[:8] == "publish-" }
+
+// Placement returns the current placement record of stream.
+func (s *Stack) Placement(ctx context.Context, stream string) (events.Placement, error) {
+	var p events.Placement
+	kv, err := s.JS.KeyValue(ctx, bus.BucketPlacements)
+	if err != nil {
+		return p, err
+	}
+	e, err := kv.Get(ctx, events.PlacementKey(stream))
+	if err != nil {
+		return p, fmt.Errorf("placement of %s: %w", stream, err)
+	}
+	return p, json.Unmarshal(e.Value(), &p)
+}

@@ -139,6 +139,8 @@ func runDemo(ctx context.Context, s *stack.Stack, streamName string, lead time.D
 	switch {
 	case done.Env.Type == events.TypeMigrationFailed:
 		res.Reason = "migration failed: " + done.Str("reason")
+	case rep.Disconnected != "":
+		res.Reason = "viewer disconnected: " + rep.Disconnected
 	case rep.Missing != 0:
 		res.Reason = fmt.Sprintf("%d frames lost", rep.Missing)
 	case rep.Duplicates != 0:
