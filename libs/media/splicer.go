@@ -134,6 +134,10 @@ const (
 // to tell duplicates from late packets.
 const seqWindow = 4096
 
+// maxSameSeqJump is the largest distance between a pending SameSeqSpace feed's
+// first packets and the output for the feed to count as the same sequence space.
+const maxSameSeqJump = seqWindow / 2
+
 type outMedia struct {
 	clock    int64
 	keyframe func([]byte) bool
@@ -190,7 +194,8 @@ type feed struct {
 
 	seen     bool
 	lastSeen time.Time
-	run      int // consecutive output packets this feed brought first
+	run      int  // consecutive output packets this feed brought first
+	proven   bool // a SameSeqSpace feed whose packets matched the output's sequence space
 
 	switchSet bool      // the lead media has spliced; switchAt is its feed time
 	switchAt  time.Time // mapped wall time of the lead splice packet
@@ -334,14 +339,15 @@ func (s *Splicer) AddFeed(id string, mode Mode, desc *description.Session) error
 	if s.find(id) != nil {
 		return fmt.Errorf("add feed %q: %w", id, ErrFeedExists)
 	}
-	f := &feed{id: id, mode: mode, medias: make([]feedMedia, len(s.medias))}
+	// lastSeen starts now: a feed that never sends times out like one that stops
+	f := &feed{id: id, mode: mode, medias: make([]feedMedia, len(s.medias)), lastSeen: s.opts.Now()}
 	for i := range f.medias {
 		f.medias[i].params = paramSets(desc.Medias[i].Formats[0])
 	}
 	switch {
 	case s.active == nil && !s.everOut && len(s.feeds) == 0:
 		// the first feed: pass through unchanged
-		f.state = feedActive
+		f.state, f.proven = feedActive, true
 		for i := range f.medias {
 			f.medias[i].on = true
 			s.medias[i].params = f.medias[i].params
@@ -500,15 +506,28 @@ func (s *Splicer) writeSeq(f *feed, mi int, pkt *rtp.Packet, now time.Time) {
 	om := &s.medias[mi]
 	seq := pkt.SequenceNumber + fm.seqOff
 	if om.started {
-		if d := int16(seq - om.hi); d <= 0 {
+		d := int16(seq - om.hi)
+		if !f.proven && f.state == feedPending && (d > maxSameSeqJump || d < -maxSameSeqJump) {
+			// declared same-sequence, but nowhere near the output: another
+			// sequence space (a restarted publisher). Splice it at a keyframe.
+			f.splice = true
+			for i := range f.medias {
+				f.medias[i].on = false
+			}
+			s.stats.Waiting++
+			return
+		}
+		if d <= 0 {
 			if -int(d) < seqWindow && om.has(seq) {
 				s.stats.Duplicates++
+				f.proven = true
 			} else {
 				s.stats.Late++
 			}
 			return
 		}
 	}
+	f.proven = true
 	s.emit(f, mi, &pkt.Header, pkt.Payload, seq, pkt.Timestamp+fm.tsOff, now)
 }
 
@@ -696,7 +715,7 @@ func (s *Splicer) dropActive(now time.Time, fire []SwitchInfo) []SwitchInfo {
 	}
 	var next *feed
 	for _, g := range s.feeds {
-		if g.state == feedPending && !g.splice && g.seen && (next == nil || g.lastSeen.After(next.lastSeen)) {
+		if g.state == feedPending && !g.splice && g.proven && (next == nil || g.lastSeen.After(next.lastSeen)) {
 			next = g
 		}
 	}

@@ -296,18 +296,21 @@ func TestSplicerBreak(t *testing.T) {
 		name     string
 		remove   bool // RemoveFeed(A) instead of letting it time out
 		modeB    Mode
+		seqB     uint16
 		wantMode string
 		wantGap  time.Duration
 	}{
 		// A's last frame is due at 960ms; B's first keyframe (frame 25 of a
 		// source started at 1.5s) arrives at 2.5s
-		{"removed, same-seq agent restarted", true, SameSeqSpace, SwitchKeyframe, 2500*time.Millisecond - 960*time.Millisecond},
-		{"removed, independent", true, IndependentSeqSpace, SwitchKeyframe, 2500*time.Millisecond - 960*time.Millisecond},
-		{"timed out, independent", false, IndependentSeqSpace, SwitchKeyframe, 2500*time.Millisecond - 960*time.Millisecond},
+		{"removed, same-seq agent restarted", true, SameSeqSpace, 20, SwitchKeyframe, 2500*time.Millisecond - 960*time.Millisecond},
+		{"removed, independent", true, IndependentSeqSpace, 20, SwitchKeyframe, 2500*time.Millisecond - 960*time.Millisecond},
+		{"timed out, independent", false, IndependentSeqSpace, 20, SwitchKeyframe, 2500*time.Millisecond - 960*time.Millisecond},
+		{"timed out, same-seq declared, new space ahead", false, SameSeqSpace, 20000, SwitchKeyframe, 2500*time.Millisecond - 960*time.Millisecond},
+		{"timed out, same-seq declared, new space behind", false, SameSeqSpace, 50000, SwitchKeyframe, 2500*time.Millisecond - 960*time.Millisecond},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a, _ := NewFakeH264(FakeConfig{InitialSeq: u16(65500), FirstFrame: 1})
-			b, _ := NewFakeH264(FakeConfig{InitialSeq: u16(20), FirstFrame: 1001})
+			b, _ := NewFakeH264(FakeConfig{InitialSeq: u16(tc.seqB), FirstFrame: 1001})
 			clk := newFakeClock()
 			col := &collector{clk: clk}
 			var switches []SwitchInfo

@@ -29,6 +29,7 @@ type Viewer struct {
 
 // ViewReport summarises the video media of a viewer's session.
 type ViewReport struct {
+	Packets     int64   `json:"packets"`
 	Frames      int64   `json:"frames"`
 	FramesSent  int64   `json:"frames_sent"` // counter span seen: last - first + 1
 	Missing     int64   `json:"missing"`
@@ -101,6 +102,15 @@ func Watch(ctx context.Context, url string, opts ...WatchOptions) (*Viewer, erro
 	return v, nil
 }
 
+// Packets returns the video packets received so far.
+func (v *Viewer) Packets() int64 {
+	r := v.an.Report()
+	if len(r.Medias) <= v.video {
+		return 0
+	}
+	return int64(r.Medias[v.video].Packets)
+}
+
 // Frames returns the video frames received so far.
 func (v *Viewer) Frames() int64 {
 	r := v.an.Report()
@@ -123,6 +133,7 @@ func (v *Viewer) Report() ViewReport {
 	r := ViewReport{Full: full}
 	if len(full.Medias) > v.video {
 		m := full.Medias[v.video]
+		r.Packets = int64(m.Packets)
 		r.Frames = int64(m.Frames)
 		if m.Frames > 0 {
 			r.FramesSent = int64(m.LastFrame - m.FirstFrame + 1)
