@@ -31,6 +31,8 @@ const (
 	BucketProcessed   = "processed"
 	BucketMigrations  = "migrations"
 	BucketMaintenance = "maintenance"
+	// BucketNotices holds the notifier's delivery state, one key per move notice.
+	BucketNotices = "notices"
 )
 
 // Durations of the layout.
@@ -76,6 +78,7 @@ func Buckets(replicas int) []jetstream.KeyValueConfig {
 		{Bucket: BucketProcessed, Description: "consumer idempotency records", History: 1, TTL: ProcessedTTL, Replicas: replicas},
 		{Bucket: BucketMigrations, Description: "migration state machines", History: 5, TTL: 7 * 24 * time.Hour, Replicas: replicas},
 		{Bucket: BucketMaintenance, Description: "maintenance windows", History: 5, TTL: 30 * 24 * time.Hour, Replicas: replicas},
+		{Bucket: BucketNotices, Description: "move notice delivery state (notifier)", History: 1, TTL: 7 * 24 * time.Hour, Replicas: replicas},
 	}
 }
 

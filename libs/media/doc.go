@@ -47,6 +47,10 @@
 //     sequence; otherwise the stream waits with no active feed and the next feed is
 //     spliced at its first keyframe (Break set, Gap is the outage).
 //
+// A SameSeqSpace feed whose first packets lie more than 2048 sequence numbers away
+// from the output is not in the same space after all (a restarted publisher): it
+// is spliced at a keyframe like an IndependentSeqSpace feed.
+//
 // Packets are never written out of order: a copy behind the output is dropped as a
 // duplicate (already written) or late (skipped). A switch may cut the old feed's
 // frame in progress; the new feed's keyframe follows it.
@@ -89,4 +93,19 @@
 //	c := gortsplib.Client{}
 //	_ = c.StartRecording(url, src.Description())
 //	_ = media.Run(ctx, src, c.WritePacketRTP)
+//
+// Writing one source to two connections (make-before-break), give each Client its
+// own CloneDescription(src.Description()) and map medias by index:
+//
+//	i := slices.Index(src.Description().Medias, medi)
+//	_ = c2.WritePacketRTP(desc2.Medias[i], pkt)
+//
+// A reader counting what it gets:
+//
+//	an := media.NewAnalyzer(desc)
+//	reader.OnPacketRTPAny(func(medi *description.Media, _ format.Format, pkt *rtp.Packet) {
+//		an.Add(slices.Index(desc.Medias, medi), pkt, time.Now())
+//	})
+//	...
+//	json.NewEncoder(os.Stdout).Encode(an.Report())
 package media

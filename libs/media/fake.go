@@ -367,12 +367,6 @@ func NewCameraSource(video, audio FakeConfig) (*CameraSource, error) {
 // Description returns the video (0) and audio (1) medias; the same value on every call.
 func (c *CameraSource) Description() *description.Session { return c.desc }
 
-// Video returns the video part, for reading its configuration-independent state.
-func (c *CameraSource) Video() *FakeH264 { return c.video }
-
-// Audio returns the audio part.
-func (c *CameraSource) Audio() *FakeG711 { return c.audio }
-
 // Next implements Source: the earlier of the next video frame and the next audio packet.
 func (c *CameraSource) Next() (time.Duration, int, []*rtp.Packet) {
 	vd := c.video.v.due()
@@ -412,4 +406,19 @@ func Run(ctx context.Context, src Source, write func(medi *description.Media, pk
 			}
 		}
 	}
+}
+
+// CloneDescription returns a copy of d with copies of its medias (the formats are
+// shared), for giving each gortsplib Client its own description: StartRecording
+// writes each media's Control and Secure fields. Medias keep their order, so an
+// index in one copy names the same media in every copy.
+func CloneDescription(d *description.Session) *description.Session {
+	c := *d
+	c.Medias = make([]*description.Media, len(d.Medias))
+	for i, m := range d.Medias {
+		mc := *m
+		mc.Formats = append([]format.Format(nil), m.Formats...)
+		c.Medias[i] = &mc
+	}
+	return &c
 }

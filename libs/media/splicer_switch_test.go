@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"slices"
+	"sort"
 	"testing"
 	"time"
 
@@ -441,5 +442,148 @@ func TestSplicerErrors(t *testing.T) {
 	}
 	if err := sp.AddFeed("C", Mode(9), nil); err == nil {
 		t.Error("AddFeed with invalid mode succeeded")
+	}
+}
+
+// TestSplicerIndependentCodecs: keyframe splicing for H.265, and codecs without
+// keyframes (audio only, M-JPEG) switching at the new feed's first packet.
+func TestSplicerIndependentCodecs(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		make     func(seq uint16, first uint64) Source
+		wantKey  func([]byte) bool // the first packet of B must satisfy this
+		bOffset  time.Duration     // B's content starts here (mid-GOP for video)
+		firstOfB uint64            // counter of B's first output frame
+	}{
+		{"h265", func(seq uint16, first uint64) Source {
+			s, _ := NewFakeH265(FakeConfig{GOP: 25, InitialSeq: u16(seq), FirstFrame: first})
+			return s
+		}, IsKeyframeH265, 400 * time.Millisecond, 1025},
+		{"g711 only", func(seq uint16, first uint64) Source {
+			s, _ := NewFakeG711(FakeConfig{InitialSeq: u16(seq), FirstFrame: first})
+			return s
+		}, nil, 400 * time.Millisecond, 1020},
+		{"mjpeg", func(seq uint16, first uint64) Source {
+			s, _ := NewMJPEGSource(FakeConfig{FPS: 25, InitialSeq: u16(seq)}, 0, 0)
+			return s
+		}, nil, 400 * time.Millisecond, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := tc.make(100, 0), tc.make(30000, 1000)
+			var evs []event
+			for _, e := range sourceEvents(a, "A", 0, 2*time.Second, 0) {
+				if e.at < time.Second {
+					evs = append(evs, e)
+				}
+			}
+			evB := sourceEvents(b, "B", tc.bOffset, 2*time.Second, 0)
+			clk := newFakeClock()
+			col := &collector{clk: clk}
+			var switches []SwitchInfo
+			sp := NewSplicer(a.Description(), col.out, SplicerOptions{Now: clk.Now, OnSwitch: func(si SwitchInfo) { switches = append(switches, si) }})
+			if err := sp.AddFeed("A", IndependentSeqSpace, nil); err != nil {
+				t.Fatal(err)
+			}
+			if err := sp.AddFeed("B", IndependentSeqSpace, nil); err != nil {
+				t.Fatal(err)
+			}
+			play(t, clk, sp, append(evs, evB...))
+			out := col.media(0)
+			checkContinuous(t, out)
+			if len(switches) != 1 || switches[0].Mode != SwitchKeyframe || switches[0].To != "B" {
+				t.Fatalf("switches %+v", switches)
+			}
+			// the first B packet in the output, by payload identity
+			fromB := map[*byte]bool{}
+			for _, e := range evB {
+				fromB[&e.pkt.Payload[0]] = true
+			}
+			k := slices.IndexFunc(out, func(p outPkt) bool { return fromB[&p.pl[0]] })
+			if k <= 0 {
+				t.Fatalf("B not in output (%d)", k)
+			}
+			if tc.wantKey != nil && !tc.wantKey(out[k].pl) {
+				t.Errorf("B starts with a non-keyframe")
+			}
+			if c, ok := FrameCounter(out[k].pl); ok && c != tc.firstOfB {
+				t.Errorf("B starts at frame %d, want %d", c, tc.firstOfB)
+			}
+			if tc.wantKey == nil && &out[k].pl[0] != &evB[0].pkt.Payload[0] {
+				t.Errorf("a codec without keyframes must switch at the new feed's first packet")
+			}
+		})
+	}
+}
+
+// TestSplicerOldFeedGoesMidSwitch: the old feed is removed after the video splice,
+// before the audio one; the switch completes at once and audio follows later.
+// A new feed without audio completes the switch after FeedTimeout.
+func TestSplicerOldFeedGoesMidSwitch(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		removeOld bool // remove A right after B's video splice
+		bAudio    bool
+		wantAt    time.Duration // when OnSwitch fires
+	}{
+		{"old removed before the audio splice", true, true, 1000 * time.Millisecond},
+		{"new feed never sends audio", false, false, 1000*time.Millisecond + 2*time.Second + 40*time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, _ := NewCameraSource(FakeConfig{FirstFrame: 1}, FakeConfig{FirstFrame: 1})
+			b, _ := NewCameraSource(FakeConfig{FirstFrame: 1001}, FakeConfig{FirstFrame: 5001})
+			evA := sourceEvents(a, "A", 0, 4*time.Second, 0)
+			evB := sourceEvents(b, "B", 400*time.Millisecond, 4*time.Second, 0)
+			clk := newFakeClock()
+			col := &collector{clk: clk}
+			var switches []SwitchInfo
+			sp := NewSplicer(a.Description(), col.out, SplicerOptions{Now: clk.Now, OnSwitch: func(si SwitchInfo) { switches = append(switches, si) }})
+			_ = sp.AddFeed("A", SameSeqSpace, nil)
+			_ = sp.AddFeed("B", IndependentSeqSpace, nil)
+			var evs []event
+			for _, e := range evA {
+				if !tc.removeOld || e.at < 1000*time.Millisecond {
+					evs = append(evs, e)
+				}
+			}
+			for _, e := range evB {
+				if !tc.bAudio && e.media == 1 {
+					continue
+				}
+				// B's audio is a little behind its video: it reaches 1s at 1.01s
+				if e.media == 1 {
+					e.at += 10 * time.Millisecond
+				}
+				evs = append(evs, e)
+			}
+			sort.SliceStable(evs, func(i, j int) bool { return evs[i].at < evs[j].at })
+			removed := false
+			for _, e := range evs {
+				clk.Set(clk.start.Add(e.at))
+				_ = sp.Write(e.feed, e.media, e.pkt)
+				if tc.removeOld && !removed && sp.Active() == "B" {
+					removed = true
+					if err := sp.RemoveFeed("A"); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if len(switches) != 1 || switches[0].From != "A" || switches[0].To != "B" {
+				t.Fatalf("switches %+v", switches)
+			}
+			if at := switches[0].At.Sub(clk.start); at != tc.wantAt {
+				t.Errorf("switch completed at %v, want %v", at, tc.wantAt)
+			}
+			audio := col.media(1)
+			checkContinuous(t, audio)
+			checkContinuous(t, col.media(0))
+			if tc.bAudio {
+				k := splitAt(audio, countersOf(evB, 1))
+				if c, _ := FrameCounter(audio[k].pl); c != 5051 {
+					t.Errorf("audio switched at %d, want 5051", c)
+				}
+			} else if sp.Write("A", 1, evA[len(evA)-1].pkt) != ErrFeedRetired {
+				t.Errorf("old feed not retired after the timeout")
+			}
+		})
 	}
 }

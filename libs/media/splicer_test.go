@@ -159,7 +159,8 @@ func TestSplicerSameSeqOverlap(t *testing.T) {
 	}{
 		{"small frames", 1000, 0},
 		{"fragmented frames", 1000, 1_500_000},
-		{"seq wraps during overlap", 65500, 1_500_000},
+		{"seq wraps while the new feed lags", 65535 - 150, 1_500_000},
+		{"seq wraps while the new feed leads", 65535 - 400, 1_500_000},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			src, err := NewFakeH264(FakeConfig{FPS: 25, GOP: 25, Bitrate: tc.bitrate, InitialSeq: u16(tc.seq0), FirstFrame: 1})

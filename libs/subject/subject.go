@@ -101,6 +101,11 @@ func NoticeAck(client string) string { return prefix + "ack.client." + client }
 // NoticeAckAll is ferry.ack.client.*
 const NoticeAckAll = prefix + "ack.client.*"
 
+// NoticeSSE is ferry.sse.client.<client>: core-NATS fan-out of a move notice
+// to whichever notifier replica holds the client's server-sent-events stream
+// (that replica subscribes while the stream is open and replies once written).
+func NoticeSSE(client string) string { return prefix + "sse.client." + client }
+
 // IngestDrain is ferry.cmd.ingest.<host>.drain
 func IngestDrain(host string) string { return prefix + "cmd.ingest." + host + ".drain" }
 
