@@ -5,9 +5,11 @@ go 1.26.0
 require (
 	github.com/bluenviron/gortsplib/v4 v4.16.2
 	github.com/ferrystream/ferry/libs v0.0.0
+	github.com/ferrystream/ferry/services/placement v0.0.0
 	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nats.go v1.55.0
 	github.com/pion/rtp v1.8.21
+	github.com/rs/zerolog v1.35.1
 )
 
 require (
@@ -29,7 +31,6 @@ require (
 	github.com/pion/sdp/v3 v3.0.15 // indirect
 	github.com/pion/srtp/v3 v3.0.6 // indirect
 	github.com/pion/transport/v3 v3.0.7 // indirect
-	github.com/rs/zerolog v1.35.1 // indirect
 	github.com/santhosh-tekuri/jsonschema/v6 v6.0.3 // indirect
 	golang.org/x/crypto v0.58.0 // indirect
 	golang.org/x/net v0.60.0 // indirect
@@ -41,4 +42,5 @@ require (
 replace (
 	github.com/ferrystream/ferry/libs => ../../libs
 	github.com/ferrystream/ferry/schemas => ../../schemas
+	github.com/ferrystream/ferry/services/placement => ../../services/placement
 )

@@ -21,6 +21,10 @@ const (
 	AllDeadLetters = prefix + "dlq.>"
 )
 
+// EventsAbout is ferry.evt.*.*.<id>: every event whose subject ends with one
+// entity id (a host or a stream), e.g. for `ferryctl events --stream cam-1`.
+func EventsAbout(id string) string { return prefix + "evt.*.*." + id }
+
 // MaintenanceScheduled is ferry.evt.ops.maintenance_scheduled.<host>
 func MaintenanceScheduled(host string) string {
 	return prefix + "evt.ops.maintenance_scheduled." + host

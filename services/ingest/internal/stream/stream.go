@@ -196,6 +196,8 @@ func (s *Stream) write(mi int, pkt *rtp.Packet, ntp time.Time) {
 					s.framesMissing.Add(n - s.lastFrame - 1)
 				}
 				s.lastFrame = n
+			case s.lastFrame-n > counterReset:
+				s.lastFrame = n // the source restarted its counter
 			default:
 				s.framesDup.Add(1)
 			}
@@ -590,6 +592,10 @@ func (f *Feed) retire(reason string) {
 		go f.onRetire(reason)
 	}
 }
+
+// counterReset is how far a frame counter may go back before it counts as a
+// restarted source rather than duplicates.
+const counterReset = 250
 
 // spaceDrift is how far (in sequence numbers) a SameSeqSpace feed's first packet
 // may be from the output before it is treated as another sequence space.

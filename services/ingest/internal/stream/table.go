@@ -13,8 +13,10 @@ type Table struct {
 	srv  *gortsplib.Server
 	opts Options
 
-	mu sync.Mutex // guards m
+	mu sync.Mutex // guards m and the totals of removed streams
 	m  map[string]*Stream
+	// bytes of streams already removed
+	goneIn, goneOut uint64
 	// OnChange, if set, is called (without the lock) after a stream is added or removed.
 	OnChange func()
 }
@@ -61,6 +63,13 @@ func (t *Table) Remove(s *Stream, reason string) {
 	}
 	t.mu.Unlock()
 	s.Close(reason)
+	if removed {
+		in, out := s.BytesIn(), s.BytesOut()
+		t.mu.Lock()
+		t.goneIn += in
+		t.goneOut += out
+		t.mu.Unlock()
+	}
 	if removed && t.OnChange != nil {
 		t.OnChange()
 	}
@@ -83,4 +92,17 @@ func (t *Table) Len() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return len(t.m)
+}
+
+// Bytes returns the RTP bytes received from feeds and sent to readers by
+// every stream this table ever held.
+func (t *Table) Bytes() (in, out uint64) {
+	t.mu.Lock()
+	in, out = t.goneIn, t.goneOut
+	t.mu.Unlock()
+	for _, s := range t.All() {
+		in += s.BytesIn()
+		out += s.BytesOut()
+	}
+	return in, out
 }

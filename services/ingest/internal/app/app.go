@@ -1,0 +1,444 @@
+// Package app wires an ingest node together: NATS, the RTSP server (origin
+// role), the edge follower, the handover, camera pulls, the registry, the
+// command consumer, metrics, and the drain that ends a run.
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/pion/rtp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/ferrystream/ferry/libs/bus"
+	"github.com/ferrystream/ferry/libs/events"
+	"github.com/ferrystream/ferry/libs/media"
+	"github.com/ferrystream/ferry/libs/obs"
+	"github.com/ferrystream/ferry/libs/subject"
+	"github.com/ferrystream/ferry/services/ingest/internal/camera"
+	"github.com/ferrystream/ferry/services/ingest/internal/config"
+	"github.com/ferrystream/ferry/services/ingest/internal/control"
+	"github.com/ferrystream/ferry/services/ingest/internal/edge"
+	"github.com/ferrystream/ferry/services/ingest/internal/emit"
+	"github.com/ferrystream/ferry/services/ingest/internal/handover"
+	"github.com/ferrystream/ferry/services/ingest/internal/metrics"
+	"github.com/ferrystream/ferry/services/ingest/internal/origin"
+	"github.com/ferrystream/ferry/services/ingest/internal/registry"
+	"github.com/ferrystream/ferry/services/ingest/internal/stream"
+)
+
+// Deps are optional collaborators; zero values are built from the config.
+type Deps struct {
+	Log zerolog.Logger
+	// NC and JS, when set, are used instead of connecting (tests share one).
+	NC *nats.Conn
+	JS jetstream.JetStream
+	// Registry receives the metrics (default obs.NewRegistry()).
+	Registry *prometheus.Registry
+	// OnOutput sees every packet a stream writes to its readers (tests).
+	OnOutput func(s *stream.Stream, mediaIndex int, pkt *rtp.Packet, ntp time.Time)
+	// OnEmit sees every event the node emits (tests).
+	OnEmit func(events.Data)
+}
+
+// App is one ingest node.
+type App struct {
+	cfg config.Config
+	d   Deps
+	log zerolog.Logger
+
+	reg     *prometheus.Registry
+	metrics *metrics.Metrics
+
+	started chan struct{}
+	abortMu sync.Mutex
+	abort   context.CancelFunc
+	aborted bool
+	drainCh chan drainReq
+	ready   atomic.Bool
+	done    chan struct{}
+
+	// set in Run
+	node     *origin.Node
+	edge     *edge.Manager
+	handover *handover.Manager
+	camera   *camera.Manager
+	emitter  *emit.Emitter
+	registry *registry.Registry
+	nc       *nats.Conn
+	metrics0 string
+}
+
+type drainReq struct {
+	grace  time.Duration
+	reason string
+}
+
+// New validates cfg and returns a node; Run starts it.
+func New(cfg config.Config, d Deps) (*App, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if d.Registry == nil {
+		d.Registry = obs.NewRegistry()
+	}
+	a := &App{cfg: cfg, d: d, log: d.Log.With().Str("host", cfg.HostID).Logger(), reg: d.Registry,
+		started: make(chan struct{}), drainCh: make(chan drainReq, 1), done: make(chan struct{})}
+	a.metrics = metrics.New(d.Registry)
+	return a, nil
+}
+
+// Started is closed once the node serves RTSP and is registered.
+func (a *App) Started() <-chan struct{} { return a.started }
+
+// Done is closed when Run has returned.
+func (a *App) Done() <-chan struct{} { return a.done }
+
+// Node returns the RTSP node (after Started).
+func (a *App) Node() *origin.Node { return a.node }
+
+// PublicURL returns the node's base RTSP URL (after Started).
+func (a *App) PublicURL() string { return a.node.PublicURL() }
+
+// MetricsAddr returns the bound metrics address (after Started; "" if off).
+func (a *App) MetricsAddr() string { return a.metrics0 }
+
+// Registry returns the metrics registry.
+func (a *App) Registry() *prometheus.Registry { return a.reg }
+
+// Drain starts a drain (as a drain command does). It returns at once.
+func (a *App) Drain(grace time.Duration, reason string) {
+	select {
+	case a.drainCh <- drainReq{grace, reason}:
+	default:
+	}
+}
+
+// Abort stops the node at once without draining (a crash, seen from outside:
+// every connection closes). Run returns.
+func (a *App) Abort() {
+	a.abortMu.Lock()
+	defer a.abortMu.Unlock()
+	a.aborted = true
+	if a.abort != nil {
+		a.abort()
+	}
+}
+
+// Run serves until ctx ends (then it drains for the configured grace) or a
+// drain command arrives, or Abort.
+func (a *App) Run(ctx context.Context) error {
+	defer close(a.done)
+	a.abortMu.Lock()
+	if a.aborted {
+		a.abortMu.Unlock()
+		return nil
+	}
+	rctx, abort := context.WithCancel(context.Background())
+	a.abort = abort
+	a.abortMu.Unlock()
+	defer abort()
+
+	log := a.log
+	js, nc := a.d.JS, a.d.NC
+	if js == nil {
+		var err error
+		nc, js, err = bus.Connect(ctx, a.cfg.NATS, log)
+		if err != nil {
+			return err
+		}
+		a.nc = nc
+		defer nc.Close()
+	}
+	bctx, bcancel := context.WithTimeout(ctx, 15*time.Second)
+	err := bus.Bootstrap(bctx, js, a.cfg.NATS.Replicas)
+	var stores *bus.Stores
+	if err == nil {
+		stores, err = bus.OpenStores(bctx, js)
+	}
+	bcancel()
+	if err != nil {
+		return fmt.Errorf("bootstrap: %w", err)
+	}
+	go func() { _ = bus.RunDeadLetters(rctx, js, log) }()
+
+	placements := control.Placements{KV: stores.Placements}
+	hosts := control.Hosts{KV: stores.Hosts}
+	a.emitter = emit.New(js, "ferry/ingest/"+a.cfg.HostID, log)
+	a.emitter.OnEmit = a.d.OnEmit
+	ectx, ecancel := context.WithCancel(context.Background())
+	emitDone := make(chan struct{})
+	go func() { a.emitter.Run(ectx); close(emitDone) }()
+
+	var edgeMgr *edge.Manager
+	node, err := origin.New(a.cfg, origin.Deps{
+		Log: log, Metrics: a.metrics, Placements: placements, Sessions: control.Sessions{KV: stores.Sessions},
+		Emit: a.emitter,
+		StreamOptions: stream.Options{
+			OnSwitch: func(s *stream.Stream, info media.SwitchInfo, from, to *stream.Feed) {
+				a.onSwitch(edgeMgr, s, info, from, to)
+			},
+			OnOutput: a.d.OnOutput,
+		},
+	})
+	if err != nil {
+		ecancel()
+		return err
+	}
+	a.node = node
+	edgeMgr = edge.New(edge.Config{Self: a.cfg.HostID, Linger: a.cfg.EdgeLinger, UpstreamWait: a.cfg.UpstreamWait},
+		node.Table(), placements, hosts, a.emitter, a.metrics, log)
+	a.edge = edgeMgr
+	a.handover = handover.New(handover.Config{Self: a.cfg.HostID}, node.Table(), placements,
+		control.Attachments{JS: js}, edgeMgr, hosts, a.emitter, a.metrics, log)
+	a.camera = camera.New(a.cfg.HostID, node.Table(), a.emitter, a.metrics, log, a.handover.Track)
+	node.SetResolver(edgeMgr)
+	node.SetOnHosted(a.handover.Track)
+	if err := node.Start(); err != nil {
+		ecancel()
+		return err
+	}
+
+	a.registry = registry.New(registry.Config{
+		Host: a.cfg.HostID, RTSPURL: node.PublicURL(), Zone: a.cfg.Zone, Role: a.cfg.Role,
+		CapacityStreams: a.cfg.CapacityStreams, CapacityBitrate: a.cfg.CapacityBitrate, MemLimit: a.cfg.MemLimit,
+	}, stores.Hosts, js, a.load, log)
+	if err := a.registry.PutRecord(ctx); err != nil {
+		log.Warn().Err(err).Msg("first registration failed; retrying in the background")
+	}
+
+	var wg sync.WaitGroup
+	bg := func(f func()) {
+		wg.Add(1)
+		go func() { defer wg.Done(); f() }()
+	}
+	bg(func() { a.registry.Run(rctx) })
+	bg(func() { node.RunJanitor(rctx) })
+	bg(func() { edgeMgr.Run(rctx) })
+	cctx, ccancel := context.WithCancel(rctx)
+	consuming := make(chan error, 1)
+	bg(func() {
+		consuming <- bus.Consume(cctx, js, log, bus.ConsumerSpec{
+			Stream: bus.StreamCommands, Durable: "ingest-" + a.cfg.HostID,
+			Filters: []string{subject.IngestCommands(a.cfg.HostID)},
+		}, a.handleCommand)
+	})
+	srv := &obs.Server{Addr: a.cfg.MetricsAddr, Registry: a.reg, Log: log, Ready: func() error {
+		if !a.ready.Load() {
+			return errors.New("starting")
+		}
+		if nc != nil && !nc.IsConnected() {
+			return errors.New("NATS disconnected")
+		}
+		if dr, _ := node.Draining(); dr {
+			return errors.New("draining")
+		}
+		return nil
+	}}
+	if addr, err := srv.Listen(); err != nil {
+		log.Error().Err(err).Str("addr", a.cfg.MetricsAddr).Msg("metrics server")
+	} else if addr != nil {
+		a.metrics0 = addr.String()
+	}
+	bg(func() { _ = srv.Run(rctx) })
+
+	a.ready.Store(true)
+	close(a.started)
+	log.Info().Str("role", a.cfg.Role).Str("rtsp", node.PublicURL()).Str("metrics", a.metrics0).Msg("ingest node started")
+
+	drained := false
+	select {
+	case <-ctx.Done():
+		drained = a.drain(rctx, a.cfg.DrainGrace, "signal")
+	case req := <-a.drainCh:
+		drained = a.drain(rctx, req.grace, req.reason)
+	case err := <-consuming:
+		if err != nil {
+			log.Error().Err(err).Msg("command consumer failed")
+		}
+		drained = a.drain(rctx, a.cfg.DrainGrace, "command consumer failed")
+	case <-rctx.Done():
+	}
+
+	// stop in reverse: commands, sources, relays, the server, then the record
+	ccancel()
+	a.camera.Close()
+	a.handover.Close()
+	edgeMgr.Close()
+	if drained {
+		a.farewell()
+	}
+	node.Close()
+	abort()
+	wg.Wait()
+	if drained {
+		dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		a.registry.Deregister(dctx)
+		cancel()
+	}
+	ecancel()
+	<-emitDone
+	log.Info().Bool("drained", drained).Msg("ingest node stopped")
+	return nil
+}
+
+// onSwitch dispatches a stream's switch: edge reports, origin metrics.
+func (a *App) onSwitch(em *edge.Manager, s *stream.Stream, info media.SwitchInfo, from, to *stream.Feed) {
+	if (from != nil && from.Kind == stream.KindUpstream) || (to != nil && to.Kind == stream.KindUpstream) {
+		if em != nil {
+			em.OnSwitch(s, info, from, to)
+		}
+		return
+	}
+	a.metrics.Switches.WithLabelValues(s.Name, "origin", info.Mode).Inc()
+	a.metrics.SwitchGap.WithLabelValues("origin").Observe(info.Gap.Seconds())
+}
+
+// load samples the node for the registry.
+func (a *App) load() registry.Load {
+	st := a.node.Stats()
+	in, out := a.node.Table().Bytes()
+	dr, deadline := a.node.Draining()
+	return registry.Load{
+		Streams: int64(a.node.Table().Len()), Hosted: int64(len(a.node.HostedStreams())),
+		Readers: st.Readers, Publishers: st.Publishers, BytesIn: in, BytesOut: out,
+		RTPLost: st.RTPLost, WriteErrors: st.WriteErrors, Draining: dr, Deadline: deadline,
+	}
+}
+
+// drain refuses new publishers, announces the deadline, and waits until every
+// hosted stream has moved or the deadline passed. It returns false on Abort.
+func (a *App) drain(rctx context.Context, grace time.Duration, reason string) bool {
+	if grace <= 0 {
+		grace = a.cfg.DrainGrace
+	}
+	deadline := time.Now().Add(grace)
+	a.node.SetDraining(deadline)
+	hosted := a.node.HostedStreams()
+	log := a.log.With().Str("reason", reason).Time("deadline", deadline).Logger()
+	log.Info().Int("streams", len(hosted)).Msg("draining: new publishers refused")
+	pctx, cancel := context.WithTimeout(rctx, 5*time.Second)
+	if err := a.registry.PutRecord(pctx); err != nil {
+		log.Warn().Err(err).Msg("host record")
+	}
+	if err := a.emitter.Publish(pctx, events.Draining{Host: a.cfg.HostID, Deadline: deadline.UTC(),
+		Reason: reason, Streams: len(hosted)}); err != nil {
+		log.Error().Err(err).Msg("publish draining")
+	}
+	cancel()
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		n := len(a.node.HostedStreams())
+		if n == 0 {
+			log.Info().Msg("drained: every stream has moved")
+			return true
+		}
+		if time.Now().After(deadline) {
+			log.Warn().Int("streams_left", n).Msg("drain deadline: closing the streams still here")
+			return true
+		}
+		select {
+		case <-rctx.Done():
+			return false
+		case <-t.C:
+		}
+	}
+}
+
+// farewell sends the readers still attached to the host their stream now
+// lives on (when that is another host) before the server closes.
+func (a *App) farewell() {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	for _, s := range a.node.Table().All() {
+		if s.Readers() == 0 {
+			continue
+		}
+		loc := a.placedURL(ctx, s.Name)
+		if loc == "" {
+			continue
+		}
+		n := s.Redirect(loc)
+		a.log.Info().Str("stream", s.Name).Int("readers", n).Str("location", loc).Msg("exit: readers redirected")
+	}
+}
+
+// placedURL returns the stream's URL on the host its placement names, when
+// that is another host.
+func (a *App) placedURL(ctx context.Context, name string) string {
+	js := a.d.JS
+	if js == nil && a.nc != nil {
+		js, _ = jetstream.New(a.nc)
+	}
+	if js == nil {
+		return ""
+	}
+	kv, err := js.KeyValue(ctx, bus.BucketPlacements)
+	if err != nil {
+		return ""
+	}
+	pl, err := control.Placements{KV: kv}.Get(ctx, name)
+	if err != nil || pl.Host == a.cfg.HostID || pl.Host == "" {
+		return ""
+	}
+	hk, _ := js.KeyValue(ctx, bus.BucketHosts)
+	return control.StreamURL(pl, control.Hosts{KV: hk}.URL(ctx, pl.Host))
+}
+
+// handleCommand executes a command from ferry.cmd.ingest.<host>.>.
+func (a *App) handleCommand(_ context.Context, m bus.Msg) error {
+	switch m.Env.Type {
+	case events.TypeDrainCommand:
+		var c events.DrainCommand
+		if err := json.Unmarshal(m.Env.Data, &c); err != nil {
+			return bus.Permanent(err)
+		}
+		if c.Host != a.cfg.HostID {
+			return bus.Permanent(fmt.Errorf("drain command for %s delivered to %s", c.Host, a.cfg.HostID))
+		}
+		grace := time.Duration(c.GraceSeconds * float64(time.Second))
+		reason := c.Reason
+		if reason == "" {
+			reason = "drain command"
+		}
+		a.log.Info().Str("command_id", c.CommandID).Dur("grace", grace).Msg("drain command")
+		a.Drain(grace, reason)
+		return nil
+	case events.TypePullCommand:
+		var c events.PullCommand
+		if err := json.Unmarshal(m.Env.Data, &c); err != nil {
+			return bus.Permanent(err)
+		}
+		if c.Host != a.cfg.HostID {
+			return bus.Permanent(fmt.Errorf("pull command for %s delivered to %s", c.Host, a.cfg.HostID))
+		}
+		if dr, _ := a.node.Draining(); dr && !c.Stop {
+			return bus.Permanent(fmt.Errorf("pull command for %s refused: host is draining", c.Stream))
+		}
+		if !a.cfg.Origin() && !c.Stop {
+			return bus.Permanent(fmt.Errorf("pull command for %s refused: edge-only host", c.Stream))
+		}
+		a.log.Info().Str("command_id", c.CommandID).Str("stream", c.Stream).Str("migration_id", c.MigrationID).
+			Bool("stop", c.Stop).Msg("pull command")
+		if err := a.camera.Handle(c); err != nil {
+			return bus.Permanent(err)
+		}
+		return nil
+	}
+	return bus.Permanent(fmt.Errorf("unknown command type %s", m.Env.Type))
+}
+
+// HostID returns the node's host id.
+func (a *App) HostID() string { return a.cfg.HostID }
+
+// Config returns the node's configuration.
+func (a *App) Config() config.Config { return a.cfg }

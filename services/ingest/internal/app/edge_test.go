@@ -1,0 +1,172 @@
+package app
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/bluenviron/gortsplib/v4"
+	"github.com/bluenviron/gortsplib/v4/pkg/base"
+	"github.com/bluenviron/gortsplib/v4/pkg/liberrors"
+
+	"github.com/ferrystream/ferry/libs/events"
+	"github.com/ferrystream/ferry/libs/media"
+	"github.com/ferrystream/ferry/libs/testutil"
+	"github.com/ferrystream/ferry/services/ingest/internal/rtsptest"
+)
+
+// TestEdgeFollowsMove: two origins and one edge; a publisher with frame
+// counters moves from one origin to the other make-before-break while readers
+// watch on the edge over TCP and UDP. The edge opens the new origin while
+// still reading the old one and switches at exact sequence continuation:
+// 0 frames missing, 0 duplicated, longest gap under 1.5 frame intervals, for
+// H.264, H.265, and H.264 with a G.711 track.
+func TestEdgeFollowsMove(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		src  func(t *testing.T) media.Source
+	}{
+		{"h264", func(t *testing.T) media.Source { return fakeH264(t) }},
+		{"h265", func(t *testing.T) media.Source {
+			s, err := media.NewFakeH265(media.FakeConfig{FPS: 25, GOP: 25})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}},
+		{"h264+g711", func(t *testing.T) media.Source {
+			s, err := media.NewCameraSource(media.FakeConfig{FPS: 25, GOP: 25}, media.FakeConfig{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			a := h.node("origin-1", withRole("origin"))
+			b := h.node("origin-2", withRole("origin"))
+			e := h.node("edge-1", withRole("edge"), withUDP(t))
+			h.place("cam-1", a, "s-1", "", "", time.Time{})
+			ag := rtsptest.NewAgent(tc.src(t))
+			oldConn, err := ag.Connect(publishURL(a, "cam-1", h.token("cam-1", "origin-1", "s-1", "", time.Minute)), gortsplib.TransportTCP)
+			if err != nil {
+				t.Fatal(err)
+			}
+			runAgent(t, ag)
+			readers := map[string]*rtsptest.Reader{}
+			for _, tr := range []gortsplib.Transport{gortsplib.TransportTCP, gortsplib.TransportUDP} {
+				readers[transportName(tr)] = read(t, e.PublicURL()+"/cam-1", tr)
+			}
+			waitAll(t, readers, 50)
+
+			h.place("cam-1", b, "s-1", "m-1", "origin-1", time.Now().Add(time.Minute))
+			if _, err := ag.Connect(publishURL(b, "cam-1", h.token("cam-1", "origin-2", "s-1", "m-1", time.Minute)), gortsplib.TransportTCP); err != nil {
+				t.Fatal(err)
+			}
+			sw := waitEvent(h, events.TypeEdgeSwitched, 15*time.Second, func(e events.EdgeSwitched) bool { return e.Edge == "edge-1" })
+			t.Logf("edge switched: %+v", sw)
+			if sw.FromHost != "origin-1" || sw.ToHost != "origin-2" || sw.Mode != media.SwitchSequence || sw.MigrationID != "m-1" {
+				t.Errorf("edge_switched = %+v", sw)
+			}
+			if sw.FramesMissing != 0 || sw.Duplicates != 0 || sw.GapMS >= 60 {
+				t.Errorf("edge_switched: %d missing, %d duplicated, gap %.1f ms (want 0, 0, < 60 ms)", sw.FramesMissing, sw.Duplicates, sw.GapMS)
+			}
+			select {
+			case <-oldConn.Done():
+			case <-time.After(5 * time.Second):
+				t.Error("the old origin never let the publisher go")
+			}
+			waitAll(t, readers, 50)
+			for name, r := range readers {
+				rep := r.A.Report()
+				if err := rtsptest.Continuity(rep); err != nil {
+					t.Errorf("%s reader: %v", name, err)
+				}
+				for _, m := range rep.Medias {
+					t.Logf("%s reader media %d (%s): %d frames, %d missing, %d dup, ssrc changes %d, seq gaps %d, longest gap %.1f ms",
+						name, m.Media, m.Codec, m.Frames, m.FramesMissing, m.DuplicateFrames, m.SSRCChanges, m.SeqGaps, m.LongestGapMS)
+					if m.Media == 0 && m.LongestGapMS >= 60 {
+						t.Errorf("%s reader: longest gap %.1f ms, want < 60 ms (1.5 frame intervals)", name, m.LongestGapMS)
+					}
+				}
+			}
+			// the edge no longer pulls the old origin
+			testutil.CheckFor(t, 5*time.Second, 50*time.Millisecond, func() error {
+				for _, f := range e.Node().Table().Get("cam-1").Feeds() {
+					if f.Host != "origin-2" {
+						return fmt.Errorf("edge still has feed %s", f.ID)
+					}
+				}
+				return nil
+			})
+		})
+	}
+}
+
+// TestEdgeUnknownAndUnreachable: an unplaced stream is a 404; a placed stream
+// whose host does not answer is retried while the reader waits, then a 503.
+func TestEdgeUnknownAndUnreachable(t *testing.T) {
+	h := newHarness(t)
+	e := h.node("edge-1", withRole("edge"), withEnv("INGEST_UPSTREAM_WAIT", "1s"))
+	_, err := rtsptest.Read(e.PublicURL()+"/nobody", gortsplib.TransportTCP, rtsptest.ReadOptions{})
+	var bs liberrors.ErrClientBadStatusCode
+	if !errors.As(err, &bs) || bs.Code != base.StatusNotFound {
+		t.Fatalf("unknown stream: %v, want 404", err)
+	}
+	h.putPlacement(events.Placement{Stream: "cam-x", Host: "ghost-1", RTSPURL: "rtsp://127.0.0.1:1", Epoch: 1, Mode: "push"})
+	start := time.Now()
+	_, err = rtsptest.Read(e.PublicURL()+"/cam-x", gortsplib.TransportTCP, rtsptest.ReadOptions{})
+	if !errors.As(err, &bs) || bs.Code != base.StatusServiceUnavailable {
+		t.Fatalf("unreachable upstream: %v, want 503", err)
+	}
+	t.Logf("after %v: %d %s", time.Since(start), bs.Code, bs.Message)
+}
+
+// TestEdgeOriginKilled: the origin dies (no drain, connections cut); the
+// reader on the edge stays connected, and frames resume once the stream is
+// placed on another origin and its publisher reconnects there; the switch
+// reports the gap.
+func TestEdgeOriginKilled(t *testing.T) {
+	h := newHarness(t)
+	a := h.node("origin-1", withRole("origin"))
+	b := h.node("origin-2", withRole("origin"))
+	e := h.node("edge-1", withRole("edge"), withEnv("INGEST_STREAM_GRACE", "30s"))
+	h.place("cam-1", a, "s-1", "", "", time.Time{})
+	ag := rtsptest.NewAgent(fakeH264(t))
+	if _, err := ag.Connect(publishURL(a, "cam-1", h.token("cam-1", "origin-1", "s-1", "", time.Minute)), gortsplib.TransportTCP); err != nil {
+		t.Fatal(err)
+	}
+	runAgent(t, ag)
+	r := read(t, e.PublicURL()+"/cam-1", gortsplib.TransportTCP)
+	waitPackets(t, r, 50)
+
+	a.Abort() // the origin process dies
+	<-a.Done()
+	killed := time.Now()
+	// placement re-places the stream; the publisher (restarted: a new encoder) reconnects there
+	h.place("cam-1", b, "s-2", "m-9", "origin-1", time.Time{})
+	ag2 := rtsptest.NewAgent(fakeH264(t))
+	if _, err := ag2.Connect(publishURL(b, "cam-1", h.token("cam-1", "origin-2", "s-2", "m-9", time.Minute)), gortsplib.TransportTCP); err != nil {
+		t.Fatal(err)
+	}
+	runAgent(t, ag2)
+	sw := waitEvent(h, events.TypeEdgeSwitched, 15*time.Second, func(e events.EdgeSwitched) bool { return e.ToHost == "origin-2" })
+	t.Logf("edge switched %v after the kill: %+v", time.Since(killed), sw)
+	if sw.Mode != media.SwitchKeyframe || sw.GapMS <= 0 {
+		t.Errorf("edge_switched = %+v, want a keyframe switch with its gap", sw)
+	}
+	waitPackets(t, r, 50)
+	select {
+	case <-r.Done():
+		t.Fatalf("reader disconnected: %v", r.Err())
+	default:
+	}
+	m := r.A.Report().Medias[0]
+	t.Logf("reader: %d frames, longest gap %.0f ms, ssrc changes %d, seq gaps %d, ts backwards %d",
+		m.Frames, m.LongestGapMS, m.SSRCChanges, m.SeqGaps, m.TSBackwards)
+	if m.SSRCChanges != 0 || m.SeqGaps != 0 || m.TSBackwards != 0 {
+		t.Errorf("reader across the outage: %+v", m)
+	}
+}

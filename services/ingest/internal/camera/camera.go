@@ -1,0 +1,237 @@
+// Package camera is pull mode: the ingest host pulls a camera's RTSP URL as a
+// stream's source, reconnecting with backoff, until the pull is stopped or its
+// feed is retired (the stream moved to another host, or closed).
+package camera
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/pion/rtp"
+	"github.com/rs/zerolog"
+
+	"github.com/ferrystream/ferry/libs/events"
+	"github.com/ferrystream/ferry/services/ingest/internal/config"
+	"github.com/ferrystream/ferry/services/ingest/internal/emit"
+	"github.com/ferrystream/ferry/services/ingest/internal/metrics"
+	"github.com/ferrystream/ferry/services/ingest/internal/stream"
+	"github.com/ferrystream/ferry/services/ingest/internal/upstream"
+)
+
+// ErrBadCommand is returned for an invalid pull command.
+var ErrBadCommand = errors.New("invalid pull command")
+
+// Manager runs the camera pulls of a host.
+type Manager struct {
+	self     string
+	table    *stream.Table
+	emit     *emit.Emitter
+	metrics  *metrics.Metrics
+	log      zerolog.Logger
+	onHosted func(*stream.Stream)
+	// MaxBackoff caps the reconnect delay (default 5s).
+	MaxBackoff time.Duration
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu    sync.Mutex // guards pulls
+	pulls map[string]*pull
+	seq   int
+}
+
+type pull struct {
+	name, url, migrationID string
+	cancel                 context.CancelFunc
+}
+
+// New returns a camera manager; onHosted is told when a stream gets its camera feed.
+func New(self string, table *stream.Table, em *emit.Emitter, m *metrics.Metrics, log zerolog.Logger, onHosted func(*stream.Stream)) *Manager {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Manager{self: self, table: table, emit: em, metrics: m, onHosted: onHosted,
+		log: log.With().Str("component", "camera").Str("host", self).Logger(), ctx: ctx, cancel: cancel,
+		pulls: map[string]*pull{}, MaxBackoff: 5 * time.Second}
+}
+
+// Validate checks a pull command.
+func Validate(cmd events.PullCommand) error {
+	if !config.NamePattern.MatchString(cmd.Stream) {
+		return fmt.Errorf("%w: stream %q", ErrBadCommand, cmd.Stream)
+	}
+	if cmd.Stop {
+		return nil
+	}
+	u, err := url.Parse(cmd.SourceURL)
+	if err != nil || (u.Scheme != "rtsp" && u.Scheme != "rtsps") || u.Host == "" {
+		return fmt.Errorf("%w: source_url %q must be rtsp://host/path", ErrBadCommand, cmd.SourceURL)
+	}
+	return nil
+}
+
+// Handle starts or stops a pull as the command says.
+func (m *Manager) Handle(cmd events.PullCommand) error {
+	if err := Validate(cmd); err != nil {
+		return err
+	}
+	if cmd.Stop {
+		m.Stop(cmd.Stream)
+		return nil
+	}
+	m.Start(cmd.Stream, cmd.SourceURL, cmd.MigrationID)
+	return nil
+}
+
+// Start pulls sourceURL as stream's source (a no-op when that pull runs already).
+func (m *Manager) Start(name, sourceURL, migrationID string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if p, ok := m.pulls[name]; ok {
+		if p.url == sourceURL {
+			return
+		}
+		p.cancel()
+	}
+	ctx, cancel := context.WithCancel(m.ctx)
+	p := &pull{name: name, url: sourceURL, migrationID: migrationID, cancel: cancel}
+	m.pulls[name] = p
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		m.run(ctx, p)
+		m.mu.Lock()
+		if m.pulls[name] == p {
+			delete(m.pulls, name)
+		}
+		m.mu.Unlock()
+	}()
+}
+
+// Stop ends the pull of a stream.
+func (m *Manager) Stop(name string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if p, ok := m.pulls[name]; ok {
+		p.cancel()
+		delete(m.pulls, name)
+	}
+}
+
+// Running returns the streams pulled now.
+func (m *Manager) Running() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]string, 0, len(m.pulls))
+	for n := range m.pulls {
+		out = append(out, n)
+	}
+	return out
+}
+
+// Close stops every pull.
+func (m *Manager) Close() {
+	m.cancel()
+	m.wg.Wait()
+}
+
+func (m *Manager) run(ctx context.Context, p *pull) {
+	log := m.log.With().Str("stream", p.name).Str("source", redact(p.url)).Str("migration_id", p.migrationID).Logger()
+	backoff := 200 * time.Millisecond
+	attached := false
+	for attempt := 0; ctx.Err() == nil; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, m.MaxBackoff)
+		}
+		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		conn, err := upstream.Dial(dctx, p.url, upstream.Options{})
+		cancel()
+		if err != nil {
+			if m.metrics != nil {
+				m.metrics.UpstreamErrors.WithLabelValues("camera").Inc()
+			}
+			log.Warn().Err(err).Int("attempt", attempt+1).Dur("retry_in", backoff).Msg("camera unreachable")
+			continue
+		}
+		st, _, err := m.table.GetOrCreate(p.name, conn.Desc)
+		if err != nil {
+			conn.Close()
+			log.Error().Err(err).Msg("create stream")
+			continue
+		}
+		m.mu.Lock()
+		m.seq++
+		n := m.seq
+		m.mu.Unlock()
+		retired := make(chan struct{})
+		feed, err := st.AddFeed(stream.FeedSpec{
+			Kind: stream.KindCamera, Space: "cam:" + m.self + ":" + strconv.Itoa(n), Label: "cam", Desc: conn.Desc,
+			OnRetire: func(string) { close(retired); conn.Close() },
+		})
+		if err != nil {
+			conn.Close()
+			log.Error().Err(err).Msg("camera cannot feed the stream")
+			continue
+		}
+		if err := conn.Play(func(mi int, pkt *rtp.Packet) {
+			if m.metrics != nil {
+				m.metrics.PacketsIn.Inc()
+				m.metrics.BytesIn.Add(float64(len(pkt.Payload)))
+			}
+			_ = feed.Write(mi, pkt)
+		}); err != nil {
+			st.RemoveFeed(feed)
+			log.Warn().Err(err).Msg("camera play")
+			continue
+		}
+		backoff = 200 * time.Millisecond
+		log.Info().Str("feed", feed.ID).Msg("pulling camera")
+		if !attached {
+			attached = true
+			m.emit.Emit(events.PublisherAttached{Stream: p.name, Host: m.self, SessionID: "pull-" + p.name,
+				Capabilities: events.Capabilities{CanMove: true}, MigrationID: p.migrationID, Mode: "pull", At: time.Now().UTC()})
+		}
+		if m.onHosted != nil {
+			m.onHosted(st)
+		}
+		stop := context.AfterFunc(ctx, conn.Close)
+		werr := conn.Wait()
+		stop()
+		st.RemoveFeed(feed)
+		select {
+		case <-retired:
+			log.Info().Str("reason", feed.Reason()).Msg("camera pull ended")
+			m.emit.Emit(events.PublisherDetached{Stream: p.name, Host: m.self, SessionID: "pull-" + p.name,
+				MigrationID: p.migrationID, Reason: feed.Reason(), At: time.Now().UTC()})
+			return
+		default:
+		}
+		if ctx.Err() != nil {
+			m.emit.Emit(events.PublisherDetached{Stream: p.name, Host: m.self, SessionID: "pull-" + p.name,
+				MigrationID: p.migrationID, Reason: "pull stopped", At: time.Now().UTC()})
+			return
+		}
+		log.Warn().Err(werr).Msg("camera connection lost: reconnecting")
+	}
+}
+
+// redact drops credentials from a URL for logs.
+func redact(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable url)"
+	}
+	if u.User != nil {
+		u.User = url.User("***")
+	}
+	return u.String()
+}

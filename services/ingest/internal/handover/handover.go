@@ -1,0 +1,258 @@
+// Package handover is the old host's side of a stream's move (DESIGN §1 step
+// 7): when the placements bucket says a stream this host publishes now lives
+// elsewhere, it waits until the new host reports the publisher attached,
+// pulls the stream back from the new host for this host's remaining readers
+// (the stream's Splicer switches to that relay at sequence continuity), then
+// closes the old publisher session — the signal Ferry's agent waits for —
+// and reports stream_ceased. At the placement's deadline it sends the readers
+// still here an RTSP REDIRECT to the new host and closes them.
+package handover
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/ferrystream/ferry/libs/events"
+	"github.com/ferrystream/ferry/services/ingest/internal/control"
+	"github.com/ferrystream/ferry/services/ingest/internal/edge"
+	"github.com/ferrystream/ferry/services/ingest/internal/emit"
+	"github.com/ferrystream/ferry/services/ingest/internal/metrics"
+	"github.com/ferrystream/ferry/services/ingest/internal/stream"
+)
+
+// Placements watches the placements bucket.
+type Placements interface {
+	Watch(ctx context.Context, stream string) (<-chan events.Placement, error)
+}
+
+// Attachments waits for a publisher_attached event.
+type Attachments interface {
+	Wait(ctx context.Context, stream, host, migrationID string, since time.Time) error
+}
+
+// Relay pulls a stream back from wherever it is placed.
+type Relay interface {
+	Follow(st *stream.Stream) edge.Follower
+}
+
+// HostURLs resolves a host's base RTSP URL.
+type HostURLs interface {
+	URL(ctx context.Context, host string) string
+}
+
+// Config configures the manager.
+type Config struct {
+	// Self is this host's id.
+	Self string
+	// DefaultDeadline bounds a handover whose placement has no deadline (default 2m).
+	DefaultDeadline time.Duration
+}
+
+// Manager watches the placement of every stream this host publishes.
+type Manager struct {
+	cfg     Config
+	table   *stream.Table
+	pl      Placements
+	att     Attachments
+	relay   Relay
+	hosts   HostURLs
+	emit    *emit.Emitter
+	metrics *metrics.Metrics
+	log     zerolog.Logger
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex // guards tracked
+	tracked map[string]*watch
+}
+
+type watch struct {
+	st     *stream.Stream
+	cancel context.CancelFunc
+	seen   map[string]bool // handovers started, by migration id + epoch
+}
+
+// New returns a manager.
+func New(cfg Config, table *stream.Table, pl Placements, att Attachments, relay Relay, hosts HostURLs,
+	em *emit.Emitter, m *metrics.Metrics, log zerolog.Logger) *Manager {
+	if cfg.DefaultDeadline <= 0 {
+		cfg.DefaultDeadline = 2 * time.Minute
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Manager{cfg: cfg, table: table, pl: pl, att: att, relay: relay, hosts: hosts, emit: em, metrics: m,
+		log: log.With().Str("component", "handover").Str("host", cfg.Self).Logger(),
+		ctx: ctx, cancel: cancel, tracked: map[string]*watch{}}
+}
+
+// Close stops every watch and handover.
+func (m *Manager) Close() {
+	m.cancel()
+	m.wg.Wait()
+}
+
+// Track watches the placement of st, a stream that just got a local source.
+func (m *Manager) Track(st *stream.Stream) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if w, ok := m.tracked[st.Name]; ok && w.st == st {
+		return
+	}
+	if w, ok := m.tracked[st.Name]; ok {
+		w.cancel()
+	}
+	ctx, cancel := context.WithCancel(m.ctx)
+	w := &watch{st: st, cancel: cancel, seen: map[string]bool{}}
+	m.tracked[st.Name] = w
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		m.watch(ctx, w)
+	}()
+}
+
+func (m *Manager) untrack(w *watch) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.tracked[w.st.Name] == w {
+		delete(m.tracked, w.st.Name)
+	}
+	w.cancel()
+}
+
+func (m *Manager) watch(ctx context.Context, w *watch) {
+	defer m.untrack(w)
+	ch, err := m.pl.Watch(ctx, w.st.Name)
+	if err != nil {
+		m.log.Error().Err(err).Str("stream", w.st.Name).Msg("cannot watch placement: no handover for this stream")
+		return
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var busy sync.WaitGroup
+	defer busy.Wait()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			if w.st.Closed() {
+				return
+			}
+		case pl, ok := <-ch:
+			if !ok {
+				return
+			}
+			if pl.Host == "" || pl.Host == m.cfg.Self || !w.st.Hosted() {
+				continue
+			}
+			key := pl.MigrationID + "/" + pl.Host
+			if w.seen[key] {
+				continue
+			}
+			w.seen[key] = true
+			busy.Add(1)
+			go func() {
+				defer busy.Done()
+				m.handover(ctx, w.st, pl)
+			}()
+		}
+	}
+}
+
+// handover moves st's readers onto a relay from pl.Host and lets the local
+// publisher go.
+func (m *Manager) handover(ctx context.Context, st *stream.Stream, pl events.Placement) {
+	log := m.log.With().Str("stream", st.Name).Str("migration_id", pl.MigrationID).Str("new_host", pl.Host).Logger()
+	deadline := pl.Deadline
+	if deadline.IsZero() {
+		deadline = time.Now().Add(m.cfg.DefaultDeadline)
+	}
+	hctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	started := time.Now()
+	log.Info().Time("deadline", deadline).Msg("stream moved: waiting for the new host to report the publisher")
+
+	since := pl.UpdatedAt
+	if since.IsZero() {
+		since = started
+	}
+	if err := m.att.Wait(hctx, st.Name, pl.Host, pl.MigrationID, since); err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		log.Warn().Err(err).Msg("the new host never reported the publisher: closing at the deadline")
+		m.result("no_attach")
+		m.closeout(st, pl, log, 0)
+		return
+	}
+	readers := st.Readers()
+	log.Info().Int("readers", readers).Dur("after", time.Since(started)).Msg("publisher attached on the new host")
+	if readers > 0 {
+		fl := m.relay.Follow(st)
+		select {
+		case <-fl.Ready(pl.Host):
+			log.Info().Dur("after", time.Since(started)).Msg("relay from the new host overlaps the stream")
+		case <-hctx.Done():
+			if ctx.Err() != nil {
+				return
+			}
+			log.Warn().Msg("relay from the new host not ready before the deadline")
+			m.result("relay_timeout")
+			m.closeout(st, pl, log, readers)
+			return
+		}
+	}
+	for _, f := range st.LocalFeeds() {
+		f.Retire("moved to " + pl.Host)
+	}
+	m.emit.Emit(events.StreamCeased{Stream: st.Name, Host: m.cfg.Self, NewHost: pl.Host, MigrationID: pl.MigrationID,
+		ReadersRelayed: readers, At: time.Now().UTC()})
+	log.Info().Int("readers_relayed", readers).Dur("took", time.Since(started)).Msg("stream ceased: old publisher closed")
+	if readers == 0 {
+		m.result("ceased")
+		m.table.Remove(st, "moved to "+pl.Host)
+		return
+	}
+	m.result("relayed")
+	if pl.Deadline.IsZero() {
+		return // the relay serves the remaining readers until they leave
+	}
+	select {
+	case <-ctx.Done():
+		return
+	case <-hctx.Done():
+	}
+	m.redirect(st, pl, log)
+}
+
+func (m *Manager) result(r string) {
+	if m.metrics != nil {
+		m.metrics.Handovers.WithLabelValues(r).Inc()
+	}
+}
+
+// closeout ends a handover that missed a step: the local sources close, the
+// readers are redirected to the new host.
+func (m *Manager) closeout(st *stream.Stream, pl events.Placement, log zerolog.Logger, readers int) {
+	for _, f := range st.LocalFeeds() {
+		f.Retire("moved to " + pl.Host + " (deadline)")
+	}
+	m.emit.Emit(events.StreamCeased{Stream: st.Name, Host: m.cfg.Self, NewHost: pl.Host, MigrationID: pl.MigrationID,
+		ReadersRelayed: 0, At: time.Now().UTC()})
+	m.redirect(st, pl, log)
+}
+
+// redirect sends the stream's readers to the new host and removes the stream.
+func (m *Manager) redirect(st *stream.Stream, pl events.Placement, log zerolog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	loc := control.StreamURL(pl, m.hosts.URL(ctx, pl.Host))
+	n := st.Redirect(loc)
+	log.Info().Int("readers", n).Str("location", loc).Msg("deadline: readers redirected to the new host")
+	m.table.Remove(st, "deadline: readers redirected to "+pl.Host)
+}

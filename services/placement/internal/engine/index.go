@@ -1,0 +1,209 @@
+package engine
+
+import (
+	"maps"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/ferrystream/ferry/libs/events"
+	"github.com/ferrystream/ferry/services/placement/internal/fleet"
+)
+
+// entry is one placement and its KV revision.
+type entry struct {
+	P   events.Placement
+	Rev uint64
+}
+
+// index is this replica's copy of the placements bucket (fed by a watch and
+// by this replica's own successful writes), with per-host and per-client
+// counts and the reservations of decisions in flight. mu guards all fields.
+type index struct {
+	mu         sync.Mutex
+	streams    map[string]entry
+	gone       map[string]uint64 // revision of a deleted key
+	hostCount  map[string]int
+	clientHost map[string]map[string]int
+	reserved   map[string]int
+	resClient  map[string]map[string]int
+}
+
+func newIndex() *index {
+	return &index{streams: map[string]entry{}, gone: map[string]uint64{}, hostCount: map[string]int{},
+		clientHost: map[string]map[string]int{}, reserved: map[string]int{}, resClient: map[string]map[string]int{}}
+}
+
+func streamOfKey(key string) (string, bool) {
+	s, ok := strings.CutPrefix(key, events.PlacementKey(""))
+	return s, ok && s != ""
+}
+
+func (ix *index) count(p events.Placement, d int) {
+	ix.hostCount[p.Host] += d
+	if ix.hostCount[p.Host] <= 0 {
+		delete(ix.hostCount, p.Host)
+	}
+	if p.ClientID == "" {
+		return
+	}
+	m := ix.clientHost[p.ClientID]
+	if m == nil {
+		m = map[string]int{}
+		ix.clientHost[p.ClientID] = m
+	}
+	m[p.Host] += d
+	if m[p.Host] <= 0 {
+		delete(m, p.Host)
+	}
+	if len(m) == 0 {
+		delete(ix.clientHost, p.ClientID)
+	}
+}
+
+// apply records p at rev for stream (p nil: deleted); older revisions than
+// the one held are ignored, so the watch and direct writes can interleave.
+func (ix *index) apply(stream string, p *events.Placement, rev uint64) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	ix.applyLocked(stream, p, rev)
+}
+
+// commit applies a placement this replica wrote and drops the reservation
+// it was chosen with, atomically (the host is never counted twice).
+func (ix *index) commit(stream string, p *events.Placement, rev uint64, r *reservation) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	ix.applyLocked(stream, p, rev)
+	ix.releaseLocked(r)
+}
+
+func (ix *index) applyLocked(stream string, p *events.Placement, rev uint64) {
+	old, ok := ix.streams[stream]
+	if (ok && old.Rev >= rev) || ix.gone[stream] >= rev {
+		return
+	}
+	if ok {
+		ix.count(old.P, -1)
+	}
+	if p == nil {
+		delete(ix.streams, stream)
+		ix.gone[stream] = rev
+		return
+	}
+	ix.streams[stream] = entry{P: *p, Rev: rev}
+	ix.count(*p, +1)
+}
+
+func (ix *index) get(stream string) (entry, bool) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	e, ok := ix.streams[stream]
+	return e, ok
+}
+
+func (ix *index) len() int {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	return len(ix.streams)
+}
+
+// on returns the streams placed on host, sorted by name.
+func (ix *index) on(host string) []entry {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	var out []entry
+	if ix.hostCount[host] == 0 {
+		return nil
+	}
+	for _, e := range ix.streams {
+		if e.P.Host == host {
+			out = append(out, e)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].P.Stream < out[j].P.Stream })
+	return out
+}
+
+// countOn returns how many streams are placed on host.
+func (ix *index) countOn(host string) int {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	return ix.hostCount[host]
+}
+
+// all returns every placement.
+func (ix *index) all() []entry {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	out := make([]entry, 0, len(ix.streams))
+	for _, e := range ix.streams {
+		out = append(out, e)
+	}
+	return out
+}
+
+// reservation is a slot taken on a host by pick until commit or release.
+// Its done flag is guarded by index.mu.
+type reservation struct {
+	client, host string
+	done         bool
+}
+
+// pick chooses a host for a stream of client (not exclude) and reserves a
+// slot on it until commit or release.
+func (ix *index) pick(snap fleet.Snapshot, client, exclude string, bitrate int64) (fleet.Candidate, *reservation, error) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	placed := maps.Clone(ix.hostCount)
+	for h, n := range ix.reserved {
+		placed[h] += n
+	}
+	clientHosts := maps.Clone(ix.clientHost[client])
+	if clientHosts == nil {
+		clientHosts = map[string]int{}
+	}
+	for h, n := range ix.resClient[client] {
+		clientHosts[h] += n
+	}
+	c, err := fleet.Pick(snap, fleet.Demand{Exclude: exclude, Placed: placed, ClientHosts: clientHosts, StreamBitrate: bitrate})
+	if err != nil {
+		return c, nil, err
+	}
+	ix.reserved[c.Host]++
+	if client != "" {
+		m := ix.resClient[client]
+		if m == nil {
+			m = map[string]int{}
+			ix.resClient[client] = m
+		}
+		m[c.Host]++
+	}
+	return c, &reservation{client: client, host: c.Host}, nil
+}
+
+// release drops a reservation (no-op if already committed or released).
+func (ix *index) release(r *reservation) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	ix.releaseLocked(r)
+}
+
+func (ix *index) releaseLocked(r *reservation) {
+	if r == nil || r.done {
+		return
+	}
+	r.done = true
+	client, host := r.client, r.host
+	if ix.reserved[host]--; ix.reserved[host] <= 0 {
+		delete(ix.reserved, host)
+	}
+	if m := ix.resClient[client]; m != nil {
+		if m[host]--; m[host] <= 0 {
+			delete(m, host)
+		}
+		if len(m) == 0 {
+			delete(ix.resClient, client)
+		}
+	}
+}
