@@ -32,7 +32,7 @@ Examples:
 	fs.BoolVar(follow, "f", false, "short for --follow")
 	stream := fs.String("stream", "", "only events of this stream")
 	host := fs.String("host", "", "only events that name this host")
-	since := fs.String("since", "", "start this long ago (10m) or at this RFC3339 time")
+	since := fs.String("since", "", "only events at most this old (10m) or since this RFC3339 time")
 	typ := fs.String("type", "", "only events whose type contains this (e.g. placement, reassigned, health)")
 	asJSON := fs.Bool("json", false, "print each event's CloudEvents envelope as one JSON line")
 	pos, err := parse(fs, e.args)
@@ -61,6 +61,10 @@ Examples:
 		o.filters = []string{subject.EventsAbout(*stream)}
 	}
 	keep := func(ev timeline.Event) bool {
+		// the consumer starts by storage time; the event's own time decides
+		if !start.IsZero() && ev.Env.Time.Before(start) {
+			return false
+		}
 		if *stream != "" && ev.Str("stream") != *stream {
 			return false
 		}

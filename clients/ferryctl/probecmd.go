@@ -59,9 +59,12 @@ Examples:
 			vi := r.VideoIndex()
 			frames := framesOf(r, vi)
 			now := time.Now()
+			if prevAt.IsZero() {
+				prevAt = r.Started
+			}
 			rate := 0.0
-			if !prevAt.IsZero() {
-				rate = float64(frames-prev) / now.Sub(prevAt).Seconds()
+			if dt := now.Sub(prevAt).Seconds(); dt > 0 {
+				rate = float64(frames-prev) / dt
 			}
 			prev, prevAt = frames, now
 			fmt.Fprintf(e.stdout, "%s  %s\n", now.Format("15:04:05"), progressLine(r, vi, rate))

@@ -285,7 +285,11 @@ func printStatus(e *env, rep statusReport) {
 			for _, p := range h.Predictions {
 				preds = append(preds, fmt.Sprintf("%s offline %s (%.2f)", p.Cause, relative(now, p.ExpectedOfflineAt), p.Confidence))
 			}
-			t.row(h.Host, h.Zone, h.Role, status, hb, streams, fmt.Sprint(h.Readers), bitrate(h.BitrateIn), strings.Join(preds, "; "))
+			readers, in := fmt.Sprint(h.Readers), bitrate(h.BitrateIn)
+			if !h.Registered {
+				streams, readers, in = "", "", ""
+			}
+			t.row(h.Host, h.Zone, h.Role, status, hb, streams, readers, in, strings.Join(preds, "; "))
 		}
 		t.flush()
 	}
@@ -309,9 +313,13 @@ func printStatus(e *env, rep statusReport) {
 	if len(rep.Migrations) == 0 {
 		fmt.Fprintln(w, "  none")
 	} else {
-		t := newTable(w, "MIGRATION", "STREAM", "FROM", "TO", "STEP", "AGE", "DEADLINE")
+		t := newTable(w, "MIGRATION", "STREAM", "FROM", "TO", "STEP", "KIND", "AGE", "DEADLINE")
 		for _, m := range rep.Migrations {
-			t.row(m.MigrationID, m.Stream, m.FromHost, m.ToHost, m.Step, age(now, m.StartedAt), relative(now, m.Deadline))
+			step := m.Step
+			if m.Fallback {
+				step += " (fallback)"
+			}
+			t.row(m.MigrationID, m.Stream, m.FromHost, m.ToHost, step, m.Kind, age(now, m.StartedAt), relative(now, m.Deadline))
 		}
 		t.flush()
 	}

@@ -163,20 +163,25 @@ func dash(s string) string {
 }
 
 // migrationRecord is what ferryctl reads from a value of the migrations
-// bucket, written by placement. Every field is optional and unknown fields are
+// bucket, written by placement (services/placement/internal/migration.Record:
+// id, stream, from_host, to_host, state, kind, fallback, decided_at,
+// deadline, steps, ...). Every field is optional and unknown fields are
 // kept in Raw, so a change of placement's record does not break status.
 type migrationRecord struct {
-	MigrationID string          `json:"migration_id"`
-	Stream      string          `json:"stream"`
-	FromHost    string          `json:"from_host"`
-	ToHost      string          `json:"to_host"`
-	Step        string          `json:"step"`
-	Reason      string          `json:"reason,omitempty"`
-	Mode        string          `json:"mode,omitempty"`
-	StartedAt   time.Time       `json:"started_at,omitzero"`
-	Deadline    time.Time       `json:"deadline,omitzero"`
-	UpdatedAt   time.Time       `json:"updated_at,omitzero"`
-	Raw         json.RawMessage `json:"record"`
+	MigrationID string `json:"migration_id"`
+	Stream      string `json:"stream"`
+	FromHost    string `json:"from_host"`
+	ToHost      string `json:"to_host"`
+	Step        string `json:"step"`
+	Reason      string `json:"reason,omitempty"`
+	Mode        string `json:"mode,omitempty"`
+	Kind        string `json:"kind,omitempty"`
+	// Fallback is set when placement fell back to break-before-make.
+	Fallback  bool            `json:"fallback,omitempty"`
+	StartedAt time.Time       `json:"started_at,omitzero"`
+	Deadline  time.Time       `json:"deadline,omitzero"`
+	UpdatedAt time.Time       `json:"updated_at,omitzero"`
+	Raw       json.RawMessage `json:"record"`
 }
 
 // terminal reports whether the migration is over.
@@ -222,6 +227,8 @@ func parseMigration(key string, value []byte) migrationRecord {
 	m.Step = str("step", "state", "status", "phase")
 	m.Reason = str("reason")
 	m.Mode = str("mode")
+	m.Kind = str("kind")
+	m.Fallback, _ = f["fallback"].(bool)
 	m.StartedAt = tm("decided_at", "started_at", "created_at", "at")
 	m.Deadline = tm("deadline")
 	m.UpdatedAt = tm("updated_at")

@@ -18,14 +18,6 @@ type printer struct {
 	now  func() time.Time
 }
 
-// line is one printed event.
-type line struct {
-	Time  time.Time      `json:"time"`
-	Event string         `json:"event"`
-	Msg   string         `json:"msg"`
-	More  map[string]any `json:"-"`
-}
-
 // say prints msg (a fmt format) as event with fields.
 func (p *printer) say(event string, fields map[string]any, format string, args ...any) {
 	if p == nil || p.w == nil {

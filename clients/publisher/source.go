@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strings"
 	"sync"
@@ -259,6 +260,7 @@ type ListenSource struct {
 	upstream
 	addr, path string
 	srv        *gortsplib.Server
+	ln         atomic.Pointer[net.Listener]
 	ready      chan struct{}
 	readyOnce  sync.Once
 	n          atomic.Int64
@@ -276,15 +278,22 @@ func NewListenSource(addr, path string, log zerolog.Logger) *ListenSource {
 
 // Addr returns the address the endpoint listens on (after Open started it).
 func (s *ListenSource) Addr() string {
-	if s.srv == nil {
-		return s.addr
+	if ln := s.ln.Load(); ln != nil {
+		return (*ln).Addr().String()
 	}
-	return s.srv.NetListener().Addr().String()
+	return s.addr
 }
 
 // Open starts the RTSP endpoint and waits for the first push.
 func (s *ListenSource) Open(ctx context.Context) (*description.Session, error) {
-	s.srv = &gortsplib.Server{Handler: (*listenHandler)(s), RTSPAddress: s.addr}
+	s.srv = &gortsplib.Server{Handler: (*listenHandler)(s), RTSPAddress: s.addr,
+		Listen: func(network, address string) (net.Listener, error) {
+			ln, err := net.Listen(network, address)
+			if err == nil {
+				s.ln.Store(&ln)
+			}
+			return ln, err
+		}}
 	if err := s.srv.Start(); err != nil {
 		return nil, fmt.Errorf("listen %s: %w", s.addr, err)
 	}

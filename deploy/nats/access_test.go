@@ -472,6 +472,10 @@ func TestServicesCanDoTheirJobs(t *testing.T) {
 			_, err := kv(t, c, bus.BucketSessions).Get(ctx, "s-0123456789abcdef")
 			return err
 		})
+		c.permitted(t, "keep a notice's delivery state", func(ctx context.Context) error {
+			_, err := kv(t, c, bus.BucketNotices).Put(ctx, "n-1", []byte(`{}`))
+			return err
+		})
 		c.permitted(t, "report an outcome", publish(c, events.NoticeOutcome{NoticeID: "n-1", MigrationID: "m-0123456789abcdef",
 			Stream: "cam-1", ClientID: "agent-1", Channel: "nats", Attempts: 1, At: now, Outcome: "acked"}))
 		acks, err := c.nc.SubscribeSync(subject.NoticeAckAll)
@@ -487,6 +491,10 @@ func TestServicesCanDoTheirJobs(t *testing.T) {
 			Durable: "notifier-reassigned", Filters: []string{subject.Reassigned("*")}}.Config()))
 		c.refused(t, subject.IngestDrain("ingest-1"), corePublish(c, subject.IngestDrain("ingest-1")))
 		c.refused(t, "$KV.sessions.s-0123456789abcdef", corePublish(c, "$KV.sessions.s-0123456789abcdef"))
+		for _, user := range []string{"ingest", "monitor", "agent-1"} {
+			o := dial(t, e.url, user)
+			o.refused(t, "$JS.API.DIRECT.GET.KV_notices.$KV.notices.n-1", corePublish(o, "$JS.API.DIRECT.GET.KV_notices.$KV.notices.n-1"))
+		}
 	})
 
 	t.Run("monitor", func(t *testing.T) {

@@ -36,14 +36,17 @@ type Cam struct {
 	done      chan struct{}
 }
 
+// OnDescribe serves the camera's stream on any path.
 func (c *Cam) OnDescribe(*gortsplib.ServerHandlerOnDescribeCtx) (*base.Response, *gortsplib.ServerStream, error) {
 	return &base.Response{StatusCode: base.StatusOK}, c.stream, nil
 }
 
+// OnSetup serves the camera's stream on any path.
 func (c *Cam) OnSetup(*gortsplib.ServerHandlerOnSetupCtx) (*base.Response, *gortsplib.ServerStream, error) {
 	return &base.Response{StatusCode: base.StatusOK}, c.stream, nil
 }
 
+// OnPlay starts the frames at the first PLAY.
 func (c *Cam) OnPlay(*gortsplib.ServerHandlerOnPlayCtx) (*base.Response, error) {
 	c.playOnce.Do(func() { close(c.playing) })
 	return &base.Response{StatusCode: base.StatusOK}, nil

@@ -45,7 +45,8 @@ type Trace struct {
 	Steps       []Step    `json:"steps"`
 	// Outcome is "completed", "failed" or "in flight".
 	Outcome string `json:"outcome"`
-	// DurationMS is from the decision to the outcome (or to the last step in flight).
+	// DurationMS is from the decision to the outcome event (or to the last
+	// step while in flight).
 	DurationMS float64 `json:"duration_ms"`
 	// MakeBeforeBreak is set by migration_completed.
 	MakeBeforeBreak *bool `json:"make_before_break,omitempty"`
@@ -85,6 +86,7 @@ func BuildTrace(id string, evs []Event, loc *time.Location) (Trace, error) {
 	}
 	sortEvents(mine)
 	start := mine[0].Env.Time
+	var outcomeAt time.Time
 	for _, e := range mine {
 		if tr.Stream == "" {
 			tr.Stream = e.Str("stream")
@@ -103,13 +105,13 @@ func BuildTrace(id string, evs []Event, loc *time.Location) (Trace, error) {
 				tr.Reason, tr.Deadline = e.Str("reason"), e.Time("deadline")
 			}
 		case events.TypeMigrationCompleted:
-			tr.Outcome = OutcomeCompleted
+			tr.Outcome, outcomeAt = OutcomeCompleted, e.Env.Time
 			if v, ok := e.Data["make_before_break"].(bool); ok {
 				tr.MakeBeforeBreak = &v
 			}
 			tr.PlacementSteps = stepTimings(e)
 		case events.TypeMigrationFailed:
-			tr.Outcome = OutcomeFailed
+			tr.Outcome, outcomeAt = OutcomeFailed, e.Env.Time
 			tr.FailedStep, tr.FailReason = e.Str("step"), e.Str("reason")
 			tr.PlacementSteps = stepTimings(e)
 		}
@@ -129,7 +131,11 @@ func BuildTrace(id string, evs []Event, loc *time.Location) (Trace, error) {
 		}
 	}
 	tr.Steps = steps
-	tr.DurationMS = ms(mine[len(mine)-1].Env.Time.Sub(start))
+	end := mine[len(mine)-1].Env.Time
+	if !outcomeAt.IsZero() {
+		end = outcomeAt // steps after the outcome (a late edge switch) are shown, not counted
+	}
+	tr.DurationMS = ms(end.Sub(start))
 	return tr, nil
 }
 

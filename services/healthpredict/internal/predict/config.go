@@ -28,30 +28,46 @@ type Config struct {
 	// Trends are evaluated when a bucket closes.
 	Bucket time.Duration
 	// EnvelopeSpan is the width of the rolling maximum over bucket maxima
-	// that forms the upper envelope (default 60s). A garbage-collector
+	// that forms the upper envelope (default 2m). A garbage-collector
 	// sawtooth whose period is below EnvelopeSpan leaves the envelope flat.
 	EnvelopeSpan time.Duration
 	// Windows are the trailing spans of envelope points fitted, shortest
-	// first (default 2m, 4m, 8m): a short window catches a fast leak early, a
-	// long one estimates a slow leak well. The earliest qualifying time wins.
+	// first (default 1m, 2m, 4m, 8m): a short window catches a fast leak
+	// early, a long one estimates a slow leak well. The longest window with a
+	// good, consistent fit decides (see trend.evaluate).
 	Windows []time.Duration
 	// MinPoints is the fewest envelope points a window needs (default 6),
 	// and Coverage the fraction of its buckets that must hold a point
-	// (default 0.6).
+	// (default 0.6). MaxPoints caps the points fitted per window (default
+	// 24): longer windows are fitted on maxima of adjacent points.
 	MinPoints int
 	Coverage  float64
+	MaxPoints int
 	// MinTau is the least Kendall rank correlation of the window (how
 	// consistently the envelope rises, 1 = every pair rising; default 0.7).
 	MinTau float64
 	// MinR2 is the least coefficient of determination of the robust line
 	// (default 0.7).
 	MinR2 float64
+	// RecentRatio: the slope over the recent half of the window must be at
+	// least this fraction of the window's slope (default 0.5), so that a step
+	// (a load change, a spike held by the envelope) followed by a plateau is
+	// not taken for a leak.
+	RecentRatio float64
+	// MinRise: the line must rise by at least this fraction of the limit
+	// over its window (default 0.02). The rolling maximum of mere noise
+	// creeps up; near the limit even that creep would reach it in time.
+	MinRise float64
+	// NoiseRise: the rise over the window must also exceed NoiseRise times
+	// the resource's sample noise (default 4), estimated robustly from the
+	// median difference between successive samples (last 120 samples).
+	NoiseRise float64
 	// MaxGap: a gap between two samples longer than this resets a host's
 	// resource history (the host likely restarted; default 1m).
 	MaxGap time.Duration
 
 	// OpenAfter: a condition must hold at every evaluation for this long
-	// before a prediction opens (default 10s, i.e. two consecutive buckets).
+	// before a prediction opens (default 20s, i.e. three consecutive buckets).
 	OpenAfter time.Duration
 	// ClearAfter: an open prediction is cleared once its condition has not
 	// held for this long (default 2m): hysteresis against flapping.
@@ -67,7 +83,7 @@ type Config struct {
 	SurgeBaselineHalfLife time.Duration
 	// SurgeWarmup: no surge is judged before this much history (default 10m).
 	SurgeWarmup time.Duration
-	// SurgeWindow is the span over which the current rate is measured (default 1m).
+	// SurgeWindow is the span over which the current rate is measured (default 30s).
 	SurgeWindow time.Duration
 	// SurgeFactor and SurgeSigma: the current rate is a surge above the
 	// largest of Factor × baseline (default 5), baseline + Sigma × its typical
@@ -78,7 +94,7 @@ type Config struct {
 	SurgeMinErrorRate float64
 	SurgeMinLossRate  float64
 	// SurgeHold: a surge must last this long before it predicts (default
-	// 2m), so a short burst does not.
+	// 2m30s), so a burst shorter than SurgeHold − SurgeWindow does not.
 	SurgeHold time.Duration
 	// SurgeCalmRatio: a surge ends when the rate falls below this fraction of
 	// the threshold (default 0.5).
@@ -100,25 +116,29 @@ func Default() Config {
 	return Config{
 		Horizon:               10 * time.Minute,
 		Bucket:                10 * time.Second,
-		EnvelopeSpan:          time.Minute,
-		Windows:               []time.Duration{2 * time.Minute, 4 * time.Minute, 8 * time.Minute},
+		EnvelopeSpan:          2 * time.Minute,
+		Windows:               []time.Duration{time.Minute, 2 * time.Minute, 4 * time.Minute, 8 * time.Minute},
 		MinPoints:             6,
 		Coverage:              0.6,
+		MaxPoints:             24,
 		MinTau:                0.7,
 		MinR2:                 0.7,
+		RecentRatio:           0.5,
+		MinRise:               0.02,
+		NoiseRise:             4,
 		MaxGap:                time.Minute,
-		OpenAfter:             10 * time.Second,
+		OpenAfter:             20 * time.Second,
 		ClearAfter:            2 * time.Minute,
 		UpdateMinShift:        30 * time.Second,
 		UpdateFraction:        0.25,
 		SurgeBaselineHalfLife: 30 * time.Minute,
 		SurgeWarmup:           10 * time.Minute,
-		SurgeWindow:           time.Minute,
+		SurgeWindow:           30 * time.Second,
 		SurgeFactor:           5,
 		SurgeSigma:            6,
 		SurgeMinErrorRate:     0.5,
 		SurgeMinLossRate:      5,
-		SurgeHold:             2 * time.Minute,
+		SurgeHold:             150 * time.Second,
 		SurgeCalmRatio:        0.5,
 		SurgeLead:             5 * time.Minute,
 		SurgeFreezeMax:        30 * time.Minute,
@@ -170,8 +190,20 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%w: Windows must increase, got %v after %v", ErrConfig, w, c.Windows[i-1]))
 		}
 	}
-	if c.MinPoints < 3 {
-		errs = append(errs, fmt.Errorf("%w: MinPoints must be at least 3, got %d", ErrConfig, c.MinPoints))
+	if c.MinPoints < 4 {
+		errs = append(errs, fmt.Errorf("%w: MinPoints must be at least 4, got %d", ErrConfig, c.MinPoints))
+	}
+	if c.MaxPoints < c.MinPoints {
+		errs = append(errs, fmt.Errorf("%w: MaxPoints (%d) must be at least MinPoints (%d)", ErrConfig, c.MaxPoints, c.MinPoints))
+	}
+	if c.MinRise < 0 || c.MinRise >= 1 {
+		errs = append(errs, fmt.Errorf("%w: MinRise must be in [0,1), got %v", ErrConfig, c.MinRise))
+	}
+	if c.NoiseRise < 0 {
+		errs = append(errs, fmt.Errorf("%w: NoiseRise must not be negative, got %v", ErrConfig, c.NoiseRise))
+	}
+	if c.RecentRatio < 0 || c.RecentRatio > 1 {
+		errs = append(errs, fmt.Errorf("%w: RecentRatio must be in [0,1], got %v", ErrConfig, c.RecentRatio))
 	}
 	unit("Coverage", c.Coverage)
 	unit("MinTau", c.MinTau)

@@ -20,6 +20,13 @@ type Fit struct {
 // TheilSen fits ys against ts (ascending). scratch is reused to avoid
 // allocation; it may be nil. With fewer than two points the fit is zero.
 func TheilSen(ts, ys []float64, scratch []float64) (Fit, []float64) {
+	return theilSen(ts, ys, scratch, math.Inf(-1))
+}
+
+// theilSen is TheilSen that stops after the rank correlation when it is
+// below minTau (Slope and Level are then zero): most windows of a healthy
+// host end there, without the medians.
+func theilSen(ts, ys []float64, scratch []float64, minTau float64) (Fit, []float64) {
 	n := len(ts)
 	f := Fit{N: n}
 	if n < 2 {
@@ -48,6 +55,9 @@ func TheilSen(ts, ys []float64, scratch []float64) (Fit, []float64) {
 		return f, scratch
 	}
 	f.Tau = float64(conc-disc) / float64(pairs)
+	if f.Tau < minTau {
+		return f, scratch
+	}
 	f.Slope = median(scratch)
 	scratch = scratch[:0]
 	mean := 0.0

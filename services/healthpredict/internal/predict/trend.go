@@ -29,11 +29,15 @@ type trend struct {
 	cause, resource string
 
 	has     bool
-	bucket  int64   // index of the open bucket
-	max     float64 // its maximum utilization
+	since   time.Time // first reading since the last reset
+	bucket  int64     // index of the open bucket
+	max     float64   // its maximum utilization
 	lastT   time.Time
 	value   int64 // last raw value and limit (evidence)
 	limit   int64
+	prevU   float64   // last utilization
+	diffs   []float64 // |successive differences| of utilization, a ring of noiseSamples
+	diffAt  int
 	bmax    []point // closed bucket maxima within EnvelopeSpan
 	env     []point // envelope points within the longest window
 	scratch []float64
@@ -42,9 +46,13 @@ type trend struct {
 
 func newTrend(cause, resource string) *trend { return &trend{cause: cause, resource: resource} }
 
+// noiseSamples is how many successive differences estimate the noise.
+const noiseSamples = 120
+
 // reset forgets the history (a gap: the host probably restarted).
 func (r *trend) reset() {
 	r.has = false
+	r.diffs, r.diffAt = r.diffs[:0], 0
 	r.bmax = r.bmax[:0]
 	r.env = r.env[:0]
 }
@@ -62,23 +70,33 @@ func (r *trend) add(cfg Config, t time.Time, value, limit int64) (float64, bool)
 	u := float64(value) / float64(limit)
 	b := t.UnixNano() / int64(cfg.Bucket)
 	if !r.has {
-		r.has, r.bucket, r.max = true, b, u
-		return 0, false
-	}
-	if b == r.bucket {
-		r.max = math.Max(r.max, u)
+		r.has, r.since, r.bucket, r.max, r.prevU = true, t, b, u, u
 		return 0, false
 	}
 	if b < r.bucket { // out of order within the host's own clock: ignore
 		return 0, false
 	}
+	if d := math.Abs(u - r.prevU); len(r.diffs) < noiseSamples {
+		r.diffs = append(r.diffs, d)
+	} else {
+		r.diffs[r.diffAt] = d
+		r.diffAt = (r.diffAt + 1) % noiseSamples
+	}
+	r.prevU = u
+	if b == r.bucket {
+		r.max = math.Max(r.max, u)
+		return 0, false
+	}
 	end := float64((r.bucket+1)*int64(cfg.Bucket)) / 1e9
-	r.closeBucket(cfg, end, r.max)
+	// the envelope is a maximum over EnvelopeSpan: until that much history
+	// exists it would climb as history accumulates, which is not a trend
+	warm := end-float64(r.since.UnixNano())/1e9 >= cfg.EnvelopeSpan.Seconds()
+	r.closeBucket(cfg, end, r.max, warm)
 	r.bucket, r.max = b, u
-	return end, true
+	return end, warm
 }
 
-func (r *trend) closeBucket(cfg Config, end, m float64) {
+func (r *trend) closeBucket(cfg Config, end, m float64, warm bool) {
 	r.bmax = append(r.bmax, point{end, m})
 	span := cfg.EnvelopeSpan.Seconds()
 	drop := 0
@@ -86,6 +104,9 @@ func (r *trend) closeBucket(cfg Config, end, m float64) {
 		drop++
 	}
 	r.bmax = append(r.bmax[:0], r.bmax[drop:]...)
+	if !warm {
+		return
+	}
 	env := math.Inf(-1)
 	for _, p := range r.bmax {
 		env = math.Max(env, p.v)
@@ -99,13 +120,27 @@ func (r *trend) closeBucket(cfg Config, end, m float64) {
 	r.env = append(r.env[:0], r.env[drop:]...)
 }
 
-// evaluate fits every window ending at te and returns the most urgent
-// qualifying prediction, or nil.
+// evaluate fits the windows ending at te, longest first, and returns a
+// prediction or nil. A window whose fit is good (rising, tau, R²) and
+// consistent (the recent half's slope within RecentRatio of the window's,
+// either way) is the verdict: it predicts when its time to the limit is
+// within the horizon, and shorter windows are not consulted (they are
+// noisier). A good window whose recent half rises much faster (a leak that
+// started or sped up inside it) defers to shorter windows, and predicts
+// itself if none of them qualifies. A window whose recent half rises much
+// slower (a step, then a plateau) is no evidence of a leak.
 func (r *trend) evaluate(cfg Config, te float64) *candidate {
-	var best *candidate
-	bestTTL := math.Inf(1)
+	var fallback *candidate
 	bucket := cfg.Bucket.Seconds()
-	for _, w := range cfg.Windows {
+	minRise := cfg.MinRise
+	if cfg.NoiseRise > 0 && len(r.diffs) > 0 {
+		r.scratch = append(r.scratch[:0], r.diffs...)
+		// σ of the samples ≈ 1.4826 × MAD of differences / √2
+		sigma := 1.0484 * median(r.scratch)
+		minRise = math.Max(minRise, cfg.NoiseRise*sigma)
+	}
+	for i := len(cfg.Windows) - 1; i >= 0; i-- {
+		w := cfg.Windows[i]
 		ws := w.Seconds()
 		r.ts, r.ys = r.ts[:0], r.ys[:0]
 		for _, p := range r.env {
@@ -118,21 +153,45 @@ func (r *trend) evaluate(cfg Config, te float64) *candidate {
 		if n < cfg.MinPoints || float64(n) < cfg.Coverage*ws/bucket {
 			continue
 		}
+		r.ts, r.ys = decimate(r.ts, r.ys, cfg.MaxPoints)
+		n = len(r.ts)
 		var f Fit
-		f, r.scratch = TheilSen(r.ts, r.ys, r.scratch)
-		if f.Slope <= 0 || f.Tau < cfg.MinTau || f.R2 < cfg.MinR2 {
+		f, r.scratch = theilSen(r.ts, r.ys, r.scratch, cfg.MinTau)
+		if f.Slope <= 0 || f.Tau < cfg.MinTau || f.R2 < cfg.MinR2 || f.Slope*ws < minRise {
+			continue
+		}
+		var recent Fit
+		recent, r.scratch = TheilSen(r.ts[n/2:], r.ys[n/2:], r.scratch)
+		if recent.Slope < cfg.RecentRatio*f.Slope {
 			continue
 		}
 		ttl := (1 - f.Level) / f.Slope
 		if ttl < 0 {
 			ttl = 0
 		}
-		if ttl > cfg.Horizon.Seconds() || ttl >= bestTTL {
-			continue
+		accelerating := cfg.RecentRatio > 0 && recent.Slope > f.Slope/cfg.RecentRatio
+		if ttl > cfg.Horizon.Seconds() {
+			if accelerating {
+				continue
+			}
+			return nil
 		}
-		bestTTL = ttl
+		c := r.candidate(cfg, te, w, n, f, recent, ttl)
+		if !accelerating {
+			return c
+		}
+		if fallback == nil {
+			fallback = c
+		}
+	}
+	return fallback
+}
+
+func (r *trend) candidate(cfg Config, te float64, w time.Duration, n int, f, recent Fit, ttl float64) *candidate {
+	ws := w.Seconds()
+	{
 		conf := 0.5 + 0.5*f.Tau*f.R2
-		best = &candidate{
+		return &candidate{
 			expected:   unixTime(te + ttl),
 			confidence: round(math.Min(conf, 0.99), 3),
 			evidence: map[string]any{
@@ -143,6 +202,7 @@ func (r *trend) evaluate(cfg Config, te float64) *candidate {
 				"utilization":        round(float64(r.value)/float64(r.limit), 4),
 				"fitted_utilization": round(f.Level, 4),
 				"slope_per_s":        round(f.Slope, 8),
+				"recent_slope_per_s": round(recent.Slope, 8),
 				"growth_per_s":       round(f.Slope*float64(r.limit), 1),
 				"time_to_limit_s":    round(ttl, 1),
 				"window_s":           ws,
@@ -156,7 +216,35 @@ func (r *trend) evaluate(cfg Config, te float64) *candidate {
 			},
 		}
 	}
-	return best
+}
+
+// decimate merges adjacent points (time of the last, maximum value) until at
+// most max remain, in place.
+func decimate(ts, ys []float64, max int) ([]float64, []float64) {
+	n := len(ts)
+	if n <= max {
+		return ts, ys
+	}
+	k := (n + max - 1) / max // points per group
+	// groups end at the newest point so the last group is always full
+	out := 0
+	for end := n - ((n-1)/k)*k; end <= n; end += k {
+		start := max0(end-k, 0)
+		v := ys[start]
+		for i := start + 1; i < end; i++ {
+			v = math.Max(v, ys[i])
+		}
+		ts[out], ys[out] = ts[end-1], v
+		out++
+	}
+	return ts[:out], ys[:out]
+}
+
+func max0(a, b int) int {
+	if a > b {
+		return a
+	}
+	return b
 }
 
 // unixTime converts Unix seconds to a UTC time at millisecond precision.

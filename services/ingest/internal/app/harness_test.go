@@ -25,13 +25,14 @@ type harness struct {
 	t   *testing.T
 	env *testutil.Env
 
-	mu     sync.Mutex
-	events []events.Envelope
+	mu      sync.Mutex
+	events  []events.Envelope
+	signals map[*App]context.CancelFunc
 }
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	h := &harness{t: t, env: testutil.NATS(t)}
+	h := &harness{t: t, env: testutil.NATS(t), signals: map[*App]context.CancelFunc{}}
 	collect := func(m *nats.Msg) {
 		env, err := events.Decode(m.Data)
 		if err != nil {
@@ -96,6 +97,9 @@ func (h *harness) nodeWith(id string, deps Deps, opts ...nodeOpt) *App {
 		h.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	h.mu.Lock()
+	h.signals[a] = cancel
+	h.mu.Unlock()
 	go func() { _ = a.Run(ctx) }()
 	h.t.Cleanup(func() {
 		a.Abort()
@@ -239,4 +243,42 @@ func waitAll(t *testing.T, readers map[string]*rtsptest.Reader, n uint64) {
 		}
 		return nil
 	})
+}
+
+// readSamples starts a reader that keeps every packet's timing.
+func readSamples(t *testing.T, url string, tr gortsplib.Transport) *rtsptest.Reader {
+	t.Helper()
+	var r *rtsptest.Reader
+	testutil.CheckFor(t, 5*time.Second, 50*time.Millisecond, func() error {
+		var err error
+		r, err = rtsptest.Read(url, tr, rtsptest.ReadOptions{KeepSamples: true})
+		return err
+	})
+	t.Cleanup(r.Close)
+	return r
+}
+
+// longestGap is the longest interval between consecutive packets of a media
+// arriving within [from, to].
+func longestGap(samples []rtsptest.Sample, media int, from, to time.Time) time.Duration {
+	var g time.Duration
+	var last time.Time
+	for _, s := range samples {
+		if s.Media != media {
+			continue
+		}
+		if !last.IsZero() && !s.Arrival.Before(from) && !last.After(to) {
+			g = max(g, s.Arrival.Sub(last))
+		}
+		last = s.Arrival
+	}
+	return g
+}
+
+// signal cancels a node's Run context, as SIGTERM does in main.
+func (h *harness) signal(a *App) {
+	h.mu.Lock()
+	cancel := h.signals[a]
+	h.mu.Unlock()
+	cancel()
 }

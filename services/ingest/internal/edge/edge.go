@@ -384,8 +384,22 @@ func (f *follower) apply() {
 	case pl.Host == f.m.cfg.Self:
 		if st == nil {
 			f.fail(fmt.Errorf("%w: %s", origin.ErrNotPublished, f.name))
+			return
 		}
-		return // the local source will take over (a pull already running keeps feeding until then)
+		// the local source takes over; the pulls keep feeding until it is ready
+		for _, lf := range st.LocalFeeds() {
+			select {
+			case <-lf.Ready():
+				for _, o := range st.Feeds() {
+					if o.Kind == stream.KindUpstream {
+						o.Retire("the stream is published here now")
+					}
+				}
+				return
+			default:
+			}
+		}
+		return
 	}
 	if st != nil && st.Closed() {
 		f.stop("stream closed")
@@ -520,6 +534,14 @@ func (f *follower) runPull(p *pull) {
 					close(p.readyC)
 				}
 				p.mu.Unlock()
+				if f.desired(p.host) {
+					// make-before-break: the new upstream carries the stream, the old ones go
+					for _, o := range st.Feeds() {
+						if o != feed && o.Kind == stream.KindUpstream {
+							o.Retire("replaced by the pull from " + p.host)
+						}
+					}
+				}
 			case <-feed.Done():
 			}
 		}()
@@ -622,7 +644,7 @@ func (m *Manager) OnSwitch(s *stream.Stream, info media.SwitchInfo, from, to *st
 		missing, dup := s.FrameCounts()
 		ev.FramesMissing = int64(missing - missing0)
 		ev.Duplicates = int64(dup - dup0)
-		ev.At = time.Now().UTC()
+		ev.At = info.At.UTC()
 		if m.metrics != nil {
 			m.metrics.SwitchFramesMissing.WithLabelValues(s.Name, "edge").Add(float64(ev.FramesMissing))
 			m.metrics.SwitchFramesDuplicated.WithLabelValues(s.Name, "edge").Add(float64(ev.Duplicates))

@@ -556,9 +556,9 @@ func (f *Feed) Added() (at time.Time, missing, dup uint64) {
 func (f *Feed) Packets() uint64 { return f.packets.Load() }
 
 // Ready is closed when the feed can carry the stream alone: a SameSeqSpace feed
-// once it overlaps the output on every started media (its packets are at or
-// behind the output, so closing the old source loses nothing), any other feed
-// once the Splicer made it active.
+// once it has caught up with the output on every started media (it delivered a
+// packet at, behind or right after the output, so closing the old source loses
+// nothing), any other feed once the Splicer made it active.
 func (f *Feed) Ready() <-chan struct{} { return f.ready }
 
 // Done is closed when the feed is removed from its stream.
@@ -593,9 +593,10 @@ func (f *Feed) retire(reason string) {
 	}
 }
 
-// counterReset is how far a frame counter may go back before it counts as a
-// restarted source rather than duplicates.
-const counterReset = 250
+// counterReset is how far (in frames) a frame counter may go back before it
+// counts as a restarted source rather than duplicates: one-sequence-space
+// switches repeat at most a frame or two.
+const counterReset = 25
 
 // spaceDrift is how far (in sequence numbers) a SameSeqSpace feed's first packet
 // may be from the output before it is treated as another sequence space.
@@ -613,6 +614,7 @@ func (f *Feed) Write(mi int, pkt *rtp.Packet) error {
 	f.packets.Add(1)
 	f.s.bytesIn.Add(uint64(len(pkt.Payload) + 12))
 	f.s.packetsIn.Add(1)
+	ready := false
 	f.mu.Lock()
 	if f.mode == media.SameSeqSpace {
 		seq, ts, started := f.s.outState(mi)
@@ -633,17 +635,22 @@ func (f *Feed) Write(mi int, pkt *rtp.Packet) error {
 				}
 			}
 		}
-		if f.mode == media.SameSeqSpace && !f.overlap[mi] && (!started || int16(pkt.SequenceNumber-seq) <= 0) {
+		// caught up: this packet is at, behind, or right after the output, so
+		// every later packet of this media will come through this feed too
+		if f.mode == media.SameSeqSpace && !f.overlap[mi] && (!started || int16(pkt.SequenceNumber-seq) <= 1) {
 			f.overlap[mi] = true
-			if f.overlappedLocked() {
-				f.markReady()
-			}
+			ready = f.overlappedLocked()
 		}
 	}
 	f.mu.Unlock()
 	err := f.s.sp.Write(f.ID, mi, pkt)
 	if errors.Is(err, media.ErrFeedRetired) {
 		f.retire("retired by the splicer")
+	}
+	if ready {
+		// only now: the Splicer has seen this feed write, so it can take over
+		// by sequence the moment the old source is removed
+		f.markReady()
 	}
 	return err
 }

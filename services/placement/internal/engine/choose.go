@@ -132,20 +132,11 @@ func ValidateChoose(r *client.ChooseRequest) error {
 	return errors.Join(errs...)
 }
 
+// handleChoose answers placement.v1.choose. It runs on the endpoint's
+// subscription goroutine (micro handlers must respond before returning:
+// its stats read the request afterwards), so one replica answers one choose
+// at a time; more replicas answer more.
 func (s *Service) handleChoose(r micro.Request) {
-	select {
-	case s.sem <- struct{}{}:
-	case <-s.ctx.Done():
-		_ = r.Error(client.CodeInternal, "placement shutting down", nil)
-		return
-	}
-	go func() {
-		defer func() { <-s.sem }()
-		s.answerChoose(r)
-	}()
-}
-
-func (s *Service) answerChoose(r micro.Request) {
 	start := time.Now()
 	defer func() { s.met.chooseTime.Observe(time.Since(start).Seconds()) }()
 	req, err := ParseChoose(r.Data())
@@ -329,7 +320,9 @@ func (s *Service) home(ctx context.Context, req client.ChooseRequest, sessionID 
 			s.met.decisions.WithLabelValues("initial").Inc()
 			log.Info().Str(obs.FieldHost, c.Host).Str("zone", c.Zone).Msg("stream placed")
 			if p.Mode == client.ModePull {
-				s.sendPull(ctx, p, "")
+				if err := s.sendPull(ctx, p, ""); err != nil {
+					return events.Placement{}, err
+				}
 			}
 			return p, nil
 		}
@@ -360,7 +353,9 @@ func (s *Service) home(ctx context.Context, req client.ChooseRequest, sessionID 
 			s.ix.apply(req.Stream, &base, rev)
 			log.Info().Str(obs.FieldHost, cur.Host).Msg("placement's publisher updated")
 			if base.Mode == client.ModePull && (cur.Mode != base.Mode || cur.SourceURL != base.SourceURL) {
-				s.sendPull(ctx, base, "")
+				if err := s.sendPull(ctx, base, ""); err != nil {
+					return events.Placement{}, err
+				}
 			}
 			return base, nil
 		}
@@ -429,9 +424,11 @@ func (s *Service) move(ctx context.Context, cur entry, base events.Placement, to
 	return np, s.announceMove(ctx, np, spec)
 }
 
-// announceMove stores the migration record and emits reassigned (and the
-// pull command). It is idempotent: the record is created once, the events
-// carry ids derived from the migration id.
+// announceMove emits reassigned (and the pull command), then stores the
+// migration record: a record therefore implies its events were published,
+// and a placement naming a migration without a record is a decision whose
+// follow-up was cut short (the leader's recovery calls this again). It is
+// idempotent: event ids derive from the migration id, the record is Created.
 func (s *Service) announceMove(ctx context.Context, np events.Placement, spec moveSpec) error {
 	rec := migration.Record{ID: np.MigrationID, Stream: np.Stream, FromHost: np.FromHost, ToHost: np.Host, Epoch: np.Epoch,
 		Mode: np.Mode, SessionID: np.SessionID, ClientID: np.ClientID, Kind: spec.Kind, Reason: spec.Reason,
@@ -444,10 +441,6 @@ func (s *Service) announceMove(ctx context.Context, np events.Placement, spec mo
 	if fallback != "" {
 		rec = migration.MarkFallback(rec, fallback, np.UpdatedAt)
 	}
-	b, _ := json.Marshal(rec)
-	if _, err := s.st.Migrations.Create(ctx, rec.ID, b); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
-		return fmt.Errorf("record migration %s: %w", rec.ID, err)
-	}
 	mode := np.Mode
 	if mode == "" {
 		mode = client.ModePush
@@ -459,7 +452,13 @@ func (s *Service) announceMove(ctx context.Context, np events.Placement, spec mo
 		return fmt.Errorf("emit reassigned %s: %w", rec.ID, err)
 	}
 	if np.Mode == client.ModePull {
-		s.sendPull(ctx, np, rec.ID)
+		if err := s.sendPull(ctx, np, rec.ID); err != nil {
+			return err
+		}
+	}
+	b, _ := json.Marshal(rec)
+	if _, err := s.st.Migrations.Create(ctx, rec.ID, b); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+		return fmt.Errorf("record migration %s: %w", rec.ID, err)
 	}
 	return nil
 }
@@ -483,14 +482,18 @@ func (s *Service) incapable(ctx context.Context, sessionID string) string {
 	return ""
 }
 
-// sendPull asks p's host to pull its source.
-func (s *Service) sendPull(ctx context.Context, p events.Placement, migrationID string) {
-	cmd := events.PullCommand{CommandID: fmt.Sprintf("pull-%s-%s-%d", p.Stream, p.Host, p.Epoch), Host: p.Host,
+// sendPull asks p's host to pull its source. The command id derives from
+// the placement (stream, host, epoch, source) so a repeated choose is a
+// duplicate, not a second command.
+func (s *Service) sendPull(ctx context.Context, p events.Placement, migrationID string) error {
+	cmd := events.PullCommand{CommandID: "pull-" + MigrationID(p.Stream+"/"+p.Host+"/"+p.SourceURL, p.Epoch, "pull")[2:], Host: p.Host,
 		Stream: p.Stream, SourceURL: p.SourceURL, MigrationID: migrationID}
 	if migrationID != "" {
 		cmd.CommandID = "pull-" + migrationID
 	}
 	if _, err := events.Publish(ctx, s.js, s.source, cmd); err != nil {
 		s.log.Error().Err(err).Str(obs.FieldStream, p.Stream).Str(obs.FieldHost, p.Host).Str(obs.FieldMigration, migrationID).Msg("send pull command")
+		return fmt.Errorf("send pull command %s: %w", cmd.CommandID, err)
 	}
+	return nil
 }

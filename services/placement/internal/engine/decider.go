@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -260,7 +261,13 @@ func (d *decider) evacuate(ctx context.Context, host string) {
 				spec.Deadline = min
 			}
 			if pace > 0 {
-				targets := max(1, len(d.s.view.Snapshot().Candidates)-1)
+				targets := 0
+				for _, c := range d.s.view.Snapshot().Candidates {
+					if c.Host != host {
+						targets++
+					}
+				}
+				targets = max(1, targets)
 				window := time.Duration(float64(spec.Deadline.Sub(now)) * d.s.cfg.DecideWithin)
 				if per := window * time.Duration(targets) / time.Duration(len(todo)); per < pace {
 					pace = per
@@ -292,18 +299,20 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 }
 
 // evacuatePass tries each stream once and returns how many moved.
-func (d *decider) evacuatePass(ctx context.Context, host string, todo []entry, spec moveSpec, pace time.Duration) int {
+func (d *decider) evacuatePass(ctx context.Context, host string, todo []entry, spec moveSpec, pace time.Duration) (n int) {
 	var wg sync.WaitGroup
-	var mu sync.Mutex
-	moved := 0
+	var moved atomic.Int64
 	sem := make(chan struct{}, d.s.cfg.Workers)
-	defer wg.Wait()
+	defer func() {
+		wg.Wait()
+		n = int(moved.Load())
+	}()
 	for _, e := range todo {
 		if ctx.Err() != nil {
-			return moved
+			return
 		}
 		if _, ok := d.s.view.EvacuationOf(host); !ok {
-			return moved
+			return
 		}
 		c, res, err := d.s.ix.pick(d.s.view.Snapshot(), e.P.ClientID, host, d.s.cfg.StreamBitrate)
 		if err != nil {
@@ -314,14 +323,14 @@ func (d *decider) evacuatePass(ctx context.Context, host string, todo []entry, s
 			at := d.slot(c.Host, pace)
 			if wait := at.Sub(d.s.now()); wait > 0 && !sleepCtx(ctx, wait) {
 				d.s.ix.release(res)
-				return moved
+				return
 			}
 		}
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
 			d.s.ix.release(res)
-			return moved
+			return
 		}
 		wg.Add(1)
 		go func(e entry, c fleet.Candidate, res *reservation) {
@@ -329,14 +338,11 @@ func (d *decider) evacuatePass(ctx context.Context, host string, todo []entry, s
 			defer func() { <-sem }()
 			defer d.s.ix.release(res)
 			if d.moveRetry(ctx, host, e, c, res, spec) {
-				mu.Lock()
-				moved++
-				mu.Unlock()
+				moved.Add(1)
 			}
 		}(e, c, res)
 	}
-	wg.Wait()
-	return moved
+	return
 }
 
 // moveRetry moves e to c, re-reading the placement after a lost race:

@@ -147,7 +147,6 @@ type Service struct {
 	ctx    context.Context
 	synced atomic.Bool
 	serve  atomic.Bool
-	sem    chan struct{}
 
 	// leading reports whether this replica's decider runs.
 	leading atomic.Bool
@@ -182,7 +181,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 	}
 	log := d.Log.With().Str("replica", cfg.ID).Logger()
 	s := &Service{cfg: cfg, nc: d.NC, js: d.JS, log: log, now: d.Now, source: "ferry/placement/" + cfg.ID,
-		met: newMetrics(reg), ix: newIndex(), sem: make(chan struct{}, 64)}
+		met: newMetrics(reg), ix: newIndex()}
 	s.view = fleet.NewView(cfg.Fleet, log, d.Now)
 	return s, nil
 }
@@ -240,6 +239,10 @@ func (s *Service) Run(ctx context.Context) error {
 	if err := svc.AddEndpoint("get", micro.HandlerFunc(s.handleGet), micro.WithEndpointSubject(subject.PlacementGet)); err != nil {
 		_ = svc.Stop()
 		return fmt.Errorf("add endpoint get: %w", err)
+	}
+	// The server knows the subscriptions once a round trip is done.
+	if err := s.nc.FlushTimeout(5 * time.Second); err != nil && ctx.Err() == nil {
+		s.log.Warn().Err(err).Msg("flush endpoint subscriptions")
 	}
 	s.serve.Store(true)
 	s.log.Info().Str("endpoints", subject.PlacementChoose+" "+subject.PlacementGet).Msg("serving")

@@ -82,11 +82,7 @@ func TestPredictedOutageMovesEveryStreamToFitHosts(t *testing.T) {
 			t.Errorf("reassigned %+v for placement %+v", ra, p)
 		}
 	}
-	ms := h.migrations()
-	if len(ms) != len(streams) {
-		t.Fatalf("%d migration records", len(ms))
-	}
-	for _, m := range ms {
+	for _, m := range h.migrationsN(len(streams)) {
 		if m.State != migration.Decided || m.Fallback || !m.NeedCease || m.Kind != migration.KindEvacuation {
 			t.Errorf("migration %+v", m)
 		}
@@ -241,8 +237,7 @@ func TestHostDownReassignsAtOnce(t *testing.T) {
 			t.Errorf("deadline %v in the future for host_down", p.Deadline)
 		}
 	}
-	ms := h.migrations()
-	for _, m := range ms {
+	for _, m := range h.migrationsN(len(streams)) {
 		if m.Kind != migration.KindHostDown || !m.Fallback || m.NeedCease {
 			t.Errorf("migration %+v", m)
 		}
@@ -275,7 +270,7 @@ func TestPacedEvacuationSpreadsDecisions(t *testing.T) {
 	// 10 moves per target, 100 ms apart on each target: at least 0.9 s
 	// between a target's first and last decision.
 	byTarget := map[string][]time.Time{}
-	for _, m := range h.migrations() {
+	for _, m := range h.migrationsN(len(streams)) {
 		byTarget[m.ToHost] = append(byTarget[m.ToHost], m.DecidedAt)
 	}
 	for host, ts := range byTarget {

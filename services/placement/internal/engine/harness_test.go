@@ -152,6 +152,7 @@ type replica struct {
 	log    *syncBuffer
 	cancel context.CancelFunc
 	done   chan error
+	once   sync.Once
 }
 
 type syncBuffer struct {
@@ -208,11 +209,13 @@ func (h *harness) start(cfg Config, campaign bool) *replica {
 
 // stop cancels the replica and waits for Run to return.
 func (r *replica) stop() {
-	r.cancel()
-	select {
-	case <-r.done:
-	case <-time.After(10 * time.Second):
-	}
+	r.once.Do(func() {
+		r.cancel()
+		select {
+		case <-r.done:
+		case <-time.After(10 * time.Second):
+		}
+	})
 }
 
 // lead runs the decider directly (no lease), until the replica stops.
@@ -267,6 +270,20 @@ func (h *harness) migrations() []migration.Record {
 		out = append(out, r)
 	}
 	return out
+}
+
+// migrationsN waits until n migration records exist and returns them.
+func (h *harness) migrationsN(n int) []migration.Record {
+	h.t.Helper()
+	var ms []migration.Record
+	ftu.CheckFor(h.t, 10*time.Second, 20*time.Millisecond, func() error {
+		ms = h.migrations()
+		if len(ms) != n {
+			return fmt.Errorf("%d migration records, want %d", len(ms), n)
+		}
+		return nil
+	})
+	return ms
 }
 
 // subjects counts stored messages per subject matching filter in stream.

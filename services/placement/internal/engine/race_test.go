@@ -20,7 +20,7 @@ func (h *harness) checkOneMove(host string, streams []string) {
 	h.t.Helper()
 	ps := h.movedOff(host, len(streams), 30*time.Second)
 	recs := map[string][]migration.Record{}
-	for _, m := range h.migrations() {
+	for _, m := range h.migrationsN(len(streams)) {
 		recs[m.Stream] = append(recs[m.Stream], m)
 	}
 	var reassigned map[string]uint64
