@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -22,6 +23,8 @@ type proc struct {
 	ready   string // URL of its /readyz, or ""
 	done    chan struct{}
 	err     error
+	// expected is set when the stack itself stopped or killed the process.
+	expected atomic.Bool
 }
 
 // procs owns the children; the mutex guards list.
@@ -77,6 +80,7 @@ func (pr *proc) exited() bool {
 
 // stop sends SIGTERM and waits up to grace, then kills.
 func (pr *proc) stop(grace time.Duration) {
+	pr.expected.Store(true)
 	if pr.exited() {
 		return
 	}
@@ -91,6 +95,7 @@ func (pr *proc) stop(grace time.Duration) {
 
 // kill sends SIGKILL (an unpredicted crash).
 func (pr *proc) kill() {
+	pr.expected.Store(true)
 	if !pr.exited() {
 		_ = pr.cmd.Process.Kill()
 		<-pr.done
@@ -161,14 +166,31 @@ func tail(path string, n int) string {
 	return string(b)
 }
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// handedOut remembers the ports freePort returned, so that two children
+// never get the same port before either has bound it. The mutex guards it.
+var (
+	portsMu   sync.Mutex
+	handedOut = map[int]bool{}
+)
+
+// freePort returns a TCP port on 127.0.0.1 that was free a moment ago and
+// has not been handed out before in this process.
 func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for i := 0; i < 100; i++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		p := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if !handedOut[p] {
+			handedOut[p] = true
+			return p, nil
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
+	return 0, fmt.Errorf("no free TCP port")
 }
 
 // freeUDPPair returns an even UDP port p with p+1 also free (RTP/RTCP).
@@ -180,7 +202,10 @@ func freeUDPPair() (int, error) {
 		}
 		p := c.LocalAddr().(*net.UDPAddr).Port
 		c.Close()
-		if p%2 == 1 || p >= 65535 {
+		portsMu.Lock()
+		taken := handedOut[p] || handedOut[p+1]
+		portsMu.Unlock()
+		if p%2 == 1 || p >= 65535 || taken {
 			continue
 		}
 		c1, err1 := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p))
@@ -192,6 +217,9 @@ func freeUDPPair() (int, error) {
 			c2.Close()
 		}
 		if err1 == nil && err2 == nil {
+			portsMu.Lock()
+			handedOut[p], handedOut[p+1] = true, true
+			portsMu.Unlock()
 			return p, nil
 		}
 	}

@@ -272,6 +272,7 @@ func (s *Stack) Terminate(id string) error {
 	if h == nil {
 		return fmt.Errorf("no host %s", id)
 	}
+	h.proc.expected.Store(true)
 	return h.proc.cmd.Process.Signal(sigterm)
 }
 
@@ -353,7 +354,9 @@ func (s *Stack) Check() error {
 	list := append([]*proc(nil), s.procs.list...)
 	s.procs.mu.Unlock()
 	for _, p := range list {
-		if p.exited() && !isPublisher(p.name) {
+		// A process the stack stopped, or one that ended cleanly (a host
+		// that drained), is not a failure.
+		if p.exited() && !p.expected.Load() && p.err != nil && !isPublisher(p.name) {
 			return fmt.Errorf("%w: %s (%v); log %s\n%s", ErrStopped, p.name, p.err, p.logPath, tail(p.logPath, 10))
 		}
 	}

@@ -3,7 +3,6 @@ package lease
 import (
 	"context"
 	"errors"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -156,11 +155,8 @@ func TestManyCandidatesOneLeader(t *testing.T) {
 	const ttl = 1500 * time.Millisecond
 	kv := bucket(t, ttl)
 	var cs []*candidate
-	var mu sync.Mutex
 	for _, id := range []string{"a", "b", "c", "d"} {
-		mu.Lock()
 		cs = append(cs, run(t, kv, id, ttl, true))
-		mu.Unlock()
 	}
 	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
 		if leaders(cs...) != 1 {
