@@ -2,29 +2,14 @@ package stack
 
 import (
 	"context"
-	"fmt"
-	"sync"
-	"time"
 
-	"github.com/bluenviron/gortsplib/v4"
-	"github.com/bluenviron/gortsplib/v4/pkg/base"
-	"github.com/bluenviron/gortsplib/v4/pkg/description"
-	"github.com/bluenviron/gortsplib/v4/pkg/format"
-	"github.com/pion/rtp"
-
-	"github.com/ferrystream/ferry/libs/media"
+	"github.com/ferrystream/ferry/clients/ferryctl/probe"
 )
 
-// Viewer is an RTSP reader that measures what it receives with media.Analyzer.
+// Viewer is a probe (an RTSP reader measuring continuity) with the figures
+// the demo and the end-to-end tests check, taken from its video media.
 type Viewer struct {
-	c      *gortsplib.Client
-	an     *media.Analyzer
-	video  int
-	mu     sync.Mutex // guards ended, endErr
-	ended  bool
-	endErr error
-	closed sync.Once
-	rep    ViewReport
+	p *probe.Probe
 }
 
 // ViewReport summarises the video media of a viewer's session.
@@ -40,7 +25,7 @@ type ViewReport struct {
 	TSBackwards int64   `json:"ts_backwards"`
 	// Disconnected is set when the server ended the session before Close.
 	Disconnected string       `json:"disconnected,omitempty"`
-	Full         media.Report `json:"full"`
+	Full         probe.Report `json:"full"`
 }
 
 // WatchOptions tunes Watch.
@@ -51,114 +36,40 @@ type WatchOptions struct {
 
 // Watch connects to url and starts measuring.
 func Watch(ctx context.Context, url string, opts ...WatchOptions) (*Viewer, error) {
-	var o WatchOptions
-	if len(opts) > 0 {
-		o = opts[0]
+	cfg := probe.Config{URL: url, Transport: probe.TransportTCP}
+	if len(opts) > 0 && opts[0].UDP {
+		cfg.Transport = probe.TransportUDP
 	}
-	u, err := base.ParseURL(url)
+	p, err := probe.Start(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("viewer %s: %w", url, err)
+		return nil, err
 	}
-	tr := gortsplib.TransportTCP
-	if o.UDP {
-		tr = gortsplib.TransportUDP
-	}
-	c := &gortsplib.Client{Scheme: u.Scheme, Host: u.Host, Transport: &tr}
-	if err := c.Start2(); err != nil {
-		return nil, fmt.Errorf("viewer %s: %w", url, err)
-	}
-	desc, _, err := c.Describe(u)
-	if err != nil {
-		c.Close()
-		return nil, fmt.Errorf("viewer describe %s: %w", url, err)
-	}
-	if err := c.SetupAll(desc.BaseURL, desc.Medias); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("viewer setup %s: %w", url, err)
-	}
-	v := &Viewer{c: c, an: media.NewAnalyzer(desc)}
-	idx := map[*description.Media]int{}
-	for i, m := range desc.Medias {
-		idx[m] = i
-		if m.Type == description.MediaTypeVideo && v.video == 0 && i != 0 {
-			v.video = i
-		}
-	}
-	c.OnPacketRTPAny(func(m *description.Media, _ format.Format, pkt *rtp.Packet) {
-		v.an.Add(idx[m], pkt, time.Now())
-	})
-	if _, err := c.Play(nil); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("viewer play %s: %w", url, err)
-	}
-	go func() {
-		err := c.Wait()
-		v.mu.Lock()
-		if !v.ended {
-			v.ended, v.endErr = true, err
-		}
-		v.mu.Unlock()
-	}()
-	return v, nil
+	return &Viewer{p: p}, nil
 }
 
 // Packets returns the video packets received so far.
-func (v *Viewer) Packets() int64 {
-	r := v.an.Report()
-	if len(r.Medias) <= v.video {
-		return 0
-	}
-	return int64(r.Medias[v.video].Packets)
-}
+func (v *Viewer) Packets() int64 { return int64(v.p.Report().Video().Packets) }
 
-// Frames returns the video frames received so far.
-func (v *Viewer) Frames() int64 {
-	r := v.an.Report()
-	if len(r.Medias) <= v.video {
-		return 0
-	}
-	return int64(r.Medias[v.video].Frames)
-}
+// Frames returns the video frames (by counter) received so far.
+func (v *Viewer) Frames() int64 { return int64(v.p.Report().Video().Frames) }
 
-// Ended returns the session's end, if the server ended it.
-func (v *Viewer) Ended() (bool, error) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.ended, v.endErr
-}
-
-// Report returns the current measurements without closing.
-func (v *Viewer) Report() ViewReport {
-	full := v.an.Report()
-	r := ViewReport{Full: full}
-	if len(full.Medias) > v.video {
-		m := full.Medias[v.video]
-		r.Packets = int64(m.Packets)
-		r.Frames = int64(m.Frames)
-		if m.Frames > 0 {
-			r.FramesSent = int64(m.LastFrame - m.FirstFrame + 1)
-		}
-		r.Missing = int64(m.FramesMissing)
-		r.Duplicates = int64(m.DuplicateFrames)
-		r.MaxGapMS = m.LongestGapMS
-		r.SSRCChanges = int64(m.SSRCChanges)
-		r.SeqGaps = int64(m.SeqGaps)
-		r.TSBackwards = int64(m.TSBackwards)
-	}
-	if ended, err := v.Ended(); ended {
-		r.Disconnected = fmt.Sprint(err)
-	}
-	return r
-}
+// Report returns the measurements so far.
+func (v *Viewer) Report() ViewReport { return summarise(v.p.Report()) }
 
 // Close stops the viewer and returns its final report.
-func (v *Viewer) Close() ViewReport {
-	v.closed.Do(func() {
-		v.rep = v.Report()
-		v.mu.Lock()
-		v.ended = true
-		v.mu.Unlock()
-		v.c.Close()
-	})
-	return v.rep
+func (v *Viewer) Close() ViewReport { return summarise(v.p.Close()) }
+
+func summarise(full probe.Report) ViewReport {
+	m := full.Video()
+	r := ViewReport{
+		Packets: int64(m.Packets), Frames: int64(m.Frames),
+		Missing: int64(m.FramesMissing), Duplicates: int64(m.DuplicateFrames),
+		MaxGapMS: m.LongestGapMS, SSRCChanges: int64(m.SSRCChanges),
+		SeqGaps: int64(m.SeqGaps), TSBackwards: int64(m.TSBackwards),
+		Disconnected: full.Disconnected, Full: full,
+	}
+	if m.Frames > 0 {
+		r.FramesSent = int64(m.LastFrame - m.FirstFrame + 1)
+	}
+	return r
 }

@@ -25,7 +25,7 @@ func TestTrendPredictors(t *testing.T) {
 		{name: "descriptor leak",
 			sh: shape{mem: noisy(0.4, 0.01), fds: leak(0.1, 0.005, 1800, 240)}, dur: time.Hour, cause: CauseFDs},
 		{name: "disk filling",
-			sh: shape{mem: noisy(0.4, 0.01), disk: func(s float64) float64 { return 0.5 + 0.5*max(0, s-1800)/400 }},
+			sh:  shape{mem: noisy(0.4, 0.01), disk: func(s float64) float64 { return 0.5 + 0.5*max(0, s-1800)/400 }},
 			dur: time.Hour, cause: CauseDisk},
 
 		{name: "stable but noisy host", sh: shape{mem: noisy(0.5, 0.015), fds: noisy(0.2, 0.01)}, dur: 3 * time.Hour},

@@ -1,0 +1,74 @@
+package app
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/bluenviron/gortsplib/v4"
+
+	"github.com/ferrystream/ferry/libs/events"
+	"github.com/ferrystream/ferry/services/ingest/internal/rtsptest"
+)
+
+// TestPullMode: a pull command makes the host pull a camera as the stream's
+// source; moving the pull-mode stream is done by the hosts alone: the new
+// host pulls the camera too, the old one relays back from it for its readers,
+// switches at a keyframe (two pulls are two sequence spaces) and stops its
+// own pull.
+func TestPullMode(t *testing.T) {
+	h := newHarness(t)
+	cam := h.node("camera-1", withEnv("INGEST_ALLOW_OPEN_PUBLISH", "true")) // stands in for an RTSP camera
+	a := h.node("ingest-1")
+	b := h.node("ingest-2")
+	ag := rtsptest.NewAgent(fakeH264(t))
+	if _, err := ag.Connect(cam.PublicURL()+"/front", gortsplib.TransportTCP); err != nil {
+		t.Fatal(err)
+	}
+	runAgent(t, ag)
+	camURL := cam.PublicURL() + "/front"
+
+	h.putPlacement(events.Placement{Stream: "door", Host: "ingest-1", RTSPURL: a.PublicURL(), Epoch: 1, Mode: "pull",
+		SourceURL: camURL, UpdatedAt: time.Now().UTC()})
+	ctx := context.Background()
+	if _, err := events.Publish(ctx, h.env.JS, "test", events.PullCommand{CommandID: "p-1", Host: "ingest-1", Stream: "door", SourceURL: camURL}); err != nil {
+		t.Fatal(err)
+	}
+	att := waitEvent(h, events.TypePublisherAttached, 10*time.Second, func(e events.PublisherAttached) bool { return e.Host == "ingest-1" })
+	if att.Mode != "pull" || att.Stream != "door" {
+		t.Fatalf("publisher_attached %+v", att)
+	}
+	r := read(t, a.PublicURL()+"/door", gortsplib.TransportTCP)
+	waitPackets(t, r, 30)
+
+	h.putPlacement(events.Placement{Stream: "door", Host: "ingest-2", RTSPURL: b.PublicURL(), Epoch: 2, Mode: "pull",
+		SourceURL: camURL, MigrationID: "m-p", FromHost: "ingest-1", Deadline: time.Now().Add(time.Minute), UpdatedAt: time.Now().UTC()})
+	if _, err := events.Publish(ctx, h.env.JS, "test", events.PullCommand{CommandID: "p-2", Host: "ingest-2", Stream: "door", SourceURL: camURL, MigrationID: "m-p"}); err != nil {
+		t.Fatal(err)
+	}
+	ceased := waitEvent(h, events.TypeStreamCeased, 10*time.Second, func(e events.StreamCeased) bool { return e.Stream == "door" })
+	if ceased.Host != "ingest-1" || ceased.NewHost != "ingest-2" || ceased.MigrationID != "m-p" || ceased.ReadersRelayed != 1 {
+		t.Fatalf("stream_ceased %+v", ceased)
+	}
+	waitEvent(h, events.TypePublisherDetached, 5*time.Second, func(e events.PublisherDetached) bool { return e.Host == "ingest-1" })
+	waitPackets(t, r, 50)
+	select {
+	case <-r.Done():
+		t.Fatalf("reader disconnected: %v", r.Err())
+	default:
+	}
+	m := r.A.Report().Medias[0]
+	t.Logf("reader across the pull-mode move: %d frames, %d missing, %d dup, ssrc changes %d, seq gaps %d, ts backwards %d, longest gap %.0f ms",
+		m.Frames, m.FramesMissing, m.DuplicateFrames, m.SSRCChanges, m.SeqGaps, m.TSBackwards, m.LongestGapMS)
+	if m.SSRCChanges != 0 || m.SeqGaps != 0 || m.SeqBackwards != 0 || m.TSBackwards != 0 {
+		t.Errorf("reader: %+v", m)
+	}
+	if got := a.camera.Running(); len(got) != 0 {
+		t.Errorf("old host still pulls the camera: %v", got)
+	}
+	// stop command
+	if _, err := events.Publish(ctx, h.env.JS, "test", events.PullCommand{CommandID: "p-3", Host: "ingest-2", Stream: "door", Stop: true}); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(h, events.TypePublisherDetached, 5*time.Second, func(e events.PublisherDetached) bool { return e.Host == "ingest-2" })
+}
