@@ -217,8 +217,10 @@ func startIngest(t testing.TB, env *testutil.Env, id string) string {
 		"INGEST_UPSTREAM_WAIT": "3s",
 		"FERRY_LOG_LEVEL":      "error",
 	}
-	if os.Getenv("FERRY_TEST_LOG") != "" {
-		vars["FERRY_LOG_LEVEL"], vars["FERRY_LOG_FORMAT"] = "debug", "console"
+	if lvl := os.Getenv("FERRY_TEST_INGEST_LOG"); lvl != "" {
+		// ingest.Run sets zerolog's global time format: racy with -race when
+		// several loggers run, so this is for debugging without -race
+		vars["FERRY_LOG_LEVEL"], vars["FERRY_LOG_FORMAT"] = lvl, "console"
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -367,8 +367,14 @@ func TestServicesCanDoTheirJobs(t *testing.T) {
 			createConsumer(c, bus.StreamCommands, jetstream.ConsumerConfig{Durable: "ingest-ingest-1", FilterSubject: subject.ClientNotice("agent-1")}))
 		c.refused(t, "$JS.API.CONSUMER.MSG.NEXT.FERRY_COMMANDS.client-agent-1", corePublish(c, "$JS.API.CONSUMER.MSG.NEXT.FERRY_COMMANDS.client-agent-1"))
 		c.refused(t, subject.ClientNotice("agent-1"), subscribe(c, subject.ClientNotice("agent-1")))
-		c.refused(t, "$JS.API.DIRECT.GET.KV_sessions.$KV.sessions.s-0123456789abcdef",
-			corePublish(c, "$JS.API.DIRECT.GET.KV_sessions.$KV.sessions.s-0123456789abcdef"))
+		c.permitted(t, "read a publisher's session", func(ctx context.Context) error {
+			_, err := kv(t, c, bus.BucketSessions).Get(ctx, "s-0123456789abcdef")
+			if errors.Is(err, jetstream.ErrKeyNotFound) {
+				return nil
+			}
+			return err
+		})
+		c.refused(t, "$KV.sessions.s-0123456789abcdef", corePublish(c, "$KV.sessions.s-0123456789abcdef"))
 		c.refused(t, subject.OutagePredicted("ingest-2"), corePublish(c, subject.OutagePredicted("ingest-2")))
 		c.refused(t, subject.Reassigned("cam-1"), corePublish(c, subject.Reassigned("cam-1")))
 	})

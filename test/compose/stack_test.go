@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/ferrystream/ferry/clients/ferryctl/probe"
 	"github.com/ferrystream/ferry/libs/bus"
 	"github.com/ferrystream/ferry/libs/testutil"
 )
@@ -304,36 +305,29 @@ func ferryctl(t *testing.T, as string, args ...string) (string, error) {
 	return string(out), nil
 }
 
-// probeReport is what the probe container prints (one JSON object per
-// line, cumulative since it started): the fields of a viewer report.
-type probeReport struct {
-	Packets    int64   `json:"packets"`
-	Frames     int64   `json:"frames"`
-	Missing    int64   `json:"missing"`
-	Duplicates int64   `json:"duplicates"`
-	MaxGapMS   float64 `json:"max_gap_ms"`
-}
-
-// lastProbeReport returns the probe's latest report line, if any.
-func lastProbeReport(t *testing.T) (probeReport, string, bool) {
+// probeFinal stops the probe container (SIGTERM: it prints its final report
+// as JSON and exits) and returns that report and how often it restarted.
+func probeFinal(t *testing.T) (probe.Report, int, error) {
 	t.Helper()
-	out, err := docker("logs", "--tail", "200", "ferry-probe")
+	mustDocker(t, "stop", "--time", "20", "ferry-probe")
+	restarts := 0
+	if out, err := docker("inspect", "--format", "{{.RestartCount}}", "ferry-probe"); err == nil {
+		fmt.Sscan(strings.TrimSpace(out), &restarts)
+	}
+	out, err := docker("logs", "ferry-probe")
 	if err != nil {
-		return probeReport{}, out, false
+		return probe.Report{}, restarts, err
 	}
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	for i := len(lines) - 1; i >= 0; i-- {
-		var r probeReport
-		var raw map[string]json.RawMessage
-		if json.Unmarshal([]byte(lines[i]), &raw) != nil {
-			continue
-		}
-		if _, ok := raw["frames"]; !ok {
-			continue
-		}
-		if json.Unmarshal([]byte(lines[i]), &r) == nil {
-			return r, lines[i], true
-		}
+	// The report is indented JSON starting with a "{" line; take the last one.
+	at := strings.LastIndex(out, "\n{\n")
+	if strings.HasPrefix(out, "{\n") && at < 0 {
+		at = -1
+	} else if at < 0 {
+		return probe.Report{}, restarts, fmt.Errorf("no JSON report in the probe's log:\n%s", out)
 	}
-	return probeReport{}, out, false
+	var r probe.Report
+	if err := json.NewDecoder(strings.NewReader(out[at+1:])).Decode(&r); err != nil {
+		return r, restarts, fmt.Errorf("probe report: %w", err)
+	}
+	return r, restarts, nil
 }

@@ -149,18 +149,39 @@ func Default() Config {
 // ErrConfig marks an invalid predictor configuration.
 var ErrConfig = errors.New("invalid predictor configuration")
 
-// Validate checks the configuration. Errors name the field; the service maps
-// fields to its environment keys.
+// FieldError is one invalid field of a Config; it wraps ErrConfig.
+type FieldError struct {
+	// Field is the Config field's name (e.g. "Horizon").
+	Field string
+	// Reason says what is wrong ("must be positive, got 0s").
+	Reason string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
+
+// Unwrap returns ErrConfig.
+func (e *FieldError) Unwrap() error { return ErrConfig }
+
+// Validate checks the configuration. The result joins one *FieldError per
+// problem, so a caller can name its own keys for the fields.
 func (c Config) Validate() error {
 	var errs []error
-	pos := func(name string, d time.Duration) {
+	bad := func(field, format string, a ...any) {
+		errs = append(errs, &FieldError{Field: field, Reason: fmt.Sprintf(format, a...)})
+	}
+	pos := func(field string, d time.Duration) {
 		if d <= 0 {
-			errs = append(errs, fmt.Errorf("%w: %s must be positive, got %v", ErrConfig, name, d))
+			bad(field, "must be positive, got %v", d)
 		}
 	}
-	unit := func(name string, v float64) {
+	nonneg := func(field string, d time.Duration) {
+		if d < 0 {
+			bad(field, "must not be negative, got %v", d)
+		}
+	}
+	unit := func(field string, v float64) {
 		if !(v > 0 && v <= 1) {
-			errs = append(errs, fmt.Errorf("%w: %s must be in (0,1], got %v", ErrConfig, name, v))
+			bad(field, "must be in (0,1], got %v", v)
 		}
 	}
 	pos("Horizon", c.Horizon)
@@ -172,51 +193,54 @@ func (c Config) Validate() error {
 	pos("SurgeWindow", c.SurgeWindow)
 	pos("SurgeLead", c.SurgeLead)
 	pos("SurgeFreezeMax", c.SurgeFreezeMax)
-	if c.OpenAfter < 0 {
-		errs = append(errs, fmt.Errorf("%w: OpenAfter must not be negative, got %v", ErrConfig, c.OpenAfter))
-	}
-	if c.UpdateMinShift < 0 || c.SurgeHold < 0 || c.SurgeWarmup < 0 || c.DrainGrace < 0 {
-		errs = append(errs, fmt.Errorf("%w: UpdateMinShift, SurgeHold, SurgeWarmup and DrainGrace must not be negative", ErrConfig))
-	}
-	if len(c.Windows) == 0 {
-		errs = append(errs, fmt.Errorf("%w: Windows must list at least one window", ErrConfig))
-	}
-	for i, w := range c.Windows {
-		if w < time.Duration(c.MinPoints)*c.Bucket {
-			errs = append(errs, fmt.Errorf("%w: Windows[%d] = %v is shorter than MinPoints × Bucket = %v",
-				ErrConfig, i, w, time.Duration(c.MinPoints)*c.Bucket))
-		}
-		if i > 0 && w <= c.Windows[i-1] {
-			errs = append(errs, fmt.Errorf("%w: Windows must increase, got %v after %v", ErrConfig, w, c.Windows[i-1]))
-		}
-	}
+	nonneg("OpenAfter", c.OpenAfter)
+	nonneg("UpdateMinShift", c.UpdateMinShift)
+	nonneg("SurgeHold", c.SurgeHold)
+	nonneg("SurgeWarmup", c.SurgeWarmup)
+	nonneg("DrainGrace", c.DrainGrace)
 	if c.MinPoints < 4 {
-		errs = append(errs, fmt.Errorf("%w: MinPoints must be at least 4, got %d", ErrConfig, c.MinPoints))
+		bad("MinPoints", "must be at least 4, got %d", c.MinPoints)
 	}
 	if c.MaxPoints < c.MinPoints {
-		errs = append(errs, fmt.Errorf("%w: MaxPoints (%d) must be at least MinPoints (%d)", ErrConfig, c.MaxPoints, c.MinPoints))
+		bad("MaxPoints", "must be at least MinPoints (%d), got %d", c.MinPoints, c.MaxPoints)
 	}
-	if c.MinRise < 0 || c.MinRise >= 1 {
-		errs = append(errs, fmt.Errorf("%w: MinRise must be in [0,1), got %v", ErrConfig, c.MinRise))
+	if len(c.Windows) == 0 {
+		bad("Windows", "must list at least one window")
 	}
-	if c.NoiseRise < 0 {
-		errs = append(errs, fmt.Errorf("%w: NoiseRise must not be negative, got %v", ErrConfig, c.NoiseRise))
-	}
-	if c.RecentRatio < 0 || c.RecentRatio > 1 {
-		errs = append(errs, fmt.Errorf("%w: RecentRatio must be in [0,1], got %v", ErrConfig, c.RecentRatio))
+	for i, w := range c.Windows {
+		if min := time.Duration(c.MinPoints) * c.Bucket; w < min {
+			bad("Windows", "%v is shorter than MinPoints × Bucket = %v", w, min)
+		}
+		if i > 0 && w <= c.Windows[i-1] {
+			bad("Windows", "must increase, got %v after %v", w, c.Windows[i-1])
+		}
 	}
 	unit("Coverage", c.Coverage)
 	unit("MinTau", c.MinTau)
 	unit("MinR2", c.MinR2)
 	unit("SurgeCalmRatio", c.SurgeCalmRatio)
+	if c.MinRise < 0 || c.MinRise >= 1 {
+		bad("MinRise", "must be in [0,1), got %v", c.MinRise)
+	}
+	if c.NoiseRise < 0 {
+		bad("NoiseRise", "must not be negative, got %v", c.NoiseRise)
+	}
+	if c.RecentRatio < 0 || c.RecentRatio > 1 {
+		bad("RecentRatio", "must be in [0,1], got %v", c.RecentRatio)
+	}
 	if c.UpdateFraction < 0 {
-		errs = append(errs, fmt.Errorf("%w: UpdateFraction must not be negative, got %v", ErrConfig, c.UpdateFraction))
+		bad("UpdateFraction", "must not be negative, got %v", c.UpdateFraction)
 	}
 	if c.SurgeFactor <= 1 {
-		errs = append(errs, fmt.Errorf("%w: SurgeFactor must be above 1, got %v", ErrConfig, c.SurgeFactor))
+		bad("SurgeFactor", "must be above 1, got %v", c.SurgeFactor)
 	}
-	if c.SurgeSigma <= 0 || c.SurgeMinErrorRate <= 0 || c.SurgeMinLossRate <= 0 {
-		errs = append(errs, fmt.Errorf("%w: SurgeSigma, SurgeMinErrorRate and SurgeMinLossRate must be positive", ErrConfig))
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{{"SurgeSigma", c.SurgeSigma}, {"SurgeMinErrorRate", c.SurgeMinErrorRate}, {"SurgeMinLossRate", c.SurgeMinLossRate}} {
+		if f.v <= 0 {
+			bad(f.name, "must be positive, got %v", f.v)
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -40,12 +40,13 @@ type Tracker struct {
 var causeOrder = []string{CauseMaintenance, CauseDrain, CauseMemory, CauseFDs, CauseDisk, CauseErrors, CauseLoss}
 
 type host struct {
-	name     string
-	reported bool
-	lastT    time.Time // last accepted sample
-	lastHB   time.Time // last heartbeat
-	down     bool
-	downAt   time.Time
+	name       string
+	reported   bool
+	lastT      time.Time // last accepted sample
+	lastHB     time.Time // last heartbeat
+	down       bool
+	downAt     time.Time
+	downReason string
 
 	trends   []*trend
 	surges   []*surge
@@ -178,7 +179,7 @@ func (tr *Tracker) Silence(host string, detectedAt time.Time, reason string) []D
 	if !h.lastHB.IsZero() && !detectedAt.After(h.lastHB) {
 		return nil // a heartbeat came after the silence began
 	}
-	h.down, h.downAt = true, detectedAt
+	h.down, h.downAt, h.downReason = true, detectedAt, reason
 	last := h.lastHB
 	if last.IsZero() {
 		last = detectedAt
@@ -384,4 +385,30 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(ks)
 	return ks
+}
+
+// OpenFor returns the open prediction of host and cause, if any.
+func (tr *Tracker) OpenFor(hostName, cause string) (Prediction, bool) {
+	if h := tr.hosts[hostName]; h != nil {
+		if e := h.episodes[cause]; e != nil && e.open {
+			return e.pred, true
+		}
+	}
+	return Prediction{}, false
+}
+
+// Downs returns the hosts currently silent, by host.
+func (tr *Tracker) Downs() []HostDown {
+	var out []HostDown
+	for _, name := range sortedKeys(tr.hosts) {
+		h := tr.hosts[name]
+		if h.down {
+			last := h.lastHB
+			if last.IsZero() {
+				last = h.downAt
+			}
+			out = append(out, HostDown{Host: name, LastSeen: last, DetectedAt: h.downAt, Reason: h.downReason})
+		}
+	}
+	return out
 }

@@ -67,7 +67,7 @@ func TestPullMode(t *testing.T) {
 		t.Errorf("old host still pulls the camera: %v", got)
 	}
 	// stop command
-	if _, err := events.Publish(ctx, h.env.JS, "test", events.PullCommand{CommandID: "p-3", Host: "ingest-2", Stream: "door", Stop: true}); err != nil {
+	if _, err := events.Publish(ctx, h.env.JS, "test", events.PullCommand{CommandID: "p-3", Host: "ingest-2", Stream: "door", SourceURL: camURL, Stop: true}); err != nil {
 		t.Fatal(err)
 	}
 	waitEvent(h, events.TypePublisherDetached, 5*time.Second, func(e events.PublisherDetached) bool { return e.Host == "ingest-2" })

@@ -336,7 +336,8 @@ func (s *Service) home(ctx context.Context, req client.ChooseRequest, sessionID 
 		base := cur
 		base.SessionID, base.ClientID, base.Mode, base.SourceURL = sessionID, req.ClientID, req.Mode, req.SourceURL
 		st := s.view.Status(cur.Host)
-		if st.Usable {
+		keep, why := s.keepHome(st)
+		if keep {
 			if base == cur {
 				return cur, nil
 			}
@@ -359,7 +360,9 @@ func (s *Service) home(ctx context.Context, req client.ChooseRequest, sessionID 
 			}
 			return base, nil
 		}
-		// The current home cannot take the publisher back: move the stream.
+		// The current home cannot take the publisher back (or is about to
+		// be evacuated anyway): move the stream.
+		st.Reason = why
 		c, res, err := s.ix.pick(s.view.Snapshot(), req.ClientID, cur.Host, s.cfg.StreamBitrate)
 		if err != nil {
 			s.met.noCapacity.Inc()
@@ -382,6 +385,30 @@ func (s *Service) home(ctx context.Context, req client.ChooseRequest, sessionID 
 		return np, nil
 	}
 	return events.Placement{}, fmt.Errorf("place %s: %w after 8 attempts", req.Stream, ErrConflict)
+}
+
+// keepHome reports whether a stream already placed on st.Host stays there
+// when its client asks again: the host must be alive (fresh record, not
+// reported down), not draining, and not due for evacuation now. A
+// prediction further away than the evacuation lead, or a record refused
+// for new streams (absurd capacity), does not move a stream by itself.
+func (s *Service) keepHome(st fleet.Status) (bool, string) {
+	switch {
+	case !st.Known:
+		return false, "no registry record"
+	case st.Down:
+		return false, st.Reason
+	case st.Draining:
+		return false, "draining"
+	case !st.Heartbeating:
+		return false, "not heartbeating"
+	case st.Edge:
+		return false, "edge-only host"
+	}
+	if ev, ok := s.view.EvacuationOf(st.Host); ok && (ev.Immediate || !s.now().Before(ev.StartAt)) {
+		return false, "being evacuated: " + ev.Reason
+	}
+	return true, ""
 }
 
 // moveSpec describes why and how a stream moves.

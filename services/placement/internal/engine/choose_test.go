@@ -10,8 +10,8 @@ import (
 
 	"github.com/ferrystream/ferry/libs/events"
 	"github.com/ferrystream/ferry/libs/subject"
-	"github.com/ferrystream/ferry/libs/token"
 	ftu "github.com/ferrystream/ferry/libs/testutil"
+	"github.com/ferrystream/ferry/libs/token"
 	"github.com/ferrystream/ferry/services/placement/client"
 )
 
@@ -263,5 +263,48 @@ func TestPullModeSendsPullCommand(t *testing.T) {
 	}
 	if n := h.subjects("FERRY_COMMANDS", subject.IngestPull("h1"))[subject.IngestPull("h1")]; n != 1 {
 		t.Fatalf("%d pull commands after a repeated choose", n)
+	}
+}
+
+func TestReconnectKeepsHomeUnlessItMustBeLeft(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		signal func(h *harness)
+		want   string
+	}{
+		{"healthy", func(h *harness) {}, "h1"},
+		{"maintenance beyond the lead", func(h *harness) { h.predict("h1", 48*time.Hour) }, "h1"},
+		{"outage within the lead", func(h *harness) { h.predict("h1", time.Minute) }, "h2"},
+		{"draining", func(h *harness) {
+			h.host("h1", "zone-a", 10, func(r *events.HostRecord) { r.Status = "draining" })
+		}, "h2"},
+		{"down", func(h *harness) { h.hostDown("h1") }, "h2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			h.host("h1", "zone-a", 10)
+			h.host("h2", "zone-b", 10)
+			h.seed("cam-1", "h1", "agent-1", true)
+			tc.signal(h)
+			h.start(testConfig("p1"), false) // views replay the signal before serving
+			req := choose("cam-1", "agent-1")
+			req.SessionID = h.placements()["cam-1"].SessionID
+			var r client.ChooseResponse
+			ftu.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+				var err error
+				r, err = h.client().Choose(h.ctx, req)
+				return err
+			})
+			if r.Host != tc.want {
+				t.Fatalf("answered %s, want %s", r.Host, tc.want)
+			}
+			wantEpoch := uint64(1)
+			if tc.want != "h1" {
+				wantEpoch = 2
+			}
+			if r.Epoch != wantEpoch {
+				t.Fatalf("epoch %d, want %d", r.Epoch, wantEpoch)
+			}
+		})
 	}
 }

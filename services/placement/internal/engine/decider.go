@@ -52,14 +52,6 @@ func (s *Service) Lead(ctx context.Context) {
 	d := &decider{s: s, log: s.log.With().Str(obs.FieldComponent, "decider").Logger(),
 		running: map[string]bool{}, slots: map[string]time.Time{}, nocap: map[string]time.Time{},
 		active: map[string]tracked{}, latest: map[string]latestMigration{}}
-	s.mu.Lock()
-	s.dec = d
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		s.dec = nil
-		s.mu.Unlock()
-	}()
 	d.log.Info().Msg("deciding")
 	defer d.log.Info().Msg("stopped deciding")
 
@@ -84,7 +76,7 @@ func (s *Service) Lead(ctx context.Context) {
 		spec := bus.ConsumerSpec{Stream: bus.StreamEvents, Durable: ProgressDurable,
 			Filters: []string{subject.PublisherAttached("*"), subject.StreamCeased("*"), subject.NoticeDelivered("*"),
 				subject.NoticeAcked("*"), subject.NoticeFailed("*")},
-			DeliverPolicy: jetstream.DeliverNewPolicy, MaxDeliver: 10,
+			DeliverPolicy: jetstream.DeliverNewPolicy, MaxDeliver: 10, AckWait: 10 * time.Second,
 			BackOff:   []time.Duration{200 * time.Millisecond, 500 * time.Millisecond, time.Second, 2 * time.Second},
 			Processed: s.st.Processed}
 		for ctx.Err() == nil {
@@ -141,7 +133,8 @@ func (d *decider) noteLocked(r migration.Record, rev uint64) {
 	} else {
 		d.active[r.ID] = tracked{rec: r, rev: rev}
 	}
-	if l, ok := d.latest[r.Stream]; !ok || l.at.Before(r.DecidedAt) {
+	// Only actual moves supersede: a "no capacity" record moved nothing.
+	if l, ok := d.latest[r.Stream]; r.ToHost != "" && (!ok || l.at.Before(r.DecidedAt)) {
 		d.latest[r.Stream] = latestMigration{id: r.ID, at: r.DecidedAt}
 	}
 }
@@ -416,6 +409,11 @@ func (d *decider) checkDeadlines(ctx context.Context) {
 	}
 	var jobs []job
 	d.mu.Lock()
+	for k, at := range d.nocap {
+		if now.Sub(at) > 10*d.s.cfg.NoCapacityRetry {
+			delete(d.nocap, k)
+		}
+	}
 	for id, t := range d.active {
 		switch {
 		case t.rec.Terminal():

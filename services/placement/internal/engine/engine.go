@@ -9,7 +9,9 @@
 // that just started or just became leader knows every open prediction.
 // Any replica answers choose and get: choose writes with compare-and-set
 // (Create for a new stream, Update(revision) for a move), so two replicas
-// answering at once cannot give a stream two homes.
+// answering at once cannot give a stream two homes. A replica answers one
+// choose at a time (micro handlers must respond before they return);
+// throughput grows with replicas.
 //
 // Only the lease holder (key "placement.leader" in the leases bucket, bucket
 // TTL bus.LeaseTTL, renewed every TTL/3) decides evacuations and drives
@@ -150,9 +152,6 @@ type Service struct {
 
 	// leading reports whether this replica's decider runs.
 	leading atomic.Bool
-	// dec is the decider of the current term (nil when not leading); mu guards it.
-	mu  sync.Mutex
-	dec *decider
 
 	// noLease runs no lease campaign (tests start deciders themselves).
 	noLease bool

@@ -322,3 +322,37 @@ func TestClearedPredictionStopsEvacuation(t *testing.T) {
 		t.Fatalf("%d of %d moved: the clear should have stopped the evacuation midway", moved, len(streams))
 	}
 }
+
+func TestPullStreamEvacuationCommandsTheNewHost(t *testing.T) {
+	h := newHarness(t)
+	h.host("h1", "zone-a", 100)
+	h.host("h2", "zone-b", 100)
+	h.seed("cam-pull", "h1", "ops", false, func(p *events.Placement) {
+		p.Mode, p.SourceURL, p.SessionID = "pull", "rtsp://camera.local/s1", ""
+	})
+	r := h.start(testConfig("p1"), false)
+	r.lead(h)
+	h.predict("h1", time.Minute)
+	p := h.movedOff("h1", 1, 5*time.Second)["cam-pull"]
+	var c events.PullCommand
+	ftu.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		var n uint64
+		n, c = lastCommand[events.PullCommand](h, subject.IngestPull("h2"))
+		if n != 1 {
+			return fmt.Errorf("%d pull commands", n)
+		}
+		return nil
+	})
+	if c.Host != "h2" || c.Stream != "cam-pull" || c.SourceURL != "rtsp://camera.local/s1" || c.MigrationID != p.MigrationID {
+		t.Fatalf("pull command %+v for placement %+v", c, p)
+	}
+	// No notice step: the migration waits for the new host's attach, not an ack.
+	m := h.migrationsN(1)[0]
+	if m.Fallback || m.Mode != "pull" {
+		t.Fatalf("migration %+v", m)
+	}
+	ra := eventsOn[events.Reassigned](h, subject.Reassigned("cam-pull"))
+	if len(ra) != 1 || ra[0].Mode != "pull" {
+		t.Fatalf("reassigned %+v", ra)
+	}
+}

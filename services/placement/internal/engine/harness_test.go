@@ -55,17 +55,15 @@ func (h *harness) heartbeat() {
 			return
 		case <-t.C:
 		}
+		// Under the lock, so that silence() returning means no refresh of
+		// the silenced host is still in flight.
 		h.mu.Lock()
-		recs := make([]events.HostRecord, 0, len(h.alive))
 		for _, r := range h.alive {
-			recs = append(recs, r)
-		}
-		h.mu.Unlock()
-		for _, r := range recs {
 			r.UpdatedAt = time.Now().UTC()
 			b, _ := json.Marshal(r)
 			_, _ = h.env.Stores.Hosts.Put(h.ctx, r.Host, b)
 		}
+		h.mu.Unlock()
 	}
 }
 
@@ -97,7 +95,7 @@ func (h *harness) silence(name string) {
 }
 
 // seed writes a placement (and its session) directly, as if chosen earlier.
-func (h *harness) seed(stream, host, clientID string, canMove bool) {
+func (h *harness) seed(stream, host, clientID string, canMove bool, mut ...func(*events.Placement)) {
 	h.t.Helper()
 	sid := "s-" + randomHex(8)
 	sess := events.Session{SessionID: sid, Stream: stream, ClientID: clientID, NoticeSecret: "x", CreatedAt: time.Now().UTC(),
@@ -108,6 +106,9 @@ func (h *harness) seed(stream, host, clientID string, canMove bool) {
 	}
 	p := events.Placement{Stream: stream, Host: host, RTSPURL: "rtsp://" + host + ".test:8554", Epoch: 1, SessionID: sid,
 		ClientID: clientID, Mode: "push", UpdatedAt: time.Now().UTC()}
+	for _, m := range mut {
+		m(&p)
+	}
 	b, _ = json.Marshal(p)
 	if _, err := h.env.Stores.Placements.Create(h.ctx, events.PlacementKey(stream), b); err != nil {
 		h.t.Fatal(err)
@@ -303,7 +304,36 @@ func (h *harness) subjects(stream, filter string) map[string]uint64 {
 // eventsOn decodes every message stored on a subject of FERRY_EVENTS.
 func eventsOn[T events.Data](h *harness, filter string) []T {
 	h.t.Helper()
-	cons, err := h.env.JS.OrderedConsumer(h.ctx, bus.StreamEvents, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
+	return storedOn[T](h, bus.StreamEvents, filter)
+}
+
+// lastCommand returns how many commands are stored on subj (FERRY_COMMANDS,
+// a work queue nobody consumes here) and the last one decoded.
+func lastCommand[T events.Data](h *harness, subj string) (uint64, T) {
+	h.t.Helper()
+	var zero T
+	n := h.subjects(bus.StreamCommands, subj)[subj]
+	if n == 0 {
+		return 0, zero
+	}
+	st, err := h.env.JS.Stream(h.ctx, bus.StreamCommands)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	m, err := st.GetLastMsgForSubject(h.ctx, subj)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	_, d, err := events.DecodeAs[T](m.Data)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return n, d
+}
+
+func storedOn[T events.Data](h *harness, stream, filter string) []T {
+	h.t.Helper()
+	cons, err := h.env.JS.OrderedConsumer(h.ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
 	if err != nil {
 		h.t.Fatal(err)
 	}

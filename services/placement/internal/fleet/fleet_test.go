@@ -212,4 +212,3 @@ func TestCheckRecord(t *testing.T) {
 		})
 	}
 }
-

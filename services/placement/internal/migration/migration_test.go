@@ -58,7 +58,7 @@ func TestApply(t *testing.T) {
 			state: Failed, failed: "ceased", steps: "decided,notified,attached"},
 		{name: "host down needs no cease", rec: MarkFallback(base(func(r *Record) { r.NeedCease = false; r.Deadline = t0 }), "old host down", t0),
 			inputs: []Input{{Kind: InAttached, Host: "h2", At: at(500 * time.Millisecond)}},
-			state: Completed, steps: "decided,fallback,attached,completed", fallback: true},
+			state:  Completed, steps: "decided,fallback,attached,completed", fallback: true},
 		{name: "pull skips the notice", rec: base(func(r *Record) { r.Mode = "pull" }), inputs: []Input{
 			{Kind: InTick, At: at(65 * time.Second)}, {Kind: InAttached, Host: "h2", At: at(66 * time.Second)},
 			{Kind: InCeased, Host: "h1", At: at(67 * time.Second)}},

@@ -1,0 +1,155 @@
+package evaltrace
+
+import (
+	"bytes"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ferrystream/ferry/services/healthpredict/internal/predict"
+)
+
+func small() GenConfig {
+	c := DefaultGen()
+	c.Hosts, c.Duration = 30, 90*time.Minute
+	return c
+}
+
+func TestGeneratorIsDeterministicAndLabelled(t *testing.T) {
+	c := small()
+	for i := range c.Hosts {
+		l1, r1 := c.Host(i)
+		l2, r2 := c.Host(i)
+		if !reflect.DeepEqual(l1, l2) || !reflect.DeepEqual(r1, r2) {
+			t.Fatalf("host %d differs between two runs", i)
+		}
+		if len(r1) == 0 {
+			t.Fatalf("host %d has no samples", i)
+		}
+		crashing := strings.Contains(l1.Kind, "leak") && l1.Kind != KindSlowLeak || l1.Kind == KindErrorStorm
+		if crashing != (l1.CrashAt != nil) {
+			t.Fatalf("host %d kind %s crash_at %v", i, l1.Kind, l1.CrashAt)
+		}
+		if l1.CrashAt != nil && r1[len(r1)-1].T != *l1.CrashAt {
+			t.Fatalf("host %d: samples after the crash", i)
+		}
+		for j, r := range r1 {
+			if err := r.Sample().Check(time.Time{}, 0); err != nil {
+				t.Fatalf("host %d sample %d invalid: %v", i, j, err)
+			}
+			if j > 0 && r.T <= r1[j-1].T {
+				t.Fatalf("host %d: time goes backwards at %d", i, j)
+			}
+		}
+	}
+	d := c
+	d.Seed++
+	_, a := c.Host(3)
+	_, b := d.Host(3)
+	if reflect.DeepEqual(a, b) {
+		t.Fatal("a different seed gave the same trace")
+	}
+}
+
+func TestFileReplayEqualsInMemory(t *testing.T) {
+	c := small()
+	var trace, labels bytes.Buffer
+	if err := c.Write(&trace, &labels); err != nil {
+		t.Fatal(err)
+	}
+	ls, err := ReadLabels(&labels)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := NewEvaluator(DefaultOptions())
+	if err := ReadTrace(&trace, e.Feed, func(line int, err error) { t.Fatalf("line %d: %v", line, err) }); err != nil {
+		t.Fatal(err)
+	}
+	fromFile := e.Report(ls)
+	inMemory := Run(c, DefaultOptions())
+	if !reflect.DeepEqual(fromFile, inMemory) {
+		t.Fatalf("a time-ordered replay differs from a host-by-host one:\n%+v\n%+v", fromFile, inMemory)
+	}
+	if fromFile.Samples == 0 || fromFile.Crashes == 0 {
+		t.Fatalf("empty evaluation: %+v", fromFile)
+	}
+}
+
+func TestReadTraceReportsBadLines(t *testing.T) {
+	in := strings.NewReader(`{"host":"a","t":0,"mem_bytes":1,"mem_limit":10,"fds":1,"fd_limit":10,"errors":0,"loss":0}
+not json
+{"host":"a","t":5,"mem_bytes":-1,"mem_limit":10,"fds":1,"fd_limit":10,"errors":0,"loss":0}
+{"host":"a","t":10,"mem_bytes":1,"mem_limit":0,"fds":1,"fd_limit":10,"errors":0,"loss":0}
+{"host":"a","t":3,"mem_bytes":1,"mem_limit":10,"fds":1,"fd_limit":10,"errors":0,"loss":0}
+`)
+	e := NewEvaluator(DefaultOptions())
+	var bad []int
+	if err := ReadTrace(in, e.Feed, func(line int, _ error) { bad = append(bad, line) }); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(bad, []int{2, 3, 4}) || e.samples != 2 || e.rejected != 2 {
+		t.Fatalf("bad lines %v, samples %d, rejected %d", bad, e.samples, e.rejected)
+	}
+}
+
+func TestReportScoring(t *testing.T) {
+	f := func(x float64) *float64 { return &x }
+	e := NewEvaluator(DefaultOptions())
+	mk := func(first, last float64, preds ...made) *hostEval {
+		return &hostEval{first: first, last: last, preds: preds}
+	}
+	e.hosts = map[string]*hostEval{
+		// crashes at 1000, predicted 60 s ahead: counts, lead 60
+		"a": mk(0, 1000, made{at: 940, kind: predict.Open}),
+		// crashes at 1000, first prediction 20 s ahead: late
+		"b": mk(0, 1000, made{at: 980, kind: predict.Open}),
+		// crashes at 1000; opened 700 s ahead (false: beyond the horizon), revised 100 s ahead (counts)
+		"c": mk(0, 1000, made{at: 300, kind: predict.Open}, made{at: 900, kind: predict.Update}),
+		// never crashes, 12 hours, one false prediction
+		"d": mk(0, 12*3600, made{at: 50, kind: predict.Open}, made{at: 60, kind: predict.Update}),
+		// never crashes, 12 hours, quiet
+		"e": mk(0, 12*3600),
+	}
+	labels := map[string]Label{
+		"a": {Host: "a", Kind: KindMemLeak, CrashAt: f(1000)},
+		"b": {Host: "b", Kind: KindFDLeak, CrashAt: f(1000)},
+		"c": {Host: "c", Kind: KindMemLeakSlow, CrashAt: f(1000)},
+		"d": {Host: "d", Kind: KindStable},
+		"e": {Host: "e", Kind: KindSawtooth},
+	}
+	r := e.Report(labels)
+	if r.TargetCrashes != 2 || r.TargetPredicted != 1 || r.Recall != 0.5 {
+		t.Fatalf("target recall %d/%d = %v", r.TargetPredicted, r.TargetCrashes, r.Recall)
+	}
+	if r.LeakCrashes != 3 || r.LeakPredicted != 2 || r.LeadP50S != 60 {
+		t.Fatalf("leaks %d/%d lead p50 %v", r.LeakPredicted, r.LeakCrashes, r.LeadP50S)
+	}
+	if r.FalseStable != 1 || r.FalseAll != 2 || r.FalsePer24hStable != 1 || r.Opened != 4 {
+		t.Fatalf("false %d (stable %d, %v per 24 h), opened %d", r.FalseAll, r.FalseStable, r.FalsePer24hStable, r.Opened)
+	}
+	var lateB int
+	for _, k := range r.Kinds {
+		if k.Kind == KindFDLeak {
+			lateB = k.Late
+		}
+	}
+	if lateB != 1 || !reflect.DeepEqual(r.Missed, []string{"b"}) {
+		t.Fatalf("late %d missed %v", lateB, r.Missed)
+	}
+	var text, js bytes.Buffer
+	if err := r.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.WriteJSON(&js); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"1/2 = 50.0%", "p10 60 s, p50 60 s", "1.000 per 24 host-hours"} {
+		if !strings.Contains(text.String(), want) {
+			t.Fatalf("text lacks %q:\n%s", want, text.String())
+		}
+	}
+	if !strings.Contains(js.String(), `"recall":0.5`) || strings.Count(js.String(), "\n") != 1 {
+		t.Fatalf("json %s", js.String())
+	}
+}
