@@ -101,6 +101,7 @@ type Agent struct {
 	mv           *move
 	seen         map[string]struct{}
 	reconnecting bool
+	stopRepub    context.CancelFunc // ends the republish loop when a move got there first
 	published    bool
 	gapStart     time.Time
 	gapDrops     uint64
@@ -409,8 +410,10 @@ func (a *Agent) startRepublish() {
 	if a.published {
 		a.gapStart, a.gapDrops = a.now(), a.fan.dropped.Load()
 	}
-	ctx := a.ctx
+	ctx, cancel := context.WithCancel(a.ctx)
+	a.stopRepub = cancel
 	go func() {
+		defer cancel()
 		wait := a.cfg.RetryMin
 		for ctx.Err() == nil {
 			resp, err := a.choose(ctx)
@@ -440,6 +443,7 @@ func (a *Agent) startRepublish() {
 
 func (a *Agent) onRepublished(m republished, bg *sync.WaitGroup) {
 	a.reconnecting = false
+	a.stopRepub()
 	if a.primary != nil { // a move put us somewhere meanwhile
 		m.u.close()
 		return
@@ -619,6 +623,10 @@ func (a *Agent) completeMove(why string) {
 		go old.close()
 	}
 	a.primary = mv.new
+	if a.reconnecting { // the move reached a host before the republish loop did
+		a.reconnecting = false
+		a.stopRepub()
+	}
 	overlap := time.Duration(0)
 	if mv.old != nil {
 		overlap = a.now().Sub(mv.connectedAt)

@@ -7,11 +7,11 @@ FROM scratch
 COPY deploy/docker/passwd deploy/docker/group /etc/
 COPY bin/nats-server bin/ferry-bootstrap bin/ferry-healthcheck /usr/local/bin/
 COPY deploy/nats/auth.conf deploy/nats/cluster.conf deploy/nats/single.conf deploy/nats/single-tls.conf /etc/nats/
-# A named volume mounted on /data starts as a copy of this directory,
-# owned by the non-root user.
+# /data, owned by the non-root user: a named volume mounted there (the
+# compose stack's nats-N volumes) starts as a copy of it, so it is writable.
+# No VOLUME line: the bootstrap, which runs this image too, needs none.
 COPY --chown=65532:65532 deploy/docker/data/ /data/
 USER 65532:65532
 EXPOSE 4222 6222 8222
-VOLUME ["/data"]
 ENTRYPOINT ["/usr/local/bin/nats-server"]
 CMD ["-c", "/etc/nats/single.conf"]

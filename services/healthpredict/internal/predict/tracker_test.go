@@ -80,6 +80,11 @@ func TestMaintenanceAndDrain(t *testing.T) {
 			{"report", func(tr *Tracker) []Decision { return tr.Heartbeat("h1", at(0)) }, nil},
 			{"schedule 1", func(tr *Tracker) []Decision { return tr.Schedule(w1, at(1)) }, []string{"open maintenance"}},
 			{"schedule 2", func(tr *Tracker) []Decision { return tr.Schedule(w2, at(2)) }, []string{"update maintenance"}},
+			{"reports and ticks change nothing", func(tr *Tracker) []Decision {
+				ds := tr.Heartbeat("h1", at(2.5))
+				ds = append(ds, tr.Advance(at(2.6))...)
+				return append(ds, tr.Advance(at(2.7))...)
+			}, nil},
 			{"cancel 2", func(tr *Tracker) []Decision { return tr.Cancel("h1", "mw-2", "", at(3)) }, []string{"update maintenance"}},
 			{"cancel 1", func(tr *Tracker) []Decision { return tr.Cancel("h1", "mw-1", "", at(4)) }, []string{"clear maintenance"}},
 		}, check: func(t *testing.T, ds []Decision) {

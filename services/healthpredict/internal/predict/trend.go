@@ -21,10 +21,9 @@ type candidate struct {
 //
 // Samples are reduced to one maximum per bucket; the envelope is the rolling
 // maximum of bucket maxima over EnvelopeSpan, so a garbage-collector sawtooth
-// leaves it flat and a leak makes it climb. When a bucket closes, each fit
-// window of envelope points gets a Theil–Sen line; a window predicts when the
-// line rises, the points rise consistently (Kendall's tau), the line explains
-// them (R²), and the line meets the limit within the horizon.
+// leaves it flat and a leak makes it climb. When a bucket closes, the fit
+// windows of envelope points get Theil–Sen lines, and evaluate decides which
+// window's line, if any, predicts the limit within the horizon.
 type trend struct {
 	cause, resource string
 

@@ -102,7 +102,8 @@ type Service struct {
 	led      *ledger
 	outbox   []predict.Decision
 	live     bool
-	pending  map[string]bool // feeds still replaying
+	pending  map[string]bool   // feeds still replaying
+	lastSeen map[string]uint64 // last stream sequence handled, by feed
 	dlqLast  map[string]time.Time
 	dlqQuiet map[string]int
 }
@@ -165,12 +166,13 @@ func (s *Service) feeds() []feed {
 func (s *Service) Run(ctx context.Context) error {
 	feeds := s.feeds()
 	s.mu.Lock()
-	s.pending = map[string]bool{}
+	s.pending, s.lastSeen = map[string]bool{}, map[string]uint64{}
 	for _, f := range feeds {
 		s.pending[f.name] = true
 	}
 	s.mu.Unlock()
 	var ccs []jetstream.ConsumeContext
+	conses := map[string]jetstream.Consumer{}
 	defer func() {
 		for _, cc := range ccs {
 			cc.Stop()
@@ -197,6 +199,7 @@ func (s *Service) Run(ctx context.Context) error {
 			return fmt.Errorf("consume %s: %w", f.stream, err)
 		}
 		ccs = append(ccs, cc)
+		conses[f.name] = cons
 		if target == 0 {
 			s.mu.Lock()
 			s.caughtUp(ctx, f.name)
@@ -221,6 +224,7 @@ func (s *Service) Run(ctx context.Context) error {
 			s.mu.Unlock()
 			return nil
 		case <-t.C:
+			s.checkReplay(ctx, conses)
 			s.tick(ctx)
 		}
 	}
@@ -255,8 +259,38 @@ func (s *Service) dispatch(ctx context.Context, f feed, target uint64, m jetstre
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	f.handle(ctx, m, md)
+	s.lastSeen[f.name] = md.Sequence.Stream
 	if s.pending[f.name] && (md.Sequence.Stream >= target || md.NumPending == 0) {
 		s.caughtUp(ctx, f.name)
+	}
+}
+
+// checkReplay ends the replay of a feed whose consumer has nothing pending
+// and nothing delivered that is not handled: the messages it was waiting for
+// were removed (aged out, expired) before they could be read.
+func (s *Service) checkReplay(ctx context.Context, conses map[string]jetstream.Consumer) {
+	s.mu.Lock()
+	var names []string
+	for name := range s.pending {
+		names = append(names, name)
+	}
+	s.mu.Unlock()
+	for _, name := range names {
+		c := conses[name]
+		if c == nil {
+			continue
+		}
+		ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		info, err := c.Info(ictx)
+		cancel()
+		if err != nil {
+			continue
+		}
+		s.mu.Lock()
+		if info.NumPending == 0 && info.Delivered.Stream <= s.lastSeen[name] {
+			s.caughtUp(ctx, name)
+		}
+		s.mu.Unlock()
 	}
 }
 

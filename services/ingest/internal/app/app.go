@@ -194,6 +194,10 @@ func (a *App) Run(ctx context.Context) error {
 		return err
 	}
 	a.node = node
+	metrics.RegisterTraffic(a.reg,
+		func() float64 { b, _ := node.Table().In(); return float64(b) },
+		func() float64 { _, o := node.Table().Bytes(); return float64(o) },
+		func() float64 { _, p := node.Table().In(); return float64(p) })
 	edgeMgr = edge.New(edge.Config{Self: a.cfg.HostID, Linger: a.cfg.EdgeLinger, UpstreamWait: a.cfg.UpstreamWait},
 		node.Table(), placements, hosts, a.emitter, a.metrics, log)
 	a.edge = edgeMgr

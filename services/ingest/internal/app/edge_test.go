@@ -9,6 +9,7 @@ import (
 	"github.com/bluenviron/gortsplib/v4"
 	"github.com/bluenviron/gortsplib/v4/pkg/base"
 	"github.com/bluenviron/gortsplib/v4/pkg/liberrors"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ferrystream/ferry/libs/events"
 	"github.com/ferrystream/ferry/libs/media"
@@ -96,6 +97,9 @@ func TestEdgeFollowsMove(t *testing.T) {
 				if g >= 120*time.Millisecond {
 					t.Errorf("%s reader: %v without video around the switch", name, g)
 				}
+			}
+			if n := promtest.ToFloat64(e.metrics.Switches.WithLabelValues("cam-1", "edge", media.SwitchSequence)); n != 1 {
+				t.Errorf("ferry_ingest_switches_total{role=edge,mode=sequence} = %v, want 1", n)
 			}
 			// the edge no longer pulls the old origin
 			testutil.CheckFor(t, 5*time.Second, 50*time.Millisecond, func() error {

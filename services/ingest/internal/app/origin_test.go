@@ -44,6 +44,11 @@ func TestPublishAndRead(t *testing.T) {
 	h := newHarness(t)
 	a := h.node("ingest-1", withUDP(t))
 	h.place("cam-1", a, "s-1", "", "", time.Time{})
+	sess, _ := json.Marshal(events.Session{SessionID: "s-1", Stream: "cam-1", ClientID: "agent-7",
+		Capabilities: events.Capabilities{CanMove: true, Channels: []string{"nats"}}, CreatedAt: time.Now()})
+	if _, err := h.env.Stores.Sessions.Put(context.Background(), "s-1", sess); err != nil {
+		t.Fatal(err)
+	}
 
 	ag := rtsptest.NewAgent(fakeH264(t))
 	conn, err := ag.Connect(publishURL(a, "cam-1", h.token("cam-1", "ingest-1", "s-1", "", time.Minute)), gortsplib.TransportTCP)
@@ -52,7 +57,8 @@ func TestPublishAndRead(t *testing.T) {
 	}
 	runAgent(t, ag)
 	attached := waitEvent(h, events.TypePublisherAttached, 5*time.Second, func(e events.PublisherAttached) bool { return e.Stream == "cam-1" })
-	if attached.Host != "ingest-1" || attached.SessionID != "s-1" || attached.Mode != "push" {
+	if attached.Host != "ingest-1" || attached.SessionID != "s-1" || attached.Mode != "push" ||
+		attached.ClientID != "agent-7" || !attached.Capabilities.CanMove || len(attached.Capabilities.Channels) != 1 {
 		t.Fatalf("publisher_attached = %+v", attached)
 	}
 
@@ -67,9 +73,11 @@ func TestPublishAndRead(t *testing.T) {
 		}
 	}
 
-	// the publisher vanishes mid-stream: readers stay attached, the stream waits
-	conn.Close()
-	waitEvent(h, events.TypePublisherDetached, 5*time.Second, func(e events.PublisherDetached) bool { return e.Stream == "cam-1" })
+	// the publisher vanishes mid-stream (connection reset, no TEARDOWN):
+	// readers stay attached, the stream waits for a source
+	conn.Vanish()
+	det := waitEvent(h, events.TypePublisherDetached, 5*time.Second, func(e events.PublisherDetached) bool { return e.Stream == "cam-1" })
+	t.Logf("publisher_detached: %+v", det)
 	if s := a.Node().Table().Get("cam-1"); s == nil {
 		t.Fatal("stream removed while readers are attached")
 	}

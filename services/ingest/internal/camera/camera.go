@@ -182,13 +182,7 @@ func (m *Manager) run(ctx context.Context, p *pull) {
 			log.Error().Err(err).Msg("camera cannot feed the stream")
 			continue
 		}
-		if err := conn.Play(func(mi int, pkt *rtp.Packet) {
-			if m.metrics != nil {
-				m.metrics.PacketsIn.Inc()
-				m.metrics.BytesIn.Add(float64(len(pkt.Payload)))
-			}
-			_ = feed.Write(mi, pkt)
-		}); err != nil {
+		if err := conn.Play(func(mi int, pkt *rtp.Packet) { _ = feed.Write(mi, pkt) }); err != nil {
 			st.RemoveFeed(feed)
 			log.Warn().Err(err).Msg("camera play")
 			continue

@@ -17,10 +17,6 @@ type Metrics struct {
 	Streams prometheus.Gauge
 	// Conns is the number of open RTSP connections.
 	Conns prometheus.Gauge
-	// BytesIn counts RTP payload bytes received from sources.
-	BytesIn prometheus.Counter
-	// PacketsIn counts RTP packets received from sources.
-	PacketsIn prometheus.Counter
 	// RTPLost counts RTP packets reported lost by the RTSP layer.
 	RTPLost prometheus.Counter
 	// WriteErrors counts stream write errors (slow readers, closed streams).
@@ -54,8 +50,6 @@ func New(reg prometheus.Registerer) *Metrics {
 		Readers:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "ferry_ingest_readers", Help: "Playing reader sessions."}),
 		Streams:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "ferry_ingest_streams", Help: "Streams on this node."}),
 		Conns:        prometheus.NewGauge(prometheus.GaugeOpts{Name: "ferry_ingest_rtsp_conns", Help: "Open RTSP connections."}),
-		BytesIn:      prometheus.NewCounter(prometheus.CounterOpts{Name: "ferry_ingest_rtp_bytes_in_total", Help: "RTP payload bytes received from sources."}),
-		PacketsIn:    prometheus.NewCounter(prometheus.CounterOpts{Name: "ferry_ingest_rtp_packets_in_total", Help: "RTP packets received from sources."}),
 		RTPLost:      prometheus.NewCounter(prometheus.CounterOpts{Name: "ferry_ingest_rtp_lost_total", Help: "RTP packets lost on the way in."}),
 		WriteErrors:  prometheus.NewCounter(prometheus.CounterOpts{Name: "ferry_ingest_write_errors_total", Help: "Stream write errors."}),
 		DecodeErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "ferry_ingest_decode_errors_total", Help: "Non-fatal decode errors."}),
@@ -78,8 +72,22 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "Failed upstream connections by kind (edge, relay, camera)."}, []string{"kind"}),
 		Draining: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ferry_ingest_draining", Help: "1 while draining."}),
 	}
-	reg.MustRegister(m.Publishers, m.Readers, m.Streams, m.Conns, m.BytesIn, m.PacketsIn, m.RTPLost, m.WriteErrors,
+	reg.MustRegister(m.Publishers, m.Readers, m.Streams, m.Conns, m.RTPLost, m.WriteErrors,
 		m.DecodeErrors, m.Refused, m.Switches, m.SwitchGap, m.SwitchFramesMissing, m.SwitchFramesDuplicated,
 		m.LongestGap, m.Handovers, m.UpstreamErrors, m.Draining)
 	return m
+}
+
+// RegisterTraffic registers the byte and packet counters of the media path,
+// read from the node's own atomic counters at scrape time (no per-packet
+// metric updates).
+func RegisterTraffic(reg prometheus.Registerer, bytesIn, bytesOut, packetsIn func() float64) {
+	reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "ferry_ingest_rtp_bytes_in_total",
+			Help: "RTP bytes received from sources (publishers, camera and upstream pulls)."}, bytesIn),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "ferry_ingest_rtp_bytes_out_total",
+			Help: "Bytes sent to readers."}, bytesOut),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "ferry_ingest_rtp_packets_in_total",
+			Help: "RTP packets received from sources."}, packetsIn),
+	)
 }

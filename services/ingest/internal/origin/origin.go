@@ -633,10 +633,6 @@ func (n *Node) OnRecord(ctx *gortsplib.ServerHandlerOnRecordCtx) (*base.Response
 		if !ok || forma != formas[i] {
 			return
 		}
-		if n.d.Metrics != nil {
-			n.d.Metrics.PacketsIn.Inc()
-			n.d.Metrics.BytesIn.Add(float64(len(pkt.Payload)))
-		}
 		if err := feed.Write(i, pkt); errors.Is(err, media.ErrFeedRetired) {
 			sess.Close()
 		}

@@ -87,6 +87,23 @@ type AgentConn struct {
 	desc *description.Session
 	done chan struct{}
 	err  error
+
+	mu  sync.Mutex
+	raw net.Conn // the RTSP connection, for Vanish
+}
+
+// Vanish cuts the connection without a TEARDOWN, as a crashed publisher or a
+// broken network does.
+func (c *AgentConn) Vanish() {
+	c.mu.Lock()
+	raw := c.raw
+	c.mu.Unlock()
+	if raw != nil {
+		if tc, ok := raw.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0) // RST, not FIN
+		}
+		_ = raw.Close()
+	}
 }
 
 // Done is closed when the server ended the connection.
@@ -105,11 +122,21 @@ func NewAgent(src media.Source) *Agent { return &Agent{src: src} }
 // go to it from the next one written on.
 func (a *Agent) Connect(url string, tr gortsplib.Transport) (*AgentConn, error) {
 	desc := cloneDesc(a.src.Description())
-	c := &gortsplib.Client{Transport: &tr}
+	ac := &AgentConn{URL: url, desc: desc, done: make(chan struct{})}
+	var d net.Dialer
+	c := &gortsplib.Client{Transport: &tr, DialContext: func(ctx context.Context, network, address string) (net.Conn, error) {
+		conn, err := d.DialContext(ctx, network, address)
+		if err == nil {
+			ac.mu.Lock()
+			ac.raw = conn
+			ac.mu.Unlock()
+		}
+		return conn, err
+	}}
+	ac.c = c
 	if err := c.StartRecording(url, desc); err != nil {
 		return nil, err
 	}
-	ac := &AgentConn{URL: url, c: c, desc: desc, done: make(chan struct{})}
 	a.mu.Lock()
 	a.conns = append(a.conns, ac)
 	a.mu.Unlock()

@@ -226,6 +226,9 @@ func (s *Stream) FrameCounts() (missing, duplicated uint64) {
 // BytesIn returns the RTP bytes received from feeds.
 func (s *Stream) BytesIn() uint64 { return s.bytesIn.Load() }
 
+// PacketsIn returns the RTP packets received from feeds.
+func (s *Stream) PacketsIn() uint64 { return s.packetsIn.Load() }
+
 // BytesOut returns the bytes sent to readers.
 func (s *Stream) BytesOut() uint64 { return s.ss.Stats().BytesSent }
 
@@ -564,8 +567,8 @@ func (f *Feed) Ready() <-chan struct{} { return f.ready }
 // Done is closed when the feed is removed from its stream.
 func (f *Feed) Done() <-chan struct{} { return f.done }
 
-func (f *Feed) markReady()  { f.readyOnce.Do(func() { close(f.ready) }) }
-func (f *Feed) closeDone()  { f.doneOnce.Do(func() { close(f.done) }) }
+func (f *Feed) markReady()      { f.readyOnce.Do(func() { close(f.ready) }) }
+func (f *Feed) closeDone()      { f.doneOnce.Do(func() { close(f.done) }) }
 func (f *Feed) Stream() *Stream { return f.s }
 
 // Retired reports whether the feed was told to stop.

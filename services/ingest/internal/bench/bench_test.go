@@ -1,0 +1,429 @@
+// Package bench measures the ingest service as a separate process against a
+// plain gortsplib relay (examples/server) under the same load, and the edge's
+// cost per reader and its switch gaps. The server under test is this test
+// binary re-executed (FERRY_BENCH_CHILD), so its CPU and memory are its own;
+// publishers and readers run in the benchmark process.
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"runtime/pprof"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/bluenviron/gortsplib/v4"
+	"github.com/bluenviron/gortsplib/v4/pkg/base"
+	"github.com/bluenviron/gortsplib/v4/pkg/description"
+	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/nats-io/nats.go"
+	"github.com/pion/rtp"
+
+	"github.com/ferrystream/ferry/libs/events"
+	"github.com/ferrystream/ferry/libs/media"
+	"github.com/ferrystream/ferry/libs/testutil"
+	"github.com/ferrystream/ferry/libs/token"
+	"github.com/ferrystream/ferry/services/ingest"
+	"github.com/ferrystream/ferry/services/ingest/internal/registry"
+	"github.com/ferrystream/ferry/services/ingest/internal/rtsptest"
+)
+
+const secret = "bench-secret"
+
+func TestMain(m *testing.M) {
+	switch os.Getenv("FERRY_BENCH_CHILD") {
+	case "plain":
+		runPlain(os.Getenv("BENCH_ADDR"))
+		os.Exit(0)
+	case "ferry":
+		if path := os.Getenv("BENCH_CPUPROFILE"); path != "" {
+			// profile the child for a while (go tool pprof <test binary> <path>)
+			f, err := os.Create(path)
+			if err == nil && pprof.StartCPUProfile(f) == nil {
+				time.AfterFunc(6*time.Second, func() { pprof.StopCPUProfile(); _ = f.Close() })
+			}
+		}
+		if err := ingest.Run(context.Background(), nil, os.Getenv, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// plainRelay is gortsplib's examples/server with one stream per path: the
+// baseline Ferry's ingest is compared with.
+type plainRelay struct {
+	srv     *gortsplib.Server
+	mu      sync.RWMutex
+	streams map[string]*gortsplib.ServerStream
+}
+
+func runPlain(addr string) {
+	p := &plainRelay{streams: map[string]*gortsplib.ServerStream{}}
+	p.srv = &gortsplib.Server{Handler: p, RTSPAddress: addr, WriteQueueSize: 512}
+	if err := p.srv.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	select {}
+}
+
+func (p *plainRelay) OnDescribe(ctx *gortsplib.ServerHandlerOnDescribeCtx) (*base.Response, *gortsplib.ServerStream, error) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if st := p.streams[ctx.Path]; st != nil {
+		return &base.Response{StatusCode: base.StatusOK}, st, nil
+	}
+	return &base.Response{StatusCode: base.StatusNotFound}, nil, nil
+}
+
+func (p *plainRelay) OnAnnounce(ctx *gortsplib.ServerHandlerOnAnnounceCtx) (*base.Response, error) {
+	st := &gortsplib.ServerStream{Server: p.srv, Desc: ctx.Description}
+	if err := st.Initialize(); err != nil {
+		return &base.Response{StatusCode: base.StatusInternalServerError}, err
+	}
+	p.mu.Lock()
+	p.streams[ctx.Path] = st
+	p.mu.Unlock()
+	return &base.Response{StatusCode: base.StatusOK}, nil
+}
+
+func (p *plainRelay) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Response, *gortsplib.ServerStream, error) {
+	if ctx.Session.State() == gortsplib.ServerSessionStatePreRecord {
+		return &base.Response{StatusCode: base.StatusOK}, nil, nil
+	}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if st := p.streams[ctx.Path]; st != nil {
+		return &base.Response{StatusCode: base.StatusOK}, st, nil
+	}
+	return &base.Response{StatusCode: base.StatusNotFound}, nil, nil
+}
+
+func (p *plainRelay) OnPlay(*gortsplib.ServerHandlerOnPlayCtx) (*base.Response, error) {
+	return &base.Response{StatusCode: base.StatusOK}, nil
+}
+
+func (p *plainRelay) OnRecord(ctx *gortsplib.ServerHandlerOnRecordCtx) (*base.Response, error) {
+	p.mu.RLock()
+	st := p.streams[ctx.Path]
+	p.mu.RUnlock()
+	ctx.Session.OnPacketRTPAny(func(medi *description.Media, _ format.Format, pkt *rtp.Packet) {
+		_ = st.WritePacketRTP(medi, pkt)
+	})
+	return &base.Response{StatusCode: base.StatusOK}, nil
+}
+
+func freePort(tb testing.TB) int {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// child is a server process under test.
+type child struct {
+	cmd  *exec.Cmd
+	addr string
+}
+
+func startChild(tb testing.TB, kind string, env ...string) *child {
+	tb.Helper()
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(tb))
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "FERRY_BENCH_CHILD="+kind, "BENCH_ADDR="+addr, "INGEST_RTSP_ADDR="+addr,
+		"FERRY_TOKEN_SECRET="+secret, "FERRY_LOG_LEVEL=warn")
+	cmd.Env = append(cmd.Env, env...)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	c := &child{cmd: cmd, addr: addr}
+	tb.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	testutil.CheckFor(tb, 15*time.Second, 50*time.Millisecond, func() error {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			return err
+		}
+		return conn.Close()
+	})
+	return c
+}
+
+func (c *child) cpu() float64 { return registry.ReadCPUOf(c.cmd.Process.Pid) }
+func (c *child) rss() int64   { return registry.ReadRSSOf(c.cmd.Process.Pid) }
+
+// counter is a reader that only counts packets.
+type counter struct {
+	c *gortsplib.Client
+	n atomic.Uint64
+}
+
+func readCount(url string) (*counter, error) {
+	u, err := base.ParseURL(url)
+	if err != nil {
+		return nil, err
+	}
+	tcp := gortsplib.TransportTCP
+	r := &counter{c: &gortsplib.Client{Scheme: u.Scheme, Host: u.Host, Transport: &tcp}}
+	if err := r.c.Start2(); err != nil {
+		return nil, err
+	}
+	desc, _, err := r.c.Describe(u)
+	if err == nil {
+		err = r.c.SetupAll(desc.BaseURL, desc.Medias)
+	}
+	if err == nil {
+		r.c.OnPacketRTPAny(func(*description.Media, format.Format, *rtp.Packet) { r.n.Add(1) })
+		_, err = r.c.Play(nil)
+	}
+	if err != nil {
+		r.c.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+type load struct {
+	streams, readers int
+}
+
+func (l load) String() string { return fmt.Sprintf("%dx%d", l.streams, l.readers) }
+
+const bitrate = 2_000_000
+
+// measure runs one load against one server kind and returns CPU s/s and RSS.
+func measure(b *testing.B, env *testutil.Env, kind string, l load, dur time.Duration) (cpu float64, rss int64, pkts uint64) {
+	b.Helper()
+	var c *child
+	if kind == "ferry" {
+		c = startChild(b, "ferry", "INGEST_HOST_ID=bench-1", "FERRY_NATS_URL="+env.URL, "INGEST_CAPACITY_STREAMS=1000")
+	} else {
+		c = startChild(b, "plain")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	var agents []*rtsptest.Agent
+	defer func() {
+		cancel()
+		for _, a := range agents {
+			a.Close()
+		}
+	}()
+	for i := 0; i < l.streams; i++ {
+		name := fmt.Sprintf("s%d", i)
+		url := "rtsp://" + c.addr + "/" + name
+		if kind == "ferry" {
+			pl := events.Placement{Stream: name, Host: "bench-1", RTSPURL: "rtsp://" + c.addr, Epoch: 1, SessionID: "s-" + name, Mode: "push"}
+			raw, _ := json.Marshal(pl)
+			if _, err := env.Stores.Placements.Put(ctx, events.PlacementKey(name), raw); err != nil {
+				b.Fatal(err)
+			}
+			tok, _ := token.Sign([]byte(secret), token.Claims{Stream: name, Host: "bench-1", Session: "s-" + name, Expires: time.Now().Add(time.Hour)})
+			url += "?token=" + tok
+		}
+		src, err := media.NewFakeH264(media.FakeConfig{FPS: 25, GOP: 50, Bitrate: bitrate})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ag := rtsptest.NewAgent(src)
+		var cerr error
+		testutil.CheckFor(b, 10*time.Second, 100*time.Millisecond, func() error {
+			_, cerr = ag.Connect(url, gortsplib.TransportTCP)
+			return cerr
+		})
+		agents = append(agents, ag)
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = ag.Run(ctx) }()
+	}
+	var readers []*counter
+	defer func() {
+		for _, r := range readers {
+			r.c.Close()
+		}
+	}()
+	for i := 0; i < l.streams; i++ {
+		for j := 0; j < l.readers; j++ {
+			url := fmt.Sprintf("rtsp://%s/s%d", c.addr, i)
+			var r *counter
+			testutil.CheckFor(b, 10*time.Second, 50*time.Millisecond, func() error {
+				var err error
+				r, err = readCount(url)
+				return err
+			})
+			readers = append(readers, r)
+		}
+	}
+	time.Sleep(time.Second) // warm-up; the measurement window follows
+	cpu0, t0 := c.cpu(), time.Now()
+	var n0 uint64
+	for _, r := range readers {
+		n0 += r.n.Load()
+	}
+	time.Sleep(dur)
+	cpu = (c.cpu() - cpu0) / time.Since(t0).Seconds()
+	rss = c.rss()
+	for _, r := range readers {
+		pkts += r.n.Load()
+	}
+	pkts -= n0
+	return cpu, rss, pkts
+}
+
+// BenchmarkIngestVsPlainRelay prints, side by side, the CPU seconds per second
+// and RSS of Ferry's ingest and of a plain gortsplib relay for the same loads
+// at 2 Mbit/s per stream: 1 stream x 1/10/100 readers and 100 streams x 1 reader.
+func BenchmarkIngestVsPlainRelay(b *testing.B) {
+	env := testutil.NATS(b)
+	dur := 3 * time.Second
+	if d, err := time.ParseDuration(os.Getenv("BENCH_DURATION")); err == nil {
+		dur = d
+	}
+	loads := []load{{1, 1}, {1, 10}, {1, 100}, {100, 1}}
+	for i := 0; i < b.N; i++ {
+		fmt.Printf("ingest vs plain gortsplib relay, 2 Mbit/s per stream, %v per load, TCP readers\n", dur)
+		fmt.Printf("%-8s %-6s %10s %10s %12s\n", "load", "server", "cpu_s/s", "rss_MB", "pkts_out/s")
+		for _, l := range loads {
+			for _, kind := range []string{"plain", "ferry"} {
+				cpu, rss, pkts := measure(b, env, kind, l, dur)
+				fmt.Printf("%-8s %-6s %10.3f %10.1f %12.0f\n", l, kind, cpu, float64(rss)/(1<<20), float64(pkts)/dur.Seconds())
+				b.ReportMetric(cpu, fmt.Sprintf("cpu_s/s_%s_%s", kind, l))
+				b.ReportMetric(float64(rss)/(1<<20), fmt.Sprintf("rss_MB_%s_%s", kind, l))
+			}
+		}
+	}
+}
+
+// BenchmarkEdge prints the edge's CPU per stream-reader for 1 stream x 100
+// readers, and the distribution of its switch gaps over 50 make-before-break
+// switches between two origins carrying one sequence space.
+func BenchmarkEdge(b *testing.B) {
+	env := testutil.NATS(b)
+	switches := 50
+	if n, err := strconv.Atoi(os.Getenv("BENCH_SWITCHES")); err == nil {
+		switches = n
+	}
+	for i := 0; i < b.N; i++ {
+		// two origins: plain relays in this process fed by one agent (one sequence space)
+		origins := make([]string, 2)
+		for k := range origins {
+			origins[k] = fmt.Sprintf("127.0.0.1:%d", freePort(b))
+			p := &plainRelay{streams: map[string]*gortsplib.ServerStream{}}
+			p.srv = &gortsplib.Server{Handler: p, RTSPAddress: origins[k], WriteQueueSize: 512}
+			if err := p.srv.Start(); err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(p.srv.Close)
+		}
+		src, _ := media.NewFakeH264(media.FakeConfig{FPS: 25, GOP: 50, Bitrate: bitrate})
+		ag := rtsptest.NewAgent(src)
+		for _, o := range origins {
+			if _, err := ag.Connect("rtsp://"+o+"/cam", gortsplib.TransportTCP); err != nil {
+				b.Fatal(err)
+			}
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() { _ = ag.Run(ctx) }()
+		place := func(k, epoch int) {
+			pl := events.Placement{Stream: "cam", Host: fmt.Sprintf("origin-%d", k), RTSPURL: "rtsp://" + origins[k], Epoch: uint64(epoch),
+				MigrationID: fmt.Sprintf("m-%d", epoch), SessionID: "s-1", Mode: "push", UpdatedAt: time.Now().UTC()}
+			raw, _ := json.Marshal(pl)
+			if _, err := env.Stores.Placements.Put(ctx, events.PlacementKey("cam"), raw); err != nil {
+				b.Fatal(err)
+			}
+		}
+		place(0, 1)
+		edge := startChild(b, "ferry", "INGEST_HOST_ID=edge-1", "INGEST_ROLE=edge", "FERRY_NATS_URL="+env.URL, "INGEST_EDGE_LINGER=30s")
+
+		var mu sync.Mutex
+		var gaps []float64
+		var missing, dups int64
+		sub, err := env.NC.Subscribe("ferry.evt.edge.switched.cam", func(m *nats.Msg) {
+			_, ev, err := events.DecodeAs[events.EdgeSwitched](m.Data)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			gaps = append(gaps, ev.GapMS)
+			missing += ev.FramesMissing
+			dups += ev.Duplicates
+			mu.Unlock()
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		var readers []*counter
+		for j := 0; j < 100; j++ {
+			var r *counter
+			testutil.CheckFor(b, 10*time.Second, 50*time.Millisecond, func() error {
+				var err error
+				r, err = readCount("rtsp://" + edge.addr + "/cam")
+				return err
+			})
+			readers = append(readers, r)
+		}
+		time.Sleep(time.Second)
+		cpu0, t0 := edge.cpu(), time.Now()
+		time.Sleep(3 * time.Second)
+		cpu := (edge.cpu() - cpu0) / time.Since(t0).Seconds()
+		rss := edge.rss()
+		fmt.Printf("edge, 1 stream x 100 readers at 2 Mbit/s: %.3f cpu_s/s, %.2f ms cpu per reader-second, rss %.1f MB\n",
+			cpu, cpu/100*1000, float64(rss)/(1<<20))
+		b.ReportMetric(cpu/100*1000, "cpu_ms/reader-s")
+		b.ReportMetric(float64(rss)/(1<<20), "edge_rss_MB")
+		for _, r := range readers[1:] {
+			r.c.Close()
+		}
+
+		// switches: flip the placement, wait for the edge's report
+		for s := 0; s < switches; s++ {
+			mu.Lock()
+			n := len(gaps)
+			mu.Unlock()
+			place((s+1)%2, s+2)
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				mu.Lock()
+				done := len(gaps) > n
+				mu.Unlock()
+				if done {
+					break
+				}
+				if time.Now().After(deadline) {
+					b.Fatalf("switch %d not reported", s+1)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		_ = sub.Unsubscribe()
+		readers[0].c.Close()
+		cancel()
+		ag.Close()
+		mu.Lock()
+		sorted := append([]float64(nil), gaps...)
+		mu.Unlock()
+		sort.Float64s(sorted)
+		q := func(p float64) float64 { return sorted[min(len(sorted)-1, int(p*float64(len(sorted))))] }
+		fmt.Printf("edge switch gaps over %d switches (frame interval 40 ms): p50 %.1f ms, p99 %.1f ms, max %.1f ms; frames missing %d, duplicated %d\n",
+			len(sorted), q(0.5), q(0.99), sorted[len(sorted)-1], missing, dups)
+		b.ReportMetric(q(0.5), "gap_p50_ms")
+		b.ReportMetric(q(0.99), "gap_p99_ms")
+		b.ReportMetric(sorted[len(sorted)-1], "gap_max_ms")
+	}
+}
