@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -318,4 +319,54 @@ func TestJSONLines(t *testing.T) {
 		!strings.HasPrefix(fmt.Sprint(v["msg"]), "published cam-1 to ingest-a (session s-") {
 		t.Fatalf("line %v", v)
 	}
+}
+
+// TestRunServesMetrics runs the agent as ferry-publish does (Run with flags)
+// and reads its metrics and readiness.
+func TestRunServesMetrics(t *testing.T) {
+	env := testutil.NATS(t)
+	pl := newPlacementStub(t, env)
+	h := newMiniHost(t, "ingest-a")
+	pl.addHost("ingest-a", h.url)
+	maddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	out := &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- publisher.Run(ctx, []string{"--stream", "cam-7", "--client-id", "agent-7", "--source", "synthetic",
+			"--channels", "nats", "--nats", env.URL, "--metrics-addr", maddr, "--json"},
+			func(k string) string { return map[string]string{"FERRY_LOG_LEVEL": "error"}[k] }, out)
+	}()
+	out.waitLine(t, 10*time.Second, `"event":"published"`, `"host":"ingest-a"`)
+	testutil.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		res, err := http.Get("http://" + maddr + "/readyz")
+		if err != nil {
+			return err
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			return fmt.Errorf("readyz %d", res.StatusCode)
+		}
+		res, err = http.Get("http://" + maddr + "/metrics")
+		if err != nil {
+			return err
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		for _, want := range []string{`ferry_publish_uplinks{stream="cam-7"} 1`, `ferry_publish_gaps_total{stream="cam-7"} 0`,
+			`ferry_publish_frames_dropped_total{stream="cam-7"} 0`} {
+			if !strings.Contains(string(b), want) {
+				return fmt.Errorf("metrics lack %q", want)
+			}
+		}
+		if strings.Contains(string(b), `ferry_publish_frames_sent_total{stream="cam-7"} 0`) {
+			return errors.New("no frames sent yet")
+		}
+		return nil
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	out.waitLine(t, time.Second, `"event":"stopped"`)
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -582,4 +583,58 @@ func TestReplicaCrashMidDelivery(t *testing.T) {
 	if c := h.out.count("m-crash", "delivered", "nats"); c != 1 {
 		t.Fatalf("%d nats delivered events, want 1", c)
 	}
+}
+
+// TestRunServesReadyz runs the notifier as ferry-notifier does (Run with
+// env and flags) and waits for /readyz.
+func TestRunServesReadyz(t *testing.T) {
+	env := testutil.NATS(t)
+	maddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- notifier.Run(ctx, []string{"--nats", env.URL, "--metrics-addr", maddr, "--http-addr", "127.0.0.1:0"},
+			func(k string) string {
+				return map[string]string{"FERRY_TOKEN_SECRET": "x", "NOTIFIER_INSTANCE": "run-test"}[k]
+			}, io.Discard)
+	}()
+	testutil.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		select {
+		case err := <-done:
+			t.Fatalf("Run returned %v", err)
+		default:
+		}
+		res, err := http.Get("http://" + maddr + "/readyz")
+		if err != nil {
+			return err
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			return fmt.Errorf("readyz %d", res.StatusCode)
+		}
+		return nil
+	})
+	res, err := http.Get("http://" + maddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if !strings.Contains(string(b), "ferry_notifier_sse_streams 0") {
+		t.Fatalf("metrics lack the notifier's gauges")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }

@@ -601,20 +601,35 @@ func (s *suite) activePlacement(t *testing.T) string {
 	return active
 }
 
-// placementFailover: the active placement replica is killed after it
-// decided a migration; the standby finishes it.
+// placementFailover: the active placement replica is killed in the middle
+// of an evacuation; the standby finishes it. To hold the migration in the
+// middle, the notifiers are paused (docker pause) before the maintenance is
+// scheduled: placement decides (reassigned) but the notice cannot go out, so
+// the migration waits at "decided" while the active replica is killed; then
+// the notifiers resume and the standby must carry the migration to its end.
 func (s *suite) placementFailover(t *testing.T) {
 	from := s.home(t)
 	v := viewer(t)
 	active := s.activePlacement(t)
+	activeID := replicaID(t, "ferry-"+active)
+	notifiers := []string{"ferry-notifier-1", "ferry-notifier-2"}
+	mustDocker(t, append([]string{"pause"}, notifiers...)...)
+	paused := true
+	defer func() {
+		if paused {
+			_, _ = docker(append([]string{"unpause"}, notifiers...)...)
+		}
+	}()
 	i := s.mark()
-	id := s.scheduleMaintenance(t, i, from, 20*time.Second)
-	s.waitEvent(t, i, events.TypeReassigned, stack.Field("stream", stream), 60*time.Second)
+	id := s.scheduleMaintenance(t, i, from, 30*time.Second)
+	decided := s.waitEvent(t, i, events.TypeReassigned, stack.Field("stream", stream), 60*time.Second)
 	if _, ok := s.since(i, events.TypeMigrationCompleted, stack.Field("stream", stream)); ok {
-		t.Errorf("the migration completed before %s could be killed: the scenario did not run mid-evacuation", active)
+		t.Fatal("the migration completed while the notifiers were paused")
 	}
 	killed := time.Now()
 	mustDocker(t, "kill", "ferry-"+active)
+	mustDocker(t, append([]string{"unpause"}, notifiers...)...)
+	paused = false
 	done := s.waitMigration(t, i, 150*time.Second)
 	finished := time.Since(killed)
 	settle(t, v, 50)
@@ -625,18 +640,27 @@ func (s *suite) placementFailover(t *testing.T) {
 	mustDocker(t, "start", "ferry-"+active)
 	waitHealthy(t, 2*time.Minute, "ferry-"+active)
 	s.put("placement_failover", map[string]any{"killed": active, "now_active": standby, "from": from, "to": to,
-		"outcome": done.Env.Type, "steps": stepsOf(done), "kill_to_end_s": finished.Seconds(),
-		"viewer_missing": rep.Missing, "viewer_max_gap_ms": rep.MaxGapMS})
-	t.Logf("killed the active placement %s after the decision; %s finished in %v after the kill: %s (%s -> %s); viewer %d lost, longest gap %.0f ms",
-		active, standby, finished.Round(time.Millisecond), done.Env.Type, from, to, rep.Missing, rep.MaxGapMS)
+		"decided_by": decided.Env.Source, "ended_by": done.Env.Source, "outcome": done.Env.Type, "steps": stepsOf(done),
+		"kill_to_end_s": finished.Seconds(), "viewer_missing": rep.Missing, "viewer_max_gap_ms": rep.MaxGapMS})
+	t.Logf("%s (%s) decided the migration of %s off %s and was killed with the notice held back; %s ended it %v after the kill: %s to %s; viewer %d lost, longest gap %.0f ms",
+		active, decided.Env.Source, stream, from, done.Env.Source, finished.Round(time.Millisecond), done.Env.Type, to, rep.Missing, rep.MaxGapMS)
 	if done.Env.Type != events.TypeMigrationCompleted {
 		t.Fatalf("migration failed after the failover: %v", done.Data)
+	}
+	if !strings.HasSuffix(decided.Env.Source, activeID) {
+		t.Errorf("the migration was decided by %s, not by the replica thought active (%s)", decided.Env.Source, activeID)
+	}
+	if strings.HasSuffix(done.Env.Source, activeID) {
+		t.Errorf("the killed replica %s reported the end", activeID)
 	}
 	if standby == active {
 		t.Errorf("the lease still names %s after it was killed", active)
 	}
 	if c := len(filter(s.chain.All()[i:], events.TypeReassigned)); c != 1 {
 		t.Errorf("%s was reassigned %d times in one evacuation", stream, c)
+	}
+	if rep.Missing != 0 || rep.Disconnected != "" {
+		t.Errorf("viewer: %+v", rep)
 	}
 	s.oneHome(t)
 }
@@ -899,23 +923,38 @@ func (s *suite) natsNodeStopWrites(t *testing.T) {
 		victim, stopTook.Round(time.Millisecond), rejoin.Round(time.Millisecond), writes, failures, longest.Round(time.Millisecond))
 }
 
-// probe: the probe container watched the edge through every scenario; its
-// report covers the whole run (the unplanned losses included).
+// probe: the probe container watched the edge through every scenario (it
+// restarts when the edge ends its session; each run prints a report). The
+// figures add up every report it printed.
 func (s *suite) probe(t *testing.T) {
-	r, restarts, err := probeFinal(t)
+	reports, restarts, err := probeReports(t)
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := r.Video()
-	s.put("probe_whole_run", map[string]any{"elapsed_s": r.ElapsedS, "frames": v.Frames, "missing": v.FramesMissing,
-		"duplicates": v.DuplicateFrames, "longest_gap_ms": v.LongestGapMS, "ssrc_changes": v.SSRCChanges,
-		"disconnected": r.Disconnected, "restarts": restarts})
-	t.Logf("ferryctl probe on edge-1 over the whole run (%.0f s, %d restarts): %d frames, %d missing (the unplanned breaks), %d duplicated, longest gap %.0f ms, SSRC changes %d, disconnected %q",
-		r.ElapsedS, restarts, v.Frames, v.FramesMissing, v.DuplicateFrames, v.LongestGapMS, v.SSRCChanges, r.Disconnected)
-	if v.Frames == 0 {
+	var frames, missing, dups, ssrc uint64
+	var gap, elapsed float64
+	var disconnects []string
+	for _, r := range reports {
+		v := r.Video()
+		frames += v.Frames
+		missing += v.FramesMissing
+		dups += v.DuplicateFrames
+		ssrc += v.SSRCChanges
+		gap = max(gap, v.LongestGapMS)
+		elapsed += r.ElapsedS
+		if r.Disconnected != "" {
+			disconnects = append(disconnects, r.Disconnected)
+		}
+	}
+	s.put("probe_whole_run", map[string]any{"reports": len(reports), "restarts": restarts, "elapsed_s": elapsed,
+		"frames": frames, "missing": missing, "duplicates": dups, "longest_gap_ms": gap, "ssrc_changes": ssrc,
+		"disconnects": disconnects})
+	t.Logf("ferryctl probe on edge-1 over the whole run (%d reports, %d restarts, %.0f s): %d frames, %d missing (the unplanned breaks), %d duplicated, longest gap %.0f ms, SSRC changes %d, sessions ended by the edge: %v",
+		len(reports), restarts, elapsed, frames, missing, dups, gap, ssrc, disconnects)
+	if frames == 0 {
 		t.Error("the probe received no frame")
 	}
-	if v.DuplicateFrames != 0 || v.SSRCChanges != 0 {
-		t.Errorf("the edge broke continuity: %d duplicated frames, %d SSRC changes", v.DuplicateFrames, v.SSRCChanges)
+	if dups != 0 || ssrc != 0 {
+		t.Errorf("the edge broke continuity: %d duplicated frames, %d SSRC changes", dups, ssrc)
 	}
 }

@@ -305,9 +305,10 @@ func ferryctl(t *testing.T, as string, args ...string) (string, error) {
 	return string(out), nil
 }
 
-// probeFinal stops the probe container (SIGTERM: it prints its final report
-// as JSON and exits) and returns that report and how often it restarted.
-func probeFinal(t *testing.T) (probe.Report, int, error) {
+// probeReports stops the probe container (SIGTERM: it prints its final
+// report as JSON and exits) and returns every report in its log (one per run:
+// it restarts when the edge ends its session) and its restart count.
+func probeReports(t *testing.T) ([]probe.Report, int, error) {
 	t.Helper()
 	mustDocker(t, "stop", "--time", "20", "ferry-probe")
 	restarts := 0
@@ -316,18 +317,22 @@ func probeFinal(t *testing.T) (probe.Report, int, error) {
 	}
 	out, err := docker("logs", "ferry-probe")
 	if err != nil {
-		return probe.Report{}, restarts, err
+		return nil, restarts, err
 	}
-	// The report is indented JSON starting with a "{" line; take the last one.
-	at := strings.LastIndex(out, "\n{\n")
-	if strings.HasPrefix(out, "{\n") && at < 0 {
-		at = -1
-	} else if at < 0 {
-		return probe.Report{}, restarts, fmt.Errorf("no JSON report in the probe's log:\n%s", out)
+	// Reports are indented JSON objects starting with a "{" line.
+	var reports []probe.Report
+	lines := strings.SplitAfter(out, "\n")
+	for i, l := range lines {
+		if l != "{\n" {
+			continue
+		}
+		var r probe.Report
+		if err := json.NewDecoder(strings.NewReader(strings.Join(lines[i:], ""))).Decode(&r); err == nil && r.URL != "" {
+			reports = append(reports, r)
+		}
 	}
-	var r probe.Report
-	if err := json.NewDecoder(strings.NewReader(out[at+1:])).Decode(&r); err != nil {
-		return r, restarts, fmt.Errorf("probe report: %w", err)
+	if len(reports) == 0 {
+		return nil, restarts, fmt.Errorf("no JSON report in the probe's log:\n%s", out)
 	}
-	return r, restarts, nil
+	return reports, restarts, nil
 }

@@ -37,7 +37,7 @@ func runDemo(ctx context.Context, s *stack.Stack, streamName string, lead time.D
 	}
 	defer v.Close()
 	if err := waitFor(ctx, 20*time.Second, func() error {
-		if n := v.Frames(); n < 25 {
+		if n := v.Frames(); n < 50 {
 			return fmt.Errorf("viewer on %s has %d frames", url, n)
 		}
 		return nil
@@ -46,9 +46,19 @@ func runDemo(ctx context.Context, s *stack.Stack, streamName string, lead time.D
 	}
 	say("viewer on %s receives the stream (%d frames so far)", url, v.Frames())
 
+	mw := events.MaintenanceScheduled{
+		MaintenanceID: "mw-" + randHex(6), Host: from,
+		StartAt: time.Now().Add(lead).UTC(), EndAt: time.Now().Add(lead + 30*time.Minute).UTC(),
+		Reason: "demo: kernel upgrade", RequestedBy: "ferryctl demo",
+	}
+	// Every step is timed from the maintenance event's own time; the watcher
+	// sees that event first, so it sets t0 before anything is printed.
 	var t0 time.Time
 	chain, err := stack.WatchChain(ctx, s.JS, func(e stack.Seen) {
-		if e.Str("stream") != streamName && e.Str("host") != from {
+		if e.Env.Type == events.TypeMaintenanceScheduled && e.Str("maintenance_id") == mw.MaintenanceID {
+			t0 = e.At
+		}
+		if t0.IsZero() || (e.Str("stream") != streamName && e.Str("host") != from) {
 			return
 		}
 		say("  +%7.1fms  %s", msSince(t0, e.At), describe(e))
@@ -58,21 +68,10 @@ func runDemo(ctx context.Context, s *stack.Stack, streamName string, lead time.D
 	}
 	defer chain.Stop()
 
-	mw := events.MaintenanceScheduled{
-		MaintenanceID: "mw-" + randHex(6), Host: from,
-		StartAt: time.Now().Add(lead).UTC(), EndAt: time.Now().Add(lead + 30*time.Minute).UTC(),
-		Reason: "demo: kernel upgrade", RequestedBy: "ferryctl demo",
-	}
-	env, _, err := events.Marshal("ferryctl/demo", mw)
-	if err != nil {
-		return res, err
-	}
-	t0 = env.Time
 	if _, err := events.Publish(ctx, s.JS, "ferryctl/demo", mw); err != nil {
 		return res, err
 	}
 	mb, _ := json.Marshal(mw)
-	_, _ = s.JS.KeyValue(ctx, bus.BucketMaintenance)
 	if kv, err := s.JS.KeyValue(ctx, bus.BucketMaintenance); err == nil {
 		_, _ = kv.Put(ctx, mw.MaintenanceID, mb)
 	}
@@ -101,11 +100,18 @@ func runDemo(ctx context.Context, s *stack.Stack, streamName string, lead time.D
 	}
 	res.MigrationID = done.Str("migration_id")
 	res.To = done.Str("to_host")
-	// Keep watching a little after the move so a late gap would show.
+	// The edge follows the placement; wait for its switch, then keep watching
+	// three more seconds so that a late gap would show.
+	_ = waitFor(ctx, 10*time.Second, func() error {
+		if _, ok := chain.First(events.TypeEdgeSwitched, stack.Field("migration_id", res.MigrationID)); !ok {
+			return fmt.Errorf("edge has not switched")
+		}
+		return nil
+	})
 	after := v.Frames()
-	_ = waitFor(ctx, 5*time.Second, func() error {
-		if v.Frames() < after+50 {
-			return fmt.Errorf("waiting")
+	_ = waitFor(ctx, 10*time.Second, func() error {
+		if v.Frames() < after+75 {
+			return fmt.Errorf("viewer stalled at %d frames", v.Frames())
 		}
 		return nil
 	})

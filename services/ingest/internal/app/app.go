@@ -294,9 +294,13 @@ func (a *App) Run(ctx context.Context) error {
 	return nil
 }
 
-// onSwitch dispatches a stream's switch: edge reports, origin metrics.
+// onSwitch dispatches a stream's switch: a switch from one upstream to
+// another (or to an upstream after an outage) is the edge's and is reported
+// as events.EdgeSwitched; every other one (publisher takeover, the old host of
+// a handover moving onto its relay, a local publisher replacing a pull) is
+// counted as an origin switch.
 func (a *App) onSwitch(em *edge.Manager, s *stream.Stream, info media.SwitchInfo, from, to *stream.Feed) {
-	if (from != nil && from.Kind == stream.KindUpstream) || (to != nil && to.Kind == stream.KindUpstream) {
+	if to != nil && to.Kind == stream.KindUpstream && (from == nil || from.Kind == stream.KindUpstream) {
 		if em != nil {
 			em.OnSwitch(s, info, from, to)
 		}

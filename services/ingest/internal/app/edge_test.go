@@ -179,3 +179,30 @@ func TestEdgeOriginKilled(t *testing.T) {
 		t.Errorf("reader across the outage: %+v", m)
 	}
 }
+
+// TestEdgeLinger: the edge stops pulling a while after its last reader left.
+func TestEdgeLinger(t *testing.T) {
+	h := newHarness(t)
+	a := h.node("origin-1", withRole("origin"))
+	e := h.node("edge-1", withRole("edge"), withEnv("INGEST_EDGE_LINGER", "1s"))
+	h.place("cam-1", a, "s-1", "", "", time.Time{})
+	ag := rtsptest.NewAgent(fakeH264(t))
+	if _, err := ag.Connect(publishURL(a, "cam-1", h.token("cam-1", "origin-1", "s-1", "", time.Minute)), gortsplib.TransportTCP); err != nil {
+		t.Fatal(err)
+	}
+	runAgent(t, ag)
+	r1 := read(t, e.PublicURL()+"/cam-1", gortsplib.TransportTCP)
+	r2 := read(t, e.PublicURL()+"/cam-1", gortsplib.TransportTCP)
+	waitPackets(t, r2, 10)
+	if n := a.Node().Table().Get("cam-1").Readers(); n != 1 {
+		t.Fatalf("the origin has %d readers, want 1: the edge serves its readers from one pull", n)
+	}
+	r1.Close()
+	r2.Close()
+	testutil.CheckFor(t, 5*time.Second, 50*time.Millisecond, func() error {
+		if e.Node().Table().Get("cam-1") != nil || a.Node().Table().Get("cam-1").Readers() != 0 {
+			return fmt.Errorf("the edge still pulls")
+		}
+		return nil
+	})
+}

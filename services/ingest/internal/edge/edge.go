@@ -612,7 +612,7 @@ func (m *Manager) placement(name string) (events.Placement, bool) {
 // settle time an events.EdgeSwitched with the frames lost and duplicated
 // since the new feed was added.
 func (m *Manager) OnSwitch(s *stream.Stream, info media.SwitchInfo, from, to *stream.Feed) {
-	if (from == nil || from.Kind != stream.KindUpstream) && (to == nil || to.Kind != stream.KindUpstream) {
+	if to == nil || to.Kind != stream.KindUpstream {
 		return
 	}
 	if m.metrics != nil {
