@@ -683,7 +683,11 @@ func (a *Agent) onUplinkEnded(u *uplink) {
 			a.primary = nil
 		}
 		if mv.new != nil {
-			a.completeMove(u.host + " ended the old session")
+			why := u.host + " ended the old session"
+			if mv.trigger == "redirect" {
+				why = "the old connection closed after the REDIRECT"
+			}
+			a.completeMove(why)
 			return
 		}
 		a.out.say("lost", map[string]any{"stream": a.cfg.Stream, "host": u.host, "error": errString(u.err)},

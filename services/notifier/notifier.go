@@ -17,6 +17,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -34,8 +35,9 @@ import (
 	"github.com/ferrystream/ferry/services/notifier/internal/webhook"
 )
 
-// Run loads the configuration from args and getenv, runs the notifier until
-// ctx ends, and writes its JSON log lines to stdout.
+// Run loads the configuration from args and getenv and runs the notifier
+// until ctx ends. Logs go to stderr (JSON lines, FERRY_LOG_* as in libs/obs);
+// stdout gets the usage text of -h.
 func Run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	cfg, err := Load(args, getenv, stdout)
 	if errors.Is(err, ErrHelp) {
@@ -47,7 +49,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	log := obs.NewLogger(stdout, getenv, "notifier")
+	log := obs.NewLogger(os.Stderr, getenv, "notifier")
 	nc, js, err := bus.Connect(ctx, cfg.NATS, log)
 	if err != nil {
 		return err

@@ -595,7 +595,7 @@ func TestRunServesReadyz(t *testing.T) {
 	go func() {
 		done <- notifier.Run(ctx, []string{"--nats", env.URL, "--metrics-addr", maddr, "--http-addr", "127.0.0.1:0"},
 			func(k string) string {
-				return map[string]string{"FERRY_TOKEN_SECRET": "x", "NOTIFIER_INSTANCE": "run-test"}[k]
+				return map[string]string{"FERRY_TOKEN_SECRET": "x", "NOTIFIER_INSTANCE": "run-test", "FERRY_LOG_LEVEL": "error"}[k]
 			}, io.Discard)
 	}()
 	testutil.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {

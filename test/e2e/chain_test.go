@@ -98,6 +98,17 @@ func waitMigration(t *testing.T, s *stack.Stack, chain *stack.Chain, stream stri
 	return done
 }
 
+// edgeSwitched waits until the edge reported switching the stream for a migration.
+func edgeSwitched(t *testing.T, chain *stack.Chain, migration string) {
+	t.Helper()
+	testutil.CheckFor(t, 15*time.Second, 100*time.Millisecond, func() error {
+		if _, ok := chain.First(events.TypeEdgeSwitched, stack.Field("migration_id", migration)); !ok {
+			return fmt.Errorf("edge has not switched for %s", migration)
+		}
+		return nil
+	})
+}
+
 // settle waits until the viewer got n more frames.
 func settle(t *testing.T, v *stack.Viewer, n int64) {
 	t.Helper()
@@ -137,10 +148,12 @@ func TestMaintenanceMovesStreamWithoutLoss(t *testing.T) {
 			if to := done.Str("to_host"); to == from || to == "" {
 				t.Fatalf("moved to %q from %q", to, from)
 			}
+			edgeSwitched(t, chain, done.Str("migration_id"))
 			settle(t, v, 50)
 			rep := v.Close()
-			t.Logf("maintenance on %s: migration %s -> %s in %v; viewer %+v", from, done.Str("migration_id"),
-				done.Str("to_host"), done.At.Sub(mw.StartAt.Add(-8*time.Second)).Round(time.Millisecond), rep)
+			t.Logf("maintenance on %s: migration %s -> %s in %v; viewer: %d frames, %d missing, %d duplicated, longest gap %.1f ms",
+				from, done.Str("migration_id"), done.Str("to_host"), done.At.Sub(mw.StartAt.Add(-8*time.Second)).Round(time.Millisecond),
+				rep.Frames, rep.Missing, rep.Duplicates, rep.MaxGapMS)
 			if rep.Missing != 0 || rep.Duplicates != 0 || rep.SSRCChanges != 0 || rep.Disconnected != "" {
 				t.Fatalf("viewer saw loss: %+v", rep)
 			}

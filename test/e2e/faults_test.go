@@ -16,7 +16,9 @@ import (
 )
 
 func TestMaintenanceMoves20Streams(t *testing.T) {
-	s := startStack(t, stack.Options{MinDeadline: 15 * time.Second})
+	// One origin first, so that all 20 streams land on it; then two more
+	// origins join as targets, and the first goes into maintenance.
+	s := startStack(t, stack.Options{Origins: 1, MinDeadline: 15 * time.Second})
 	ctx := testutil.Context(t)
 	const n = 20
 	streams := make([]string, n)
@@ -26,21 +28,17 @@ func TestMaintenanceMoves20Streams(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	homes := map[string][]string{}
+	host := ""
 	for _, st := range streams {
-		h := placedOn(t, s, st)
-		homes[h] = append(homes[h], st)
+		host = placedOn(t, s, st)
 	}
-	// Maintenance on the busiest host.
-	var host string
-	for h, l := range homes {
-		if len(l) > len(homes[host]) {
-			host = h
+	for i := 0; i < 2; i++ {
+		if _, err := s.AddOrigin(ctx); err != nil {
+			t.Fatal(err)
 		}
 	}
-	moving := homes[host]
 	viewers := map[string]*stack.Viewer{}
-	for _, st := range moving {
+	for _, st := range streams {
 		viewers[st] = watchFlowing(t, s, st, stack.WatchOptions{})
 	}
 	chain, err := stack.WatchChain(ctx, s.JS, nil)
@@ -48,15 +46,21 @@ func TestMaintenanceMoves20Streams(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer chain.Stop()
+	start := time.Now()
 	scheduleMaintenance(t, s, host, 15*time.Second)
-	for _, st := range moving {
+	for _, st := range streams {
 		done := waitMigration(t, s, chain, st, 90*time.Second)
 		if done.Env.Type != events.TypeMigrationCompleted {
 			t.Errorf("%s: migration failed: %v", st, done.Data)
 		}
 	}
+	evacuated := time.Since(start)
 	var lost, dups int64
-	for _, st := range moving {
+	targets := map[string]int{}
+	for _, st := range streams {
+		done, _ := chain.First(events.TypeMigrationCompleted, stack.Field("stream", st))
+		targets[done.Str("to_host")]++
+		edgeSwitched(t, chain, done.Str("migration_id"))
 		settle(t, viewers[st], 25)
 		r := viewers[st].Close()
 		lost += r.Missing
@@ -65,11 +69,12 @@ func TestMaintenanceMoves20Streams(t *testing.T) {
 			t.Errorf("%s: viewer disconnected: %s", st, r.Disconnected)
 		}
 	}
-	t.Logf("%d streams moved off %s: %d frames lost, %d duplicated in total", len(moving), host, lost, dups)
+	t.Logf("%d streams moved off %s in %v (targets %v): %d frames lost, %d duplicated in total",
+		n, host, evacuated.Round(time.Millisecond), targets, lost, dups)
 	if lost != 0 || dups != 0 {
 		t.Fatalf("lost %d, duplicated %d", lost, dups)
 	}
-	for _, st := range moving {
+	for _, st := range streams {
 		p, err := s.Placement(ctx, st)
 		if err != nil || p.Host == host {
 			t.Errorf("%s still on %s (%v)", st, host, err)
@@ -103,6 +108,7 @@ func TestDrainBySIGTERM(t *testing.T) {
 	if _, ok := chain.First(events.TypeDraining, stack.Field("host", from)); !ok {
 		t.Error("no draining event")
 	}
+	edgeSwitched(t, chain, done.Str("migration_id"))
 	settle(t, v, 25)
 	rep := v.Close()
 	if rep.Missing != 0 || rep.Duplicates != 0 || rep.Disconnected != "" {

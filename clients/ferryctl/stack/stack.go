@@ -71,6 +71,7 @@ type Stack struct {
 
 	procs   *procs
 	tempDir bool
+	common  []string
 }
 
 func randHex(n int) string {
@@ -155,6 +156,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		"FERRY_LOG_LEVEL=" + o.LogLevel,
 	}
 	common = append(common, o.ExtraEnv...)
+	s.common = common
 	var all []*proc
 	for i := 1; i <= o.Origins+o.Edges; i++ {
 		role, id, zone := "origin", fmt.Sprintf("ingest-%d", i), "zone-a"
@@ -163,6 +165,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		}
 		if i > o.Origins {
 			role, id = "edge", fmt.Sprintf("edge-%d", i-o.Origins)
+			zone = "zone-b"
 		}
 		h, p, err := s.startHost(ctx, id, role, zone, common)
 		if err != nil {
@@ -377,4 +380,27 @@ func (s *Stack) Placement(ctx context.Context, stream string) (events.Placement,
 		return p, fmt.Errorf("placement of %s: %w", stream, err)
 	}
 	return p, json.Unmarshal(e.Value(), &p)
+}
+
+// AddOrigin starts one more ingest origin (ingest-<n>) and waits until it is ready.
+func (s *Stack) AddOrigin(ctx context.Context) (*Host, error) {
+	n := 0
+	for _, h := range s.Hosts {
+		if h.Role == "origin" {
+			n++
+		}
+	}
+	id, zone := fmt.Sprintf("ingest-%d", n+1), "zone-a"
+	if (n+1)%2 == 0 {
+		zone = "zone-b"
+	}
+	h, p, err := s.startHost(ctx, id, "origin", zone, s.common)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.procs.waitReady(ctx, 30*time.Second, p); err != nil {
+		return nil, err
+	}
+	s.Hosts = append(s.Hosts, h)
+	return h, nil
 }

@@ -154,17 +154,22 @@ func TestEdgeOriginKilled(t *testing.T) {
 	a.Abort() // the origin process dies
 	<-a.Done()
 	killed := time.Now()
-	// placement re-places the stream; the publisher (restarted: a new encoder) reconnects there
+	// placement re-places the stream; the publisher (restarted: a new encoder,
+	// its frame counter going on from where the camera is now) reconnects there
 	h.place("cam-1", b, "s-2", "m-9", "origin-1", time.Time{})
-	ag2 := rtsptest.NewAgent(fakeH264(t))
+	src2, err := media.NewFakeH264(media.FakeConfig{FPS: 25, GOP: 25, FirstFrame: ag.Sent()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ag2 := rtsptest.NewAgent(src2)
 	if _, err := ag2.Connect(publishURL(b, "cam-1", h.token("cam-1", "origin-2", "s-2", "m-9", time.Minute)), gortsplib.TransportTCP); err != nil {
 		t.Fatal(err)
 	}
 	runAgent(t, ag2)
 	sw := waitEvent(h, events.TypeEdgeSwitched, 15*time.Second, func(e events.EdgeSwitched) bool { return e.ToHost == "origin-2" })
 	t.Logf("edge switched %v after the kill: %+v", time.Since(killed), sw)
-	if sw.Mode != media.SwitchKeyframe || sw.GapMS <= 0 {
-		t.Errorf("edge_switched = %+v, want a keyframe switch with its gap", sw)
+	if sw.Mode != media.SwitchKeyframe || sw.GapMS <= 0 || sw.FramesMissing <= 0 || sw.Duplicates != 0 {
+		t.Errorf("edge_switched = %+v, want a keyframe switch reporting its gap and the frames lost in the outage", sw)
 	}
 	waitPackets(t, r, 50)
 	select {
