@@ -12,7 +12,7 @@ import (
 )
 
 // startStack runs the local stack for one test.
-func startStack(t *testing.T, o stack.Options) *stack.Stack {
+func startStack(t testing.TB, o stack.Options) *stack.Stack {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("end-to-end: skipped with -short")
@@ -32,7 +32,7 @@ func startStack(t *testing.T, o stack.Options) *stack.Stack {
 }
 
 // placedOn waits until stream has a home and returns it.
-func placedOn(t *testing.T, s *stack.Stack, stream string) string {
+func placedOn(t testing.TB, s *stack.Stack, stream string) string {
 	t.Helper()
 	var host string
 	testutil.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
@@ -47,7 +47,7 @@ func placedOn(t *testing.T, s *stack.Stack, stream string) string {
 }
 
 // watchFlowing opens a viewer on the edge and waits until frames flow.
-func watchFlowing(t *testing.T, s *stack.Stack, stream string, o stack.WatchOptions) *stack.Viewer {
+func watchFlowing(t testing.TB, s *stack.Stack, stream string, o stack.WatchOptions) *stack.Viewer {
 	t.Helper()
 	url := s.Edge().RTSPURL + "/" + stream
 	var v *stack.Viewer
@@ -66,7 +66,7 @@ func watchFlowing(t *testing.T, s *stack.Stack, stream string, o stack.WatchOpti
 	return v
 }
 
-func scheduleMaintenance(t *testing.T, s *stack.Stack, host string, in time.Duration) events.MaintenanceScheduled {
+func scheduleMaintenance(t testing.TB, s *stack.Stack, host string, in time.Duration) events.MaintenanceScheduled {
 	t.Helper()
 	mw := events.MaintenanceScheduled{MaintenanceID: fmt.Sprintf("mw-%d", time.Now().UnixNano()), Host: host,
 		StartAt: time.Now().Add(in).UTC(), EndAt: time.Now().Add(in + time.Hour).UTC(), Reason: "e2e", RequestedBy: "test"}
@@ -78,7 +78,7 @@ func scheduleMaintenance(t *testing.T, s *stack.Stack, host string, in time.Dura
 
 // waitMigration waits for the stream's migration to end and returns the
 // closing event.
-func waitMigration(t *testing.T, s *stack.Stack, chain *stack.Chain, stream string, wait time.Duration) stack.Seen {
+func waitMigration(t testing.TB, s *stack.Stack, chain *stack.Chain, stream string, wait time.Duration) stack.Seen {
 	t.Helper()
 	var done stack.Seen
 	testutil.CheckFor(t, wait, 100*time.Millisecond, func() error {
@@ -99,7 +99,7 @@ func waitMigration(t *testing.T, s *stack.Stack, chain *stack.Chain, stream stri
 }
 
 // edgeSwitched waits until the edge reported switching the stream for a migration.
-func edgeSwitched(t *testing.T, chain *stack.Chain, migration string) {
+func edgeSwitched(t testing.TB, chain *stack.Chain, migration string) {
 	t.Helper()
 	testutil.CheckFor(t, 15*time.Second, 100*time.Millisecond, func() error {
 		if _, ok := chain.First(events.TypeEdgeSwitched, stack.Field("migration_id", migration)); !ok {
@@ -110,7 +110,7 @@ func edgeSwitched(t *testing.T, chain *stack.Chain, migration string) {
 }
 
 // settle waits until the viewer got n more frames.
-func settle(t *testing.T, v *stack.Viewer, n int64) {
+func settle(t testing.TB, v *stack.Viewer, n int64) {
 	t.Helper()
 	after := v.Frames()
 	testutil.CheckFor(t, 15*time.Second, 100*time.Millisecond, func() error {
