@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,6 +35,10 @@ const (
 	FieldDeliveryNum = "delivery"
 )
 
+// timeFormatOnce sets zerolog's global time format once, so that several
+// services in one process (tests) do not race on it.
+var timeFormatOnce sync.Once
+
 // NewLogger returns a logger writing to w. FERRY_LOG_FORMAT=console gives
 // human-readable lines (default json); FERRY_LOG_LEVEL sets the level (default info).
 func NewLogger(w io.Writer, getenv func(string) string, service string) zerolog.Logger {
@@ -47,7 +52,7 @@ func NewLogger(w io.Writer, getenv func(string) string, service string) zerolog.
 	if err != nil || getenv("FERRY_LOG_LEVEL") == "" {
 		lvl = zerolog.InfoLevel
 	}
-	zerolog.TimeFieldFormat = time.RFC3339Nano
+	timeFormatOnce.Do(func() { zerolog.TimeFieldFormat = time.RFC3339Nano })
 	return zerolog.New(w).Level(lvl).With().Timestamp().Str(FieldService, service).Logger()
 }
 
