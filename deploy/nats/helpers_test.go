@@ -194,8 +194,26 @@ func (c *conn) permitted(t *testing.T, what string, op func(ctx context.Context)
 	before := c.nc.LastError()
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
 	defer cancel()
-	if err := op(ctx); err != nil {
-		t.Fatalf("%s: %s: %v (violations: %v)", c.user, what, err, c.violationsSince(n))
+	done := make(chan error, 1)
+	go func() { done <- op(ctx) }()
+	// A refused request is never answered: stop at the first violation
+	// rather than wait for op's deadline.
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for waiting := true; waiting; {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("%s: %s: %v (violations: %v)", c.user, what, err, c.violationsSince(n))
+			}
+			waiting = false
+		case <-tick.C:
+			if v := c.violationsSince(n); len(v) > 0 {
+				cancel()
+				<-done
+				t.Fatalf("%s: %s: permissions violations: %v", c.user, what, v)
+			}
+		}
 	}
 	// The server answers a PING after it has handled everything sent before
 	// it, and the client records an -ERR (LastError) before it reads the

@@ -24,7 +24,10 @@ func Run(ctx context.Context, args []string, stdout io.Writer) error {
 	opts, err := server.ConfigureOptions(fs, args,
 		func() { fmt.Fprintf(stdout, "nats-server: v%s\n", server.VERSION); early = errExit },
 		func() { fs.Usage(); early = errExit },
-		func() { fmt.Fprintln(stdout, "see https://docs.nats.io/running-a-nats-service/configuration/securing_nats/tls"); early = errExit },
+		func() {
+			fmt.Fprintln(stdout, "see https://docs.nats.io/running-a-nats-service/configuration/securing_nats/tls")
+			early = errExit
+		},
 	)
 	if err != nil {
 		return fmt.Errorf("options: %w", err)

@@ -507,6 +507,7 @@ func (f *follower) runPull(p *pull) {
 			f.setErr(err)
 			continue
 		}
+		st.ResetGap() // the switch report covers the output from here
 		feed, err := st.AddFeed(stream.FeedSpec{
 			Kind: stream.KindUpstream, Space: space(p.pl), Host: p.host, Label: p.host, Desc: conn.Desc,
 			OnRetire: func(string) { conn.Close() },
@@ -608,6 +609,10 @@ func (m *Manager) placement(name string) (events.Placement, bool) {
 	return f.pl, f.havePl
 }
 
+// gapAfter is how long after a switch output gaps still count as the switch's:
+// a few frame intervals, so that a late first packet of the new upstream shows.
+const gapAfter = 150 * time.Millisecond
+
 // OnSwitch reports a switch of a stream's upstream: metrics, and after the
 // settle time an events.EdgeSwitched with the frames lost and duplicated
 // since the new feed was added.
@@ -617,9 +622,8 @@ func (m *Manager) OnSwitch(s *stream.Stream, info media.SwitchInfo, from, to *st
 	}
 	if m.metrics != nil {
 		m.metrics.Switches.WithLabelValues(s.Name, "edge", info.Mode).Inc()
-		m.metrics.SwitchGap.WithLabelValues("edge").Observe(info.Gap.Seconds())
 	}
-	ev := events.EdgeSwitched{Stream: s.Name, Edge: m.cfg.Self, Mode: info.Mode, GapMS: float64(info.Gap) / float64(time.Millisecond)}
+	ev := events.EdgeSwitched{Stream: s.Name, Edge: m.cfg.Self, Mode: info.Mode}
 	if from != nil {
 		ev.FromHost = from.Host
 		if from.Kind != stream.KindUpstream {
@@ -640,7 +644,17 @@ func (m *Manager) OnSwitch(s *stream.Stream, info media.SwitchInfo, from, to *st
 	if pl, ok := m.placement(s.Name); ok && pl.Host == ev.ToHost {
 		ev.MigrationID = pl.MigrationID
 	}
-	time.AfterFunc(m.cfg.Settle, func() {
+	var gap time.Duration
+	gapTaken := make(chan struct{})
+	time.AfterFunc(gapAfter, func() {
+		// the longest output gap from the new upstream's arrival to a few frames
+		// after the switch (the Splicer's own figure ends at the switch)
+		gap = max(info.Gap, s.Gap())
+		close(gapTaken)
+	})
+	time.AfterFunc(max(m.cfg.Settle, gapAfter), func() {
+		<-gapTaken
+		ev.GapMS = float64(gap) / float64(time.Millisecond)
 		missing, dup := s.FrameCounts()
 		ev.FramesMissing = int64(missing - missing0)
 		ev.Duplicates = int64(dup - dup0)
@@ -648,8 +662,9 @@ func (m *Manager) OnSwitch(s *stream.Stream, info media.SwitchInfo, from, to *st
 		if m.metrics != nil {
 			m.metrics.SwitchFramesMissing.WithLabelValues(s.Name, "edge").Add(float64(ev.FramesMissing))
 			m.metrics.SwitchFramesDuplicated.WithLabelValues(s.Name, "edge").Add(float64(ev.Duplicates))
+			m.metrics.SwitchGap.WithLabelValues("edge").Observe(gap.Seconds())
 			m.mu.Lock()
-			if g := info.Gap.Seconds(); g > m.gaps[s.Name] {
+			if g := gap.Seconds(); g > m.gaps[s.Name] {
 				m.gaps[s.Name] = g
 				m.metrics.LongestGap.WithLabelValues(s.Name, "edge").Set(g)
 			}

@@ -91,6 +91,8 @@ type Stream struct {
 	haveFrame     bool
 	bytesIn       atomic.Uint64
 	packetsIn     atomic.Uint64
+	lastLead      time.Time    // wall time of the last lead-media output packet (Splicer's lock)
+	leadGap       atomic.Int64 // longest lead-media output gap since ResetGap, ns
 
 	mu       sync.Mutex // guards everything below
 	feeds    map[string]*Feed
@@ -185,6 +187,13 @@ func (s *Stream) ServerStream() *gortsplib.ServerStream { return s.ss }
 func (s *Stream) write(mi int, pkt *rtp.Packet, ntp time.Time) {
 	s.out[mi].Store(uint64(pkt.Timestamp)<<32 | 1<<16 | uint64(pkt.SequenceNumber))
 	if mi == s.lead {
+		now := time.Now()
+		if !s.lastLead.IsZero() {
+			if g := int64(now.Sub(s.lastLead)); g > s.leadGap.Load() {
+				s.leadGap.Store(g)
+			}
+		}
+		s.lastLead = now
 		if n, ok := media.FrameCounter(pkt.Payload); ok {
 			switch {
 			case !s.haveFrame:
@@ -222,6 +231,13 @@ func (s *Stream) outState(mi int) (seq uint16, ts uint32, started bool) {
 func (s *Stream) FrameCounts() (missing, duplicated uint64) {
 	return s.framesMissing.Load(), s.framesDup.Load()
 }
+
+// ResetGap starts a new measurement of the longest output gap.
+func (s *Stream) ResetGap() { s.leadGap.Store(0) }
+
+// Gap returns the longest interval between two consecutive output packets of
+// the lead media (the first H.264/H.265 media) since ResetGap.
+func (s *Stream) Gap() time.Duration { return time.Duration(s.leadGap.Load()) }
 
 // BytesIn returns the RTP bytes received from feeds.
 func (s *Stream) BytesIn() uint64 { return s.bytesIn.Load() }
