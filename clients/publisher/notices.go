@@ -58,11 +58,11 @@ func (a *Agent) runNATSNotices(ctx context.Context) {
 	wait := a.cfg.RetryMin
 	for ctx.Err() == nil {
 		cons, err := a.js.CreateOrUpdateConsumer(ctx, bus.StreamCommands, jetstream.ConsumerConfig{
-			Durable:        NoticeDurable(a.cfg.ClientID),
-			FilterSubjects: []string{subject.ClientNotice(a.cfg.ClientID)},
-			AckPolicy:      jetstream.AckExplicitPolicy,
-			AckWait:        30 * time.Second,
-			MaxDeliver:     10,
+			Durable:       NoticeDurable(a.cfg.ClientID),
+			FilterSubject: subject.ClientNotice(a.cfg.ClientID),
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       30 * time.Second,
+			MaxDeliver:    10,
 		})
 		if err == nil {
 			var cc jetstream.ConsumeContext

@@ -2,7 +2,9 @@ package bus
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -82,23 +84,88 @@ func Buckets(replicas int) []jetstream.KeyValueConfig {
 	}
 }
 
-// Bootstrap creates or updates every stream and bucket. It is idempotent and
-// every service calls it at start.
+// Bootstrap creates every stream and bucket that is missing and updates
+// those whose layout differs. It is idempotent and every service calls it at
+// start. When the layout is already in place it only looks streams up
+// (STREAM.INFO), so users without the right to create or update streams (the
+// services on a cluster with permissions, where ops bootstraps) pass.
 func Bootstrap(ctx context.Context, js jetstream.JetStream, replicas int) error {
 	if replicas < 1 {
 		replicas = 1
 	}
 	for _, sc := range Streams(replicas) {
-		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
-			return fmt.Errorf("create stream %s: %w", sc.Name, err)
+		if err := ensureStream(ctx, js, sc); err != nil {
+			return err
 		}
 	}
 	for _, kc := range Buckets(replicas) {
-		if _, err := js.CreateOrUpdateKeyValue(ctx, kc); err != nil {
-			return fmt.Errorf("create bucket %s: %w", kc.Bucket, err)
+		if err := ensureBucket(ctx, js, kc); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) error {
+	st, err := js.Stream(ctx, want.Name)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		if _, err := js.CreateStream(ctx, want); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return fmt.Errorf("create stream %s: %w", want.Name, err)
+		}
+		return nil
+	case err != nil:
+		return fmt.Errorf("look up stream %s: %w", want.Name, err)
+	}
+	if sameLayout(st.CachedInfo().Config, want) {
+		return nil
+	}
+	if _, err := js.UpdateStream(ctx, want); err != nil {
+		return fmt.Errorf("update stream %s: %w", want.Name, err)
+	}
+	return nil
+}
+
+func ensureBucket(ctx context.Context, js jetstream.JetStream, want jetstream.KeyValueConfig) error {
+	st, err := js.Stream(ctx, "KV_"+want.Bucket)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		if _, err := js.CreateKeyValue(ctx, want); err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
+			return fmt.Errorf("create bucket %s: %w", want.Bucket, err)
+		}
+		return nil
+	case err != nil:
+		return fmt.Errorf("look up bucket %s: %w", want.Bucket, err)
+	}
+	have := st.CachedInfo().Config
+	if have.MaxMsgsPerSubject == int64(max(want.History, 1)) && have.MaxAge == want.TTL && have.Replicas == want.Replicas &&
+		have.SubjectDeleteMarkerTTL == want.LimitMarkerTTL {
+		return nil
+	}
+	if _, err := js.UpdateKeyValue(ctx, want); err != nil {
+		return fmt.Errorf("update bucket %s: %w", want.Bucket, err)
+	}
+	return nil
+}
+
+// sameLayout reports whether have matches every field want sets (the server
+// fills in defaults for the others).
+func sameLayout(have, want jetstream.StreamConfig) bool {
+	if !slices.Equal(have.Subjects, want.Subjects) || have.Retention != want.Retention ||
+		have.Storage != want.Storage || have.Replicas != want.Replicas {
+		return false
+	}
+	for _, f := range [][2]int64{
+		{int64(have.MaxAge), int64(want.MaxAge)},
+		{int64(have.Duplicates), int64(want.Duplicates)},
+		{have.MaxMsgsPerSubject, want.MaxMsgsPerSubject},
+		{int64(have.SubjectDeleteMarkerTTL), int64(want.SubjectDeleteMarkerTTL)},
+	} {
+		if f[1] != 0 && f[0] != f[1] {
+			return false
+		}
+	}
+	return !want.AllowMsgTTL || have.AllowMsgTTL
 }
 
 // Stores are the Key-Value buckets.

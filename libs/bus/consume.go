@@ -83,15 +83,23 @@ func (s *ConsumerSpec) defaults() {
 // Config returns the JetStream consumer configuration.
 func (s ConsumerSpec) Config() jetstream.ConsumerConfig {
 	s.defaults()
-	return jetstream.ConsumerConfig{
-		Durable:        s.Durable,
-		FilterSubjects: s.Filters,
-		DeliverPolicy:  s.DeliverPolicy,
-		AckPolicy:      jetstream.AckExplicitPolicy,
-		AckWait:        s.AckWait,
-		MaxDeliver:     s.MaxDeliver,
-		MaxAckPending:  s.MaxAckPending,
+	c := jetstream.ConsumerConfig{
+		Durable:       s.Durable,
+		DeliverPolicy: s.DeliverPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       s.AckWait,
+		MaxDeliver:    s.MaxDeliver,
+		MaxAckPending: s.MaxAckPending,
 	}
+	// One filter goes in FilterSubject: nats.go then puts it in the API
+	// subject ($JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>), where NATS
+	// permissions can pin it.
+	if len(s.Filters) == 1 {
+		c.FilterSubject = s.Filters[0]
+	} else {
+		c.FilterSubjects = s.Filters
+	}
+	return c
 }
 
 // Consume runs a durable consumer until ctx ends, calling h for each valid
