@@ -44,6 +44,11 @@ type Config struct {
 	// Lookback is how far back a newly created consumer starts reading
 	// reassigned events (NOTIFIER_LOOKBACK).
 	Lookback time.Duration
+	// UrgentWindow is the offline time given to a notice whose deadline had
+	// already passed when it was decided (host down, host cut off from NATS):
+	// such a client is told to move now (NOTIFIER_URGENT_WINDOW; 0 = fail it
+	// with reason "deadline" instead).
+	UrgentWindow time.Duration
 	// NATS says how to reach NATS (FERRY_NATS_*, flag --nats).
 	NATS bus.Config
 }
@@ -63,6 +68,7 @@ func Default() Config {
 		TokenGrace:     5 * time.Minute,
 		WebhookTimeout: 5 * time.Second,
 		Lookback:       10 * time.Minute,
+		UrgentWindow:   10 * time.Second,
 	}
 }
 
@@ -96,6 +102,7 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	dur(&c.TokenGrace, "NOTIFIER_TOKEN_GRACE")
 	dur(&c.WebhookTimeout, "NOTIFIER_WEBHOOK_TIMEOUT")
 	dur(&c.Lookback, "NOTIFIER_LOOKBACK")
+	dur(&c.UrgentWindow, "NOTIFIER_URGENT_WINDOW")
 	c.NATS = bus.ConfigFromEnv(getenv, bus.Config{Name: "ferry-notifier"})
 	if err := errors.Join(errs...); err != nil {
 		return c, err
@@ -114,6 +121,7 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	fs.DurationVar(&c.TokenGrace, "token-grace", c.TokenGrace, "token expiry after the deadline (NOTIFIER_TOKEN_GRACE)")
 	fs.DurationVar(&c.WebhookTimeout, "webhook-timeout", c.WebhookTimeout, "timeout of one webhook POST (NOTIFIER_WEBHOOK_TIMEOUT)")
 	fs.DurationVar(&c.Lookback, "lookback", c.Lookback, "how far back a new consumer starts (NOTIFIER_LOOKBACK)")
+	fs.DurationVar(&c.UrgentWindow, "urgent-window", c.UrgentWindow, "offline time given to a move decided after its deadline (NOTIFIER_URGENT_WINDOW)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -156,6 +164,9 @@ func (c Config) Validate() error {
 	}
 	if c.WebhookTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("NOTIFIER_WEBHOOK_TIMEOUT: must be > 0, got %s", c.WebhookTimeout))
+	}
+	if c.UrgentWindow < 0 {
+		errs = append(errs, fmt.Errorf("NOTIFIER_URGENT_WINDOW: must be >= 0, got %s", c.UrgentWindow))
 	}
 	if c.Lookback < 0 {
 		errs = append(errs, fmt.Errorf("NOTIFIER_LOOKBACK: must be >= 0, got %s", c.Lookback))

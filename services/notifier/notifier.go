@@ -165,13 +165,14 @@ func (s *Service) Run(ctx context.Context) error {
 	}, s.metrics, s.log, 0)
 	deps.SSE = hub.Send
 	eng, err = delivery.New(delivery.Config{
-		Instance:    s.cfg.Instance,
-		TokenSecret: []byte(s.cfg.TokenSecret),
-		TokenGrace:  s.cfg.TokenGrace,
-		RetryMin:    s.cfg.RetryMin,
-		RetryMax:    s.cfg.RetryMax,
-		Lease:       s.cfg.Lease,
-		Lookback:    s.cfg.Lookback,
+		Instance:     s.cfg.Instance,
+		TokenSecret:  []byte(s.cfg.TokenSecret),
+		TokenGrace:   s.cfg.TokenGrace,
+		RetryMin:     s.cfg.RetryMin,
+		RetryMax:     s.cfg.RetryMax,
+		Lease:        s.cfg.Lease,
+		Lookback:     s.cfg.Lookback,
+		UrgentWindow: s.cfg.UrgentWindow,
 	}, deps)
 	if err != nil {
 		s.closeListeners()

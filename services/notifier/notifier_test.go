@@ -173,7 +173,7 @@ func TestNATSNoticeCarriesTokenAndIsAckedOnce(t *testing.T) {
 
 func TestDeadline(t *testing.T) {
 	h := newHarness(t)
-	h.startNotifier("n1", nil)
+	h.startNotifier("n1", func(c *notifier.Config) { c.UrgentWindow = 0 })
 	t.Run("already passed", func(t *testing.T) {
 		sess := h.session("s-late", "agent-late", capsNATS)
 		h.reassign("m-late", sess, time.Now().Add(-time.Second))
@@ -202,6 +202,24 @@ func TestDeadline(t *testing.T) {
 			t.Fatalf("acked after failing")
 		}
 	})
+}
+
+// TestUrgentMove: a move decided after its deadline (the host was declared
+// down while its publisher may still be connected to it, e.g. the host is cut
+// off from NATS) is still sent, with an offline time a short window ahead.
+func TestUrgentMove(t *testing.T) {
+	h := newHarness(t)
+	h.startNotifier("n1", func(c *notifier.Config) { c.UrgentWindow = 10 * time.Second })
+	sess := h.session("s-down", "agent-down", capsNATS)
+	before := time.Now()
+	h.reassign("m-down", sess, before.Add(-time.Second))
+	h.waitOutcome("m-down", "delivered", 5*time.Second)
+	if n := h.noticesStored("agent-down"); n != 1 {
+		t.Fatalf("%d notices stored, want 1", n)
+	}
+	if c := h.out.count("m-down", "failed", "*"); c != 0 {
+		t.Fatalf("urgent move reported failed")
+	}
 }
 
 // webhookSink is a client webhook: it verifies signatures with the session's

@@ -56,6 +56,11 @@ type Config struct {
 	Lease time.Duration
 	// Lookback is where a newly created consumer starts (now - Lookback).
 	Lookback time.Duration
+	// UrgentWindow: a reassignment whose deadline has already passed (a host
+	// declared down, or cut off from NATS while its RTSP side still runs) is
+	// still sent, as a "move now" notice whose offline time is now +
+	// UrgentWindow. 0 fails such notices at once with reason "deadline".
+	UrgentWindow time.Duration
 }
 
 // WebhookFunc POSTs a signed notice body to a client's webhook.
@@ -360,9 +365,13 @@ func (e *Engine) prepare(ctx context.Context, env events.Envelope, r events.Reas
 	switch {
 	case sess == nil:
 		rec.State, rec.Reason = StateFailed, ReasonUnknownSession
-	case !now.Before(r.Deadline):
+	case !now.Before(r.Deadline) && e.cfg.UrgentWindow <= 0:
 		rec.State, rec.Reason = StateFailed, ReasonDeadline
 	default:
+		if !now.Before(r.Deadline) {
+			rec.Notice.OfflineAt = now.Add(e.cfg.UrgentWindow).UTC()
+			rec.Notice.Reason = truncateReason("move now: " + rec.Notice.Reason)
+		}
 		rec.Channels, rec.WebhookURL = usableChannels(sess.Capabilities)
 		if len(rec.Channels) == 0 {
 			rec.State, rec.Reason = StateFailed, ReasonNotCapable
@@ -821,4 +830,12 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n]
+}
+
+// truncateReason keeps a reason within the schema's 1024 characters.
+func truncateReason(s string) string {
+	if len(s) > 1024 {
+		return s[:1024]
+	}
+	return s
 }
