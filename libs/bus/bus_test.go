@@ -159,8 +159,11 @@ func TestInvalidEventGoesToDeadLetters(t *testing.T) {
 		return nil
 	})
 	// Terminated messages are not redelivered: the consumer has nothing pending.
-	cons, _ := env.JS.Consumer(ctx, bus.StreamEvents, "t-consumer")
 	testutil.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		cons, err := env.JS.Consumer(ctx, bus.StreamEvents, "t-consumer")
+		if err != nil {
+			return err // the consumer goroutine may not have created it yet
+		}
 		info, err := cons.Info(ctx)
 		if err != nil {
 			return err
@@ -221,8 +224,11 @@ func TestPermanentErrorNotRetried(t *testing.T) {
 	if _, err := events.Publish(ctx, env.JS, "test", events.Draining{Host: "ingest-9", Deadline: time.Now().UTC()}); err != nil {
 		t.Fatal(err)
 	}
-	cons, _ := env.JS.Consumer(ctx, bus.StreamEvents, "t-perm")
 	testutil.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		cons, err := env.JS.Consumer(ctx, bus.StreamEvents, "t-perm")
+		if err != nil {
+			return err // the consumer goroutine may not have created it yet
+		}
 		info, err := cons.Info(ctx)
 		if err != nil {
 			return err
@@ -255,8 +261,11 @@ func TestIdempotentConsumerSkipsRepublished(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cons, _ := env.JS.Consumer(ctx, bus.StreamEvents, "t-idem")
 	testutil.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		cons, err := env.JS.Consumer(ctx, bus.StreamEvents, "t-idem")
+		if err != nil {
+			return err // the consumer goroutine may not have created it yet
+		}
 		info, err := cons.Info(ctx)
 		if err != nil {
 			return err
