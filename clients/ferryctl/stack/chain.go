@@ -17,7 +17,8 @@ import (
 type Seen struct {
 	Env  events.Envelope
 	Data map[string]any
-	// At is the event's own time (set by its producer).
+	// At is when it happened: the data's "at" field when it has one, else
+	// the envelope's time (set by its producer).
 	At time.Time
 }
 
@@ -47,6 +48,13 @@ func WatchChain(ctx context.Context, js jetstream.JetStream, onEvent func(Seen))
 		}
 		s := Seen{Env: env, At: env.Time}
 		_ = json.Unmarshal(env.Data, &s.Data)
+		// Events that carry when the thing happened ("at": a switch is
+		// reported after a settle window) are timed by that.
+		if at, ok := s.Data["at"].(string); ok {
+			if t, err := time.Parse(time.RFC3339Nano, at); err == nil {
+				s.At = t
+			}
+		}
 		c.mu.Lock()
 		c.seen = append(c.seen, s)
 		c.mu.Unlock()
