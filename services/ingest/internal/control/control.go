@@ -156,6 +156,9 @@ func (s Sessions) Get(ctx context.Context, id string) (events.Session, bool) {
 	return sess, true
 }
 
+// attemptTimeout bounds one JetStream API request of Attachments.Wait.
+const attemptTimeout = 2 * time.Second
+
 // Attachments watches publisher_attached events.
 type Attachments struct {
 	JS jetstream.JetStream
@@ -170,13 +173,26 @@ func (a Attachments) Wait(ctx context.Context, stream, host, migrationID string,
 		return ctx.Err()
 	}
 	start := since.Add(-time.Minute) // tolerate clock skew between hosts
-	cons, err := a.JS.OrderedConsumer(ctx, bus.StreamEvents, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{subject.PublisherAttached(stream)},
-		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
-		OptStartTime:   &start,
-	})
-	if err != nil {
-		return fmt.Errorf("watch publisher_attached %s: %w", stream, err)
+	var cons jetstream.Consumer
+	for cons == nil {
+		// Each attempt is bounded: a request lost while a NATS node fails over
+		// must not hold the handover until the migration's deadline.
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		c, err := a.JS.OrderedConsumer(actx, bus.StreamEvents, jetstream.OrderedConsumerConfig{
+			FilterSubjects: []string{subject.PublisherAttached(stream)},
+			DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
+			OptStartTime:   &start,
+		})
+		cancel()
+		if err == nil {
+			cons = c
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("watch publisher_attached %s: %w (last: %v)", stream, ctx.Err(), err)
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
 	for {
 		msg, err := cons.Next(jetstream.FetchMaxWait(time.Second))
