@@ -68,7 +68,7 @@ type Config struct {
 	TokenSecret string
 	// MetricsAddr serves /metrics, /healthz and /readyz; "" disables (INGEST_METRICS_ADDR).
 	MetricsAddr string
-	// MemLimit overrides the memory limit reported in telemetry, bytes; 0 = cgroup (INGEST_MEM_LIMIT).
+	// MemLimit overrides the memory limit reported in telemetry, bytes; 0 = the cgroup limit, else the machine memory (INGEST_MEM_LIMIT).
 	MemLimit int64
 	// NATS says how to reach NATS (FERRY_NATS_*, flag --nats).
 	NATS bus.Config
@@ -171,7 +171,7 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "RTSPS certificate file (INGEST_TLS_CERT)")
 	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "RTSPS key file (INGEST_TLS_KEY)")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", c.MetricsAddr, "metrics/health address (INGEST_METRICS_ADDR)")
-	fs.Int64Var(&c.MemLimit, "mem-limit", c.MemLimit, "memory limit in bytes reported in telemetry, 0 = cgroup (INGEST_MEM_LIMIT)")
+	fs.Int64Var(&c.MemLimit, "mem-limit", c.MemLimit, "memory limit in bytes reported in telemetry, 0 = cgroup limit, else machine memory (INGEST_MEM_LIMIT)")
 	fs.StringVar(&c.NATS.URL, "nats", c.NATS.URL, "NATS URL(s) (FERRY_NATS_URL)")
 	if err := fs.Parse(args); err != nil {
 		return c, err

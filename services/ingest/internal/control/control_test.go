@@ -1,9 +1,15 @@
 package control
 
 import (
+	"context"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ferrystream/ferry/libs/events"
+	"github.com/ferrystream/ferry/libs/testutil"
 )
 
 func TestStreamURL(t *testing.T) {
@@ -24,5 +30,70 @@ func TestStreamURL(t *testing.T) {
 				t.Fatalf("StreamURL = %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// lostRequests is a JetStream whose first consumer-creating request is lost,
+// as one sent to a NATS node that fails over: it never gets an answer and
+// returns only when its context ends.
+type lostRequests struct {
+	jetstream.JetStream
+	calls atomic.Int32
+}
+
+func (l *lostRequests) lose(ctx context.Context) error {
+	if l.calls.Add(1) == 1 {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return nil
+}
+
+func (l *lostRequests) OrderedConsumer(ctx context.Context, stream string, cfg jetstream.OrderedConsumerConfig) (jetstream.Consumer, error) {
+	if err := l.lose(ctx); err != nil {
+		return nil, err
+	}
+	return l.JetStream.OrderedConsumer(ctx, stream, cfg)
+}
+
+func (l *lostRequests) CreateConsumer(ctx context.Context, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	if err := l.lose(ctx); err != nil {
+		return nil, err
+	}
+	return l.JetStream.CreateConsumer(ctx, stream, cfg)
+}
+
+func (l *lostRequests) CreateOrUpdateConsumer(ctx context.Context, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	if err := l.lose(ctx); err != nil {
+		return nil, err
+	}
+	return l.JetStream.CreateOrUpdateConsumer(ctx, stream, cfg)
+}
+
+// TestWaitSurvivesLostRequest: the handover's wait for publisher_attached
+// must not hang until the migration's deadline when its first request is lost
+// (a NATS node failing over): each attempt is bounded and retried.
+func TestWaitSurvivesLostRequest(t *testing.T) {
+	env := testutil.NATS(t)
+	js := &lostRequests{JetStream: env.JS}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // the migration's deadline
+	defer cancel()
+	since := time.Now()
+	go func() {
+		time.Sleep(100 * time.Millisecond) // the new host reports a little later
+		_, _ = events.Publish(ctx, env.JS, "ingest-2", events.PublisherAttached{Stream: "cam-1", Host: "ingest-2",
+			SessionID: "s-1", MigrationID: "m-1", Mode: "push", At: time.Now().UTC()})
+	}()
+	start := time.Now()
+	if err := (Attachments{JS: js}).Wait(ctx, "cam-1", "ingest-2", "m-1", since); err != nil {
+		t.Fatalf("Wait: %v", err)
+	}
+	took := time.Since(start)
+	t.Logf("publisher_attached seen %v after the wait began (first request lost)", took)
+	if took > 5*time.Second {
+		t.Fatalf("Wait took %v: the lost request held it (want < 5s, deadline 30s)", took)
+	}
+	if js.calls.Load() < 2 {
+		t.Fatalf("consumer requests: %d, want a retry", js.calls.Load())
 	}
 }

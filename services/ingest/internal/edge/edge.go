@@ -478,7 +478,11 @@ func (f *follower) runPull(p *pull) {
 				return
 			case <-time.After(backoff):
 			}
-			backoff = min(backoff*2, time.Second)
+			if errors.Is(f.failure(), upstream.ErrUnavailable) {
+				backoff = 100 * time.Millisecond // not the origin yet: it will be shortly
+			} else {
+				backoff = min(backoff*2, time.Second)
+			}
 			if !f.desired(p.host) {
 				return
 			}

@@ -34,6 +34,7 @@ import (
 	"github.com/ferrystream/ferry/services/ingest/internal/emit"
 	"github.com/ferrystream/ferry/services/ingest/internal/metrics"
 	"github.com/ferrystream/ferry/services/ingest/internal/stream"
+	"github.com/ferrystream/ferry/services/ingest/internal/upstream"
 )
 
 // Errors a resolver returns so the handler can answer with the right status.
@@ -433,7 +434,29 @@ func (n *Node) OnDescribe(ctx *gortsplib.ServerHandlerOnDescribeCtx) (*base.Resp
 	if s == nil {
 		return res, nil, err
 	}
+	if isFerryPull(ctx.Request) && s.RelayOnly() {
+		// Another Ferry host pulls the stream (an edge, or the old host of a
+		// move relaying for its readers) but this host only relays it itself,
+		// typically from that very host while a new publisher is on its way
+		// here. Serving it would make a loop that looks caught up while it
+		// carries nothing new: the old host would close its publisher before
+		// this host has the new one. The puller retries shortly.
+		n.log.Debug().Str("stream", s.Name).Str("remote", remote(ctx.Conn)).
+			Msg("DESCRIBE from a Ferry host refused: the stream is only relayed here")
+		return &base.Response{StatusCode: base.StatusServiceUnavailable,
+			StatusMessage: statusMessage(base.StatusServiceUnavailable, "stream not published here yet"),
+			Header:        base.Header{"Retry-After": base.HeaderValue{"1"}}}, nil, nil
+	}
 	return &base.Response{StatusCode: base.StatusOK}, s.ServerStream(), nil
+}
+
+// isFerryPull reports whether a request comes from another Ferry host's pull.
+func isFerryPull(req *base.Request) bool {
+	if req == nil {
+		return false
+	}
+	ua := req.Header["User-Agent"]
+	return len(ua) > 0 && ua[0] == upstream.UserAgent
 }
 
 // OnSetup implements gortsplib.ServerHandlerOnSetup.

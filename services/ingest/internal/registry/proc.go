@@ -2,6 +2,7 @@ package registry
 
 import (
 	"bytes"
+	"math"
 	"os"
 	"runtime"
 	"strconv"
@@ -15,7 +16,8 @@ type Proc struct {
 	CPUSeconds float64
 	// RSS is the resident set size in bytes.
 	RSS int64
-	// MemLimit is the cgroup memory limit in bytes (0: none found).
+	// MemLimit is the cgroup memory limit in bytes, or the machine's total
+	// memory (MemTotal) when the cgroup sets none (0: neither found).
 	MemLimit int64
 	// FDs is the number of open descriptors and FDLimit the soft limit.
 	FDs, FDLimit int64
@@ -41,11 +43,64 @@ func ReadProc() Proc {
 		p.FDs = int64(len(ents))
 	}
 	var rl syscall.Rlimit
+	cur := uint64(0)
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err == nil {
-		p.FDLimit = int64(rl.Cur)
+		cur = rl.Cur
 	}
-	p.MemLimit = CgroupMemLimit()
+	p.FDLimit = fdLimit(cur, "/proc/sys/fs/nr_open")
+	p.MemLimit = memLimit(CgroupMemLimit(), "/proc/meminfo")
 	return p
+}
+
+// memLimit is the memory the process may use: the cgroup's limit, else the
+// machine's total memory (MemTotal in meminfo), else 0.
+func memLimit(cgroup int64, meminfo string) int64 {
+	if cgroup > 0 {
+		return cgroup
+	}
+	return MemTotal(meminfo)
+}
+
+// MemTotal returns MemTotal from a meminfo file (/proc/meminfo) in bytes, 0
+// when unreadable.
+func MemTotal(meminfo string) int64 {
+	b, err := os.ReadFile(meminfo)
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] == "MemTotal:" {
+			n, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil || n <= 0 {
+				return 0
+			}
+			if len(f) >= 3 && strings.EqualFold(f[2], "kB") {
+				n *= 1024
+			}
+			return n
+		}
+	}
+	return 0
+}
+
+// fdLimit is the descriptor limit to report for a soft RLIMIT_NOFILE of cur:
+// cur itself when it is a real limit; when it is 0 (unknown) or unlimited
+// (RLIM_INFINITY, which does not fit an int64), the kernel's per-process
+// maximum (/proc/sys/fs/nr_open), else 0.
+func fdLimit(cur uint64, nrOpen string) int64 {
+	if cur > 0 && cur <= math.MaxInt64 {
+		return int64(cur)
+	}
+	b, err := os.ReadFile(nrOpen)
+	if err != nil {
+		return 0
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil || n <= 0 {
+		return 0
+	}
+	return n
 }
 
 // ReadCPUOf returns the CPU seconds of another process (for benchmarks).

@@ -42,3 +42,47 @@ func TestTelemetrySample(t *testing.T) {
 		t.Fatalf("record %+v", rec)
 	}
 }
+
+func TestLimits(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	meminfo := write("meminfo", "MemTotal:       16318412 kB\nMemFree:         1234 kB\n")
+	nrOpen := write("nr_open", "1048576\n")
+	missing := filepath.Join(dir, "missing")
+	for _, tc := range []struct {
+		name    string
+		cgroup  int64
+		meminfo string
+		wantMem int64
+		rlimit  uint64
+		nrOpen  string
+		wantFDs int64
+	}{
+		{"cgroup limit wins", 512 << 20, meminfo, 512 << 20, 1024, nrOpen, 1024},
+		{"no cgroup limit: machine memory", 0, meminfo, 16318412 * 1024, 1024, nrOpen, 1024},
+		{"nothing readable", 0, missing, 0, 0, missing, 0},
+		{"unlimited descriptors: kernel maximum", 0, meminfo, 16318412 * 1024, ^uint64(0), nrOpen, 1048576},
+		{"unknown descriptor limit: kernel maximum", 0, meminfo, 16318412 * 1024, 0, nrOpen, 1048576},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := memLimit(tc.cgroup, tc.meminfo); got != tc.wantMem {
+				t.Errorf("memLimit = %d, want %d", got, tc.wantMem)
+			}
+			if got := fdLimit(tc.rlimit, tc.nrOpen); got != tc.wantFDs {
+				t.Errorf("fdLimit = %d, want %d", got, tc.wantFDs)
+			}
+		})
+	}
+	// on this machine the sample never reports a zero limit
+	if _, err := os.Stat("/proc/meminfo"); err == nil {
+		if p := ReadProc(); p.MemLimit <= 0 || p.FDLimit <= 0 {
+			t.Errorf("ReadProc: mem limit %d, fd limit %d (want > 0)", p.MemLimit, p.FDLimit)
+		}
+	}
+}

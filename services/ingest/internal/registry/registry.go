@@ -38,7 +38,7 @@ type Config struct {
 	Host, RTSPURL, Zone, Role string
 	CapacityStreams           int
 	CapacityBitrate           int64
-	// MemLimit overrides the cgroup memory limit (0: use the cgroup's).
+	// MemLimit overrides the memory limit of the sample (0: the cgroup limit, else the machine memory).
 	MemLimit int64
 }
 

@@ -75,6 +75,11 @@ func cloneDesc(d *description.Session) *description.Session {
 type Agent struct {
 	src media.Source
 
+	// StartDelay, if set, holds back the packets of a new connection for that
+	// long after RECORD succeeded (a publisher slow to start sending on its new
+	// connection, as over a slow network); the old connections keep them.
+	StartDelay time.Duration
+
 	mu    sync.Mutex
 	conns []*AgentConn
 	sent  atomic.Uint64
@@ -137,9 +142,21 @@ func (a *Agent) Connect(url string, tr gortsplib.Transport) (*AgentConn, error) 
 	if err := c.StartRecording(url, desc); err != nil {
 		return nil, err
 	}
-	a.mu.Lock()
-	a.conns = append(a.conns, ac)
-	a.mu.Unlock()
+	add := func() {
+		select {
+		case <-ac.done: // closed before it started
+			return
+		default:
+		}
+		a.mu.Lock()
+		a.conns = append(a.conns, ac)
+		a.mu.Unlock()
+	}
+	if a.StartDelay > 0 {
+		time.AfterFunc(a.StartDelay, add)
+	} else {
+		add()
+	}
 	go func() {
 		ac.err = c.Wait()
 		a.mu.Lock()

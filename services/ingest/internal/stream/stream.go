@@ -419,6 +419,27 @@ func (s *Stream) LocalFeeds() []*Feed {
 // Hosted reports whether the stream has a local source (publisher or camera).
 func (s *Stream) Hosted() bool { return len(s.LocalFeeds()) > 0 }
 
+// RelayOnly reports whether the stream's packets come from another Ferry host
+// only: it has an upstream feed and no local source that is ready (see
+// Feed.Ready). Such a stream must not be relayed on to another Ferry host: that
+// host may be the one it pulls from (a relay loop that carries nothing new).
+func (s *Stream) RelayOnly() bool {
+	upstream := false
+	for _, f := range s.Feeds() {
+		switch {
+		case f.Kind == KindUpstream:
+			upstream = true
+		case f.Kind.Local() && !f.Retired():
+			select {
+			case <-f.Ready():
+				return false
+			default:
+			}
+		}
+	}
+	return upstream
+}
+
 // AddReader records a playing reader session and its control connection.
 func (s *Stream) AddReader(ss *gortsplib.ServerSession, sc *gortsplib.ServerConn) {
 	s.mu.Lock()

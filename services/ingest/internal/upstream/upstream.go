@@ -19,6 +19,14 @@ import (
 // ErrNotFound is returned when the upstream answers 404 to DESCRIBE.
 var ErrNotFound = errors.New("upstream has no such stream")
 
+// ErrUnavailable is returned when the upstream answers 503 to DESCRIBE (for
+// example a host that is not the stream's origin yet); retry soon.
+var ErrUnavailable = errors.New("upstream unavailable")
+
+// UserAgent is the User-Agent of every pull between Ferry hosts; a host tells
+// such pulls from viewers by it.
+const UserAgent = "ferry-ingest"
+
 // Options configure a connection.
 type Options struct {
 	// Transport defaults to TCP (interleaved), the reliable choice between hosts.
@@ -62,7 +70,7 @@ func Dial(ctx context.Context, url string, o Options) (*Conn, error) {
 		Host:        u.Host,
 		Transport:   tr,
 		ReadTimeout: o.Timeout, WriteTimeout: o.Timeout,
-		UserAgent: "ferry-ingest",
+		UserAgent: UserAgent,
 	}
 	if o.OnPacketsLost != nil {
 		c.OnPacketsLost = func(lost uint64) { o.OnPacketsLost(lost) }
@@ -80,6 +88,9 @@ func Dial(ctx context.Context, url string, o Options) (*Conn, error) {
 		c.Close()
 		if isStatus(err, base.StatusNotFound) {
 			return nil, fmt.Errorf("describe %s: %w", url, ErrNotFound)
+		}
+		if isStatus(err, base.StatusServiceUnavailable) {
+			return nil, fmt.Errorf("describe %s: %w: %w", url, ErrUnavailable, err)
 		}
 		return nil, fmt.Errorf("describe %s: %w", url, err)
 	}
