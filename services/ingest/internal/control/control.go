@@ -53,48 +53,92 @@ func decodePlacement(b []byte) (events.Placement, error) {
 
 // Watch sends the stream's current placement and every change until ctx ends;
 // a deleted record is sent as a Placement with an empty Host. The channel is
-// closed when the watch ends.
+// closed when ctx ends; a lost request or an ended watcher is re-created.
 func (p Placements) Watch(ctx context.Context, stream string) (<-chan events.Placement, error) {
 	if p.KV == nil {
 		ch := make(chan events.Placement)
 		go func() { <-ctx.Done(); close(ch) }()
 		return ch, nil
 	}
-	w, err := p.KV.Watch(ctx, events.PlacementKey(stream))
-	if err != nil {
-		return nil, fmt.Errorf("watch placement %s: %w", stream, err)
-	}
 	ch := make(chan events.Placement, 4)
 	go func() {
 		defer close(ch)
-		defer func() { _ = w.Stop() }()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case e, ok := <-w.Updates():
-				if !ok {
-					return
-				}
-				if e == nil {
-					continue // end of the initial values
-				}
-				var pl events.Placement
-				if e.Operation() == jetstream.KeyValuePut {
-					var err error
-					if pl, err = decodePlacement(e.Value()); err != nil {
-						continue
-					}
-				}
+		// The watch is re-created when a request is lost (a NATS node failing
+		// over) or the watcher ends, until ctx ends: a follower must not stop
+		// following because of a transient bus failure.
+		for ctx.Err() == nil {
+			w, wctx, cancel := p.watchOnce(ctx, stream)
+			if w == nil {
 				select {
-				case ch <- pl:
 				case <-ctx.Done():
-					return
+				case <-time.After(200 * time.Millisecond):
 				}
+				continue
 			}
+			forward(wctx, w, ch)
+			_ = w.Stop()
+			cancel()
 		}
 	}()
 	return ch, nil
+}
+
+// watchOnce starts a KV watch bounded by attemptTimeout. The watcher lives
+// as long as the returned context (a child of ctx), which the caller cancels.
+func (p Placements) watchOnce(ctx context.Context, stream string) (jetstream.KeyWatcher, context.Context, context.CancelFunc) {
+	wctx, cancel := context.WithCancel(ctx)
+	type result struct {
+		w   jetstream.KeyWatcher
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		w, err := p.KV.Watch(wctx, events.PlacementKey(stream))
+		done <- result{w, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			cancel()
+			return nil, nil, nil
+		}
+		return r.w, wctx, cancel
+	case <-time.After(attemptTimeout):
+		cancel()
+		if r := <-done; r.w != nil {
+			_ = r.w.Stop()
+		}
+		return nil, nil, nil
+	}
+}
+
+// forward sends placements from w to ch until w ends or ctx ends.
+func forward(ctx context.Context, w jetstream.KeyWatcher, ch chan<- events.Placement) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+			if e == nil {
+				continue // end of the initial values
+			}
+			var pl events.Placement
+			if e.Operation() == jetstream.KeyValuePut {
+				var err error
+				if pl, err = decodePlacement(e.Value()); err != nil {
+					continue
+				}
+			}
+			select {
+			case ch <- pl:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
 }
 
 // StreamURL returns the RTSP URL of stream on the host a placement names:

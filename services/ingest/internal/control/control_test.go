@@ -2,6 +2,7 @@ package control
 
 import (
 	"context"
+	"encoding/json"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -95,5 +96,49 @@ func TestWaitSurvivesLostRequest(t *testing.T) {
 	}
 	if js.calls.Load() < 2 {
 		t.Fatalf("consumer requests: %d, want a retry", js.calls.Load())
+	}
+}
+
+// lostWatch is a placements bucket whose first Watch request is never
+// answered (it blocks until its context ends), like a request to a NATS node
+// that is going away.
+type lostWatch struct {
+	jetstream.KeyValue
+	calls atomic.Int64
+}
+
+func (l *lostWatch) Watch(ctx context.Context, keys string, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error) {
+	if l.calls.Add(1) == 1 {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return l.KeyValue.Watch(ctx, keys, opts...)
+}
+
+// TestPlacementWatchSurvivesLostRequest: a lost watch request is retried, so
+// a follower (edge or old host's relay) keeps following through a failover.
+func TestPlacementWatchSurvivesLostRequest(t *testing.T) {
+	env := testutil.NATS(t)
+	kv := &lostWatch{KeyValue: env.Stores.Placements}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ch, err := (Placements{KV: kv}).Watch(ctx, "cam-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(events.Placement{Stream: "cam-1", Host: "ingest-2", Epoch: 2, Mode: "push"})
+	if _, err := env.Stores.Placements.Put(ctx, events.PlacementKey("cam-1"), b); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case pl := <-ch:
+		if pl.Host != "ingest-2" {
+			t.Fatalf("placement %+v", pl)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no placement 10 s after the first watch request was lost")
+	}
+	if kv.calls.Load() < 2 {
+		t.Fatalf("watch requests: %d, want a retry", kv.calls.Load())
 	}
 }
