@@ -365,12 +365,33 @@ func (s *suite) waitMigration(t *testing.T, i int, wait time.Duration) stack.See
 // published (read back from the event stream).
 func (s *suite) scheduleMaintenance(t *testing.T, i int, host string, in time.Duration) string {
 	t.Helper()
-	out, err := ferryctl(t, "ops", "maintenance", "schedule", host, "--in", in.String(), "--reason", "compose-test")
+	// An operator retries a command that timed out (a NATS node may be going
+	// away at that moment); a window that did land is cancelled with the rest
+	// by cancelMaintenance.
+	var out string
+	var err error
+	for attempt := 1; attempt <= 4; attempt++ {
+		if out, err = ferryctl(t, "ops", "maintenance", "schedule", host, "--in", in.String(), "--reason", "compose-test"); err == nil {
+			break
+		}
+		t.Logf("maintenance schedule attempt %d: %v: %s", attempt, err, out)
+		time.Sleep(time.Second)
+	}
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	e := s.waitEvent(t, i, events.TypeMaintenanceScheduled, stack.Field("host", host), 10*time.Second)
 	return e.Str("maintenance_id")
+}
+
+// cancelMaintenanceSince cancels every window scheduled on host after mark i.
+func (s *suite) cancelMaintenanceSince(t *testing.T, i int, host string) {
+	t.Helper()
+	for _, e := range s.chain.All()[i:] {
+		if e.Env.Type == events.TypeMaintenanceScheduled && e.Str("host") == host {
+			s.cancelMaintenance(t, e.Str("maintenance_id"), host)
+		}
+	}
 }
 
 // cancelMaintenance withdraws a window (ferryctl as ops) so the host takes
@@ -482,6 +503,13 @@ func (s *suite) natsNodeStopMigration(t *testing.T) {
 	v := viewer(t)
 	victim := s.victimNode(t)
 	i := s.mark()
+	// Whatever happens below, the node comes back for the next scenarios.
+	t.Cleanup(func() {
+		if st, _ := docker("inspect", "-f", "{{.State.Running}}", "ferry-"+victim); strings.TrimSpace(st) != "true" {
+			_, _ = docker("start", "ferry-"+victim)
+			waitHealthy(t, 2*time.Minute, "ferry-"+victim)
+		}
+	})
 	stopBegan := time.Now()
 	type result struct {
 		took time.Duration
@@ -502,7 +530,8 @@ func (s *suite) natsNodeStopMigration(t *testing.T) {
 	settle(t, v, 50)
 	rep := v.Close()
 	to := s.home(t)
-	s.cancelMaintenance(t, id, from)
+	_ = id
+	s.cancelMaintenanceSince(t, i, from)
 	decided, _ := s.since(i, events.TypeReassigned, stack.Field("stream", stream))
 	restarted := time.Now()
 	mustDocker(t, "start", "ferry-"+victim)
