@@ -9,11 +9,11 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/ferrystream/ferry/libs/bus"
+	fenv "github.com/ferrystream/ferry/libs/env"
 )
 
 // ErrHelp is returned by Load when -h or --help was given; usage went to the writer.
@@ -89,32 +89,8 @@ func Default() Config {
 // does not validate; call Validate.
 func Load(args []string, getenv func(string) string, usage io.Writer) (Config, error) {
 	c := Default()
-	var errs []error
-	str := func(dst *string, key string) {
-		if v := getenv(key); v != "" {
-			*dst = v
-		}
-	}
-	num := func(dst *int, key string) {
-		if v := getenv(key); v != "" {
-			n, err := strconv.Atoi(v)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: %q is not an integer", key, v))
-				return
-			}
-			*dst = n
-		}
-	}
-	dur := func(dst *time.Duration, key string) {
-		if v := getenv(key); v != "" {
-			d, err := time.ParseDuration(v)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: %q is not a duration", key, v))
-				return
-			}
-			*dst = d
-		}
-	}
+	e := fenv.New(getenv)
+	str, num, dur := e.Str, e.Int, e.Dur
 	str(&c.Stream, "PUBLISH_STREAM")
 	str(&c.ClientID, "PUBLISH_CLIENT_ID")
 	str(&c.Source, "PUBLISH_SOURCE")
@@ -126,19 +102,13 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	str(&c.WebhookListen, "PUBLISH_WEBHOOK_LISTEN")
 	str(&c.WebhookURL, "PUBLISH_WEBHOOK_URL")
 	str(&c.NotifierURL, "PUBLISH_NOTIFIER_URL")
-	if v := getenv("PUBLISH_JSON"); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("PUBLISH_JSON: %q is not a boolean", v))
-		}
-		c.JSON = b
-	}
+	e.Bool(&c.JSON, "PUBLISH_JSON")
 	str(&c.MetricsAddr, "PUBLISH_METRICS_ADDR")
 	dur(&c.RetryMin, "PUBLISH_RETRY_MIN")
 	dur(&c.RetryMax, "PUBLISH_RETRY_MAX")
 	dur(&c.RedirectOverlap, "PUBLISH_REDIRECT_OVERLAP")
 	c.NATS = bus.ConfigFromEnv(getenv, bus.Config{Name: "ferry-publish"})
-	if err := errors.Join(errs...); err != nil {
+	if err := e.Err(); err != nil {
 		return c, err
 	}
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ferrystream/ferry/libs/bus"
+	fenv "github.com/ferrystream/ferry/libs/env"
 )
 
 // ErrHelp is returned by Load when -h or --help was given; usage went to the writer.
@@ -76,22 +77,8 @@ func Default() Config {
 // does not validate; call Validate.
 func Load(args []string, getenv func(string) string, usage io.Writer) (Config, error) {
 	c := Default()
-	var errs []error
-	str := func(dst *string, key string) {
-		if v := getenv(key); v != "" {
-			*dst = v
-		}
-	}
-	dur := func(dst *time.Duration, key string) {
-		if v := getenv(key); v != "" {
-			d, err := time.ParseDuration(v)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: %q is not a duration", key, v))
-				return
-			}
-			*dst = d
-		}
-	}
+	e := fenv.New(getenv)
+	str, dur := e.Str, e.Dur
 	str(&c.HTTPAddr, "NOTIFIER_HTTP_ADDR")
 	str(&c.MetricsAddr, "NOTIFIER_METRICS_ADDR")
 	str(&c.TokenSecret, "FERRY_TOKEN_SECRET")
@@ -104,7 +91,7 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	dur(&c.Lookback, "NOTIFIER_LOOKBACK")
 	dur(&c.UrgentWindow, "NOTIFIER_URGENT_WINDOW")
 	c.NATS = bus.ConfigFromEnv(getenv, bus.Config{Name: "ferry-notifier"})
-	if err := errors.Join(errs...); err != nil {
+	if err := e.Err(); err != nil {
 		return c, err
 	}
 

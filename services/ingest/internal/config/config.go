@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ferrystream/ferry/libs/bus"
+	fenv "github.com/ferrystream/ferry/libs/env"
 )
 
 // Roles of an ingest node.
@@ -92,32 +93,8 @@ func Default() Config {
 // not validate; call Validate.
 func Load(args []string, getenv func(string) string, usage io.Writer) (Config, error) {
 	c := Default()
-	var errs []error
-	str := func(dst *string, key string) {
-		if v := getenv(key); v != "" {
-			*dst = v
-		}
-	}
-	dur := func(dst *time.Duration, key string) {
-		if v := getenv(key); v != "" {
-			d, err := time.ParseDuration(v)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: %q is not a duration", key, v))
-				return
-			}
-			*dst = d
-		}
-	}
-	num := func(key string, set func(int64)) {
-		if v := getenv(key); v != "" {
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: %q is not an integer", key, v))
-				return
-			}
-			set(n)
-		}
-	}
+	e := fenv.New(getenv)
+	str, dur := e.Str, e.Dur
 	str(&c.HostID, "INGEST_HOST_ID")
 	str(&c.RTSPAddr, "INGEST_RTSP_ADDR")
 	str(&c.PublicURL, "INGEST_PUBLIC_URL")
@@ -125,26 +102,20 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	str(&c.UDPRTCPAddr, "INGEST_UDP_RTCP_ADDR")
 	str(&c.Zone, "INGEST_ZONE")
 	str(&c.Role, "INGEST_ROLE")
-	num("INGEST_CAPACITY_STREAMS", func(n int64) { c.CapacityStreams = int(n) })
-	num("INGEST_CAPACITY_BITRATE", func(n int64) { c.CapacityBitrate = n })
-	num("INGEST_MEM_LIMIT", func(n int64) { c.MemLimit = n })
+	e.Int(&c.CapacityStreams, "INGEST_CAPACITY_STREAMS")
+	e.Int64(&c.CapacityBitrate, "INGEST_CAPACITY_BITRATE")
+	e.Int64(&c.MemLimit, "INGEST_MEM_LIMIT")
 	dur(&c.DrainGrace, "INGEST_DRAIN_GRACE")
 	dur(&c.StreamGrace, "INGEST_STREAM_GRACE")
 	dur(&c.EdgeLinger, "INGEST_EDGE_LINGER")
 	dur(&c.UpstreamWait, "INGEST_UPSTREAM_WAIT")
-	if v := getenv("INGEST_ALLOW_OPEN_PUBLISH"); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("INGEST_ALLOW_OPEN_PUBLISH: %q is not a boolean", v))
-		}
-		c.AllowOpenPublish = b
-	}
+	e.Bool(&c.AllowOpenPublish, "INGEST_ALLOW_OPEN_PUBLISH")
 	str(&c.TLSCert, "INGEST_TLS_CERT")
 	str(&c.TLSKey, "INGEST_TLS_KEY")
 	str(&c.TokenSecret, "FERRY_TOKEN_SECRET")
 	str(&c.MetricsAddr, "INGEST_METRICS_ADDR")
 	c.NATS = bus.ConfigFromEnv(getenv, bus.Config{Name: "ferry-ingest"})
-	if err := errors.Join(errs...); err != nil {
+	if err := e.Err(); err != nil {
 		return c, err
 	}
 
