@@ -45,6 +45,9 @@ func TestSchemasCompile(t *testing.T) {
 	if strings.Join(got, "\n") != strings.Join(wantTypes, "\n") {
 		t.Fatalf("schema types:\n got %q\nwant %q", got, wantTypes)
 	}
+	if err := schemas.CompileAll(); err != nil {
+		t.Fatalf("CompileAll: %v", err)
+	}
 }
 
 // TestSchemaShape checks the conventions every event schema follows: $id

@@ -43,7 +43,22 @@ type MediaReport struct {
 	MaxTSStepMS float64 `json:"max_ts_step_ms"`
 	// LongestGapMS is the longest wall-clock interval between consecutive packets.
 	LongestGapMS float64 `json:"longest_gap_ms"`
+	// Skips lists the first MaxSkips forward jumps of the frame counter (frames
+	// counted missing), with when they arrived, so a loss can be matched to the
+	// event that caused it.
+	Skips []Skip `json:"skips,omitempty"`
 }
+
+// Skip is one forward jump of a media's frame counter: the frames after From and
+// before To had not arrived when To did, at At.
+type Skip struct {
+	At   time.Time `json:"at"`
+	From uint64    `json:"from"`
+	To   uint64    `json:"to"`
+}
+
+// MaxSkips bounds MediaReport.Skips.
+const MaxSkips = 64
 
 // Report is an Analyzer's result, one entry per media.
 type Report struct {
@@ -152,14 +167,14 @@ func (m *mediaAnalysis) add(pkt *rtp.Packet, arrival time.Time) {
 	m.ssrc, m.ts, m.arrival = pkt.SSRC, pkt.Timestamp, arrival
 
 	if c, ok := FrameCounter(pkt.Payload); ok {
-		m.frame(c)
+		m.frame(c, arrival)
 	}
 	if pkt.Marker {
 		m.curOpen = false
 	}
 }
 
-func (m *mediaAnalysis) frame(c uint64) {
+func (m *mediaAnalysis) frame(c uint64, arrival time.Time) {
 	r := &m.rep
 	if !m.audio && m.haveFrame && m.curOpen && c == m.cur {
 		return // another packet of the frame being received
@@ -173,6 +188,9 @@ func (m *mediaAnalysis) frame(c uint64) {
 		r.Frames++
 	case c > m.maxFrame:
 		r.FramesMissing += c - m.maxFrame - 1
+		if c > m.maxFrame+1 && len(r.Skips) < MaxSkips {
+			r.Skips = append(r.Skips, Skip{At: arrival, From: m.maxFrame, To: c})
+		}
 		if c-m.maxFrame >= frameWindow {
 			m.seen = [frameWindow / 64]uint64{}
 		} else {
@@ -225,6 +243,7 @@ func (a *Analyzer) Report() Report {
 			r.MaxTSStepMS = float64(r.MaxTSStep) * 1000 / float64(m.clock)
 		}
 		r.LongestGapMS = float64(m.gap) / float64(time.Millisecond)
+		r.Skips = append([]Skip(nil), r.Skips...)
 		rep.Medias[i] = r
 	}
 	return rep

@@ -2,6 +2,7 @@ package media
 
 import (
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -26,6 +27,7 @@ func TestAnalyzerVideo(t *testing.T) {
 		name  string
 		build func(frames [][]*rtp.Packet) ([]*rtp.Packet, []time.Duration) // nil durations: frame pacing
 		want  MediaReport
+		skips []Skip // At as an offset from the Unix epoch
 	}{
 		{
 			name:  "clean",
@@ -37,7 +39,8 @@ func TestAnalyzerVideo(t *testing.T) {
 			build: func(f [][]*rtp.Packet) ([]*rtp.Packet, []time.Duration) {
 				return flat(append(append([][]*rtp.Packet{}, f[:5]...), f[6:]...)), nil
 			},
-			want: MediaReport{Frames: 19, FirstFrame: 1, LastFrame: 20, FramesMissing: 1, SeqGaps: 1, SeqGapPackets: 3, MaxTSStep: 7200, MaxTSStepMS: 80, LongestGapMS: 40},
+			want:  MediaReport{Frames: 19, FirstFrame: 1, LastFrame: 20, FramesMissing: 1, SeqGaps: 1, SeqGapPackets: 3, MaxTSStep: 7200, MaxTSStepMS: 80, LongestGapMS: 40},
+			skips: []Skip{{At: time.Unix(0, int64(5*frameDur)), From: 5, To: 7}},
 		},
 		{
 			name: "frame repeated as is",
@@ -71,7 +74,8 @@ func TestAnalyzerVideo(t *testing.T) {
 			build: func(f [][]*rtp.Packet) ([]*rtp.Packet, []time.Duration) {
 				return flat(append(append(append([][]*rtp.Packet{}, f[:5]...), f[6], f[5]), f[7:]...)), nil
 			},
-			want: MediaReport{Frames: 20, FirstFrame: 1, LastFrame: 20, SeqGaps: 1, SeqGapPackets: 3, SeqBackwards: 3, TSBackwards: 1, MaxTSStep: 7200, MaxTSStepMS: 80, LongestGapMS: 40},
+			want:  MediaReport{Frames: 20, FirstFrame: 1, LastFrame: 20, SeqGaps: 1, SeqGapPackets: 3, SeqBackwards: 3, TSBackwards: 1, MaxTSStep: 7200, MaxTSStepMS: 80, LongestGapMS: 40},
+			skips: []Skip{{At: time.Unix(0, int64(5*frameDur)), From: 5, To: 7}}, // the late frame is taken off the count, not off this log
 		},
 		{
 			name: "ssrc changes",
@@ -144,8 +148,18 @@ func TestAnalyzerVideo(t *testing.T) {
 			want := tc.want
 			want.Codec = "H264"
 			want.Packets = uint64(len(pkts))
-			if got != want {
+			skips := got.Skips
+			got.Skips = nil
+			if !reflect.DeepEqual(got, want) {
 				t.Errorf("report\n got %+v\nwant %+v", got, want)
+			}
+			if len(skips) != len(tc.skips) {
+				t.Fatalf("skips %+v, want %+v", skips, tc.skips)
+			}
+			for i := range skips {
+				if !skips[i].At.Equal(tc.skips[i].At) || skips[i].From != tc.skips[i].From || skips[i].To != tc.skips[i].To {
+					t.Errorf("skip %d: %+v, want %+v", i, skips[i], tc.skips[i])
+				}
 			}
 		})
 	}
@@ -176,8 +190,9 @@ func TestAnalyzerAudio(t *testing.T) {
 	}
 	got := an.Report().Medias[0]
 	want := MediaReport{Codec: "G711", Packets: 10, Frames: 9, FirstFrame: 1, LastFrame: 10, FramesMissing: 1,
-		DuplicateFrames: 1, SeqBackwards: 1, SeqGaps: 1, SeqGapPackets: 1, MaxTSStep: 320, MaxTSStepMS: 40, LongestGapMS: 20}
-	if got != want {
+		DuplicateFrames: 1, SeqBackwards: 1, SeqGaps: 1, SeqGapPackets: 1, MaxTSStep: 320, MaxTSStepMS: 40, LongestGapMS: 20,
+		Skips: []Skip{{At: t0.Add(7 * 20 * time.Millisecond), From: 6, To: 8}}}
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("report\n got %+v\nwant %+v", got, want)
 	}
 }
@@ -202,7 +217,7 @@ func TestAnalyzerReportJSON(t *testing.T) {
 		}
 	}
 	var back Report
-	if err := json.Unmarshal(b, &back); err != nil || back.Medias[1] != rep.Medias[1] {
+	if err := json.Unmarshal(b, &back); err != nil || !reflect.DeepEqual(back.Medias[1], rep.Medias[1]) {
 		t.Errorf("round trip: %v %+v", err, back)
 	}
 }

@@ -272,14 +272,23 @@ func TestSplicerConcurrentWrites(t *testing.T) {
 	col := &collector{}
 	sp := NewSplicer(src.Description(), col.out, SplicerOptions{RetireAfter: 1 << 30})
 	var wg sync.WaitGroup
+	// Both feeds write the first packet before the goroutines start: B is then
+	// proven to share A's sequence space even if A runs far ahead of it (an
+	// unproven feed more than half the window away would be spliced as another
+	// sequence space, which is not what this test is about).
 	for _, id := range []string{"A", "B"} {
 		if err := sp.AddFeed(id, SameSeqSpace, nil); err != nil {
 			t.Fatal(err)
 		}
+		if err := sp.Write(id, 0, pkts[0]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range []string{"A", "B"} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for _, p := range pkts {
+			for _, p := range pkts[1:] {
 				if err := sp.Write(id, 0, p); err != nil {
 					t.Error(err)
 					return

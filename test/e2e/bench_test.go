@@ -48,6 +48,12 @@ func runChainBench(b *testing.B, s *stack.Stack, n int) {
 	}
 	defer chain.Stop()
 	var ceased, completed []float64
+	type round struct {
+		at       time.Time // maintenance scheduled
+		mig      string
+		from, to string
+	}
+	var rounds []round
 	for i := 0; i < n; i++ {
 		mw := scheduleMaintenance(b, s, host, 5*time.Second)
 		sched, _ := waitSeen(b, chain, events.TypeMaintenanceScheduled, stack.Field("maintenance_id", mw.MaintenanceID))
@@ -66,6 +72,7 @@ func runChainBench(b *testing.B, s *stack.Stack, n int) {
 		ceased = append(ceased, float64(c.At.Sub(sched.At).Microseconds())/1000)
 		completed = append(completed, float64(done.At.Sub(sched.At).Microseconds())/1000)
 		edgeSwitched(b, chain, mig)
+		rounds = append(rounds, round{at: sched.At, mig: mig, from: host, to: done.Str("to_host")})
 		// Put the host back in service for later rounds.
 		if _, err := events.Publish(ctx, s.JS, "bench", events.MaintenanceCancelled{MaintenanceID: mw.MaintenanceID, Host: host, Reason: "bench"}); err != nil {
 			b.Fatal(err)
@@ -74,6 +81,19 @@ func runChainBench(b *testing.B, s *stack.Stack, n int) {
 	}
 	settle(b, v, 25)
 	rep := v.Close()
+	// Each skip of the viewer's frame counter belongs to the migration scheduled
+	// last before it arrived: print them so a loss can be read in that
+	// migration's logs (FERRY_KEEP_DATA=1 keeps them).
+	for _, sk := range rep.Full.Video().Skips {
+		r := round{mig: "(before the first migration)"}
+		for _, c := range rounds {
+			if !c.at.After(sk.At) {
+				r = c
+			}
+		}
+		fmt.Printf("chain: %d frames lost (%d..%d) at %s, %.0f ms after migration %s (%s -> %s) was scheduled\n",
+			sk.To-sk.From-1, sk.From, sk.To, sk.At.UTC().Format("15:04:05.000"), float64(sk.At.Sub(r.at).Microseconds())/1000, r.mig, r.from, r.to)
+	}
 	sort.Float64s(ceased)
 	sort.Float64s(completed)
 	b.ReportMetric(percentile(ceased, 0.5), "ceased-p50-ms")

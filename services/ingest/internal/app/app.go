@@ -171,6 +171,8 @@ func (a *App) Run(ctx context.Context) error {
 	go func() { _ = bus.RunDeadLetters(rctx, js, log) }()
 
 	placements := control.Placements{KV: stores.Placements}
+	// one watch of the placements bucket for every stream the host follows
+	hub := control.NewHub(placements)
 	hosts := control.Hosts{KV: stores.Hosts}
 	a.emitter = emit.New(js, "ferry/ingest/"+a.cfg.HostID, log)
 	a.emitter.OnEmit = a.d.OnEmit
@@ -199,9 +201,9 @@ func (a *App) Run(ctx context.Context) error {
 		func() float64 { _, o := node.Table().Bytes(); return float64(o) },
 		func() float64 { _, p := node.Table().In(); return float64(p) })
 	edgeMgr = edge.New(edge.Config{Self: a.cfg.HostID, Linger: a.cfg.EdgeLinger, UpstreamWait: a.cfg.UpstreamWait},
-		node.Table(), placements, hosts, a.emitter, a.metrics, log)
+		node.Table(), hub, hosts, a.emitter, a.metrics, log)
 	a.edge = edgeMgr
-	a.handover = handover.New(handover.Config{Self: a.cfg.HostID}, node.Table(), placements,
+	a.handover = handover.New(handover.Config{Self: a.cfg.HostID}, node.Table(), hub,
 		control.Attachments{JS: js}, edgeMgr, hosts, a.emitter, a.metrics, log)
 	a.camera = camera.New(a.cfg.HostID, node.Table(), a.emitter, a.metrics, log, a.handover.Track)
 	node.SetResolver(edgeMgr)
@@ -224,6 +226,7 @@ func (a *App) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); f() }()
 	}
+	bg(func() { hub.Run(rctx) })
 	bg(func() { a.registry.Run(rctx) })
 	bg(func() { node.RunJanitor(rctx) })
 	bg(func() { edgeMgr.Run(rctx) })

@@ -12,7 +12,11 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"runtime/pprof"
+	"os/signal"
+	"strings"
+	"syscall"
 	"sort"
 	"strconv"
 	"sync"
@@ -39,6 +43,19 @@ import (
 const secret = "bench-secret"
 
 func TestMain(m *testing.M) {
+	if path := os.Getenv("BENCH_MEMPROFILE"); path != "" && os.Getenv("FERRY_BENCH_CHILD") != "" {
+		// the heap and runtime memory once the load runs, in both kinds of child
+		// (go tool pprof -sample_index=inuse_space <test binary> <path>.<kind>)
+		runtime.MemProfileRate = 4096
+		kind := os.Getenv("FERRY_BENCH_CHILD")
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGUSR1) // sent by measure after reading the RSS
+		go func() {
+			for range sig {
+				writeMemProfile(path + "." + kind)
+			}
+		}()
+	}
 	switch os.Getenv("FERRY_BENCH_CHILD") {
 	case "plain":
 		runPlain(os.Getenv("BENCH_ADDR"))
@@ -51,6 +68,7 @@ func TestMain(m *testing.M) {
 				time.AfterFunc(6*time.Second, func() { pprof.StopCPUProfile(); _ = f.Close() })
 			}
 		}
+
 		if err := ingest.Run(context.Background(), nil, os.Getenv, os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
@@ -58,6 +76,32 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
+}
+
+// writeMemProfile writes a heap profile to path and the runtime's memory
+// classes (heap in use, stacks, GC metadata...) to path.txt.
+func writeMemProfile(path string) {
+	runtime.GC()
+	if f, err := os.Create(path); err == nil {
+		_ = pprof.WriteHeapProfile(f)
+		_ = f.Close()
+	}
+	if f, err := os.Create(path + ".goroutines"); err == nil {
+		_ = pprof.Lookup("goroutine").WriteTo(f, 1)
+		_ = f.Close()
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	txt := fmt.Sprintf("goroutines %d\nheap_inuse %d\nheap_alloc %d\nheap_idle %d\nheap_released %d\nstack_inuse %d\nmspan_inuse %d\ngc_sys %d\nother_sys %d\nsys %d\n",
+		runtime.NumGoroutine(), ms.HeapInuse, ms.HeapAlloc, ms.HeapIdle, ms.HeapReleased, ms.StackInuse, ms.MSpanInuse, ms.GCSys, ms.OtherSys, ms.Sys)
+	if st, err := os.ReadFile("/proc/self/status"); err == nil {
+		for _, l := range strings.Split(string(st), "\n") {
+			if strings.HasPrefix(l, "Rss") {
+				txt += strings.Join(strings.Fields(l), " ") + "\n"
+			}
+		}
+	}
+	_ = os.WriteFile(path+".txt", []byte(txt), 0o644)
 }
 
 // plainRelay is gortsplib's examples/server with one stream per path: the
@@ -278,6 +322,14 @@ func measure(b *testing.B, env *testutil.Env, kind string, l load, dur time.Dura
 	time.Sleep(dur)
 	cpu = (c.cpu() - cpu0) / time.Since(t0).Seconds()
 	rss = c.rss()
+	if path := os.Getenv("BENCH_MEMPROFILE"); path != "" {
+		_ = os.Remove(path + "." + kind + ".txt")
+		_ = c.cmd.Process.Signal(syscall.SIGUSR1)
+		testutil.CheckFor(b, 10*time.Second, 50*time.Millisecond, func() error {
+			_, err := os.Stat(path + "." + kind + ".txt")
+			return err
+		})
+	}
 	for _, r := range readers {
 		pkts += r.n.Load()
 	}
@@ -295,6 +347,16 @@ func BenchmarkIngestVsPlainRelay(b *testing.B) {
 		dur = d
 	}
 	loads := []load{{1, 1}, {1, 10}, {1, 100}, {100, 1}}
+	if v := os.Getenv("BENCH_LOADS"); v != "" { // e.g. "100x1,1x10"
+		loads = nil
+		for _, f := range strings.Split(v, ",") {
+			var l load
+			if _, err := fmt.Sscanf(f, "%dx%d", &l.streams, &l.readers); err != nil {
+				b.Fatalf("BENCH_LOADS: %q is not STREAMSxREADERS", f)
+			}
+			loads = append(loads, l)
+		}
+	}
 	for i := 0; i < b.N; i++ {
 		fmt.Printf("ingest vs plain gortsplib relay, 2 Mbit/s per stream, %v per load, TCP readers\n", dur)
 		fmt.Printf("%-8s %-6s %10s %10s %12s\n", "load", "server", "cpu_s/s", "rss_MB", "pkts_out/s")

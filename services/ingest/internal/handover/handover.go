@@ -72,9 +72,10 @@ type Manager struct {
 }
 
 type watch struct {
-	st     *stream.Stream
-	cancel context.CancelFunc
-	seen   map[string]bool // handovers started, by migration id + epoch
+	st      *stream.Stream
+	cancel  context.CancelFunc
+	last    string               // the last handover started (migration id + new host)
+	running []context.CancelFunc // handovers started since the stream was last placed here
 }
 
 // New returns a manager.
@@ -106,7 +107,7 @@ func (m *Manager) Track(st *stream.Stream) {
 		w.cancel()
 	}
 	ctx, cancel := context.WithCancel(m.ctx)
-	w := &watch{st: st, cancel: cancel, seen: map[string]bool{}}
+	w := &watch{st: st, cancel: cancel}
 	m.tracked[st.Name] = w
 	m.wg.Add(1)
 	go func() {
@@ -147,18 +148,36 @@ func (m *Manager) watch(ctx context.Context, w *watch) {
 			if !ok {
 				return
 			}
-			if pl.Host == "" || pl.Host == m.cfg.Self || !w.st.Hosted() {
+			if pl.Host == m.cfg.Self {
+				// The stream lives here again (moved back before an earlier
+				// handover's deadline): that handover is over. Its deadline
+				// must not redirect the readers and close the stream, which
+				// now has a publisher here again.
+				if len(w.running) > 0 {
+					m.log.Info().Str("stream", w.st.Name).Str("migration_id", pl.MigrationID).Int("handovers", len(w.running)).
+						Msg("stream placed here again: earlier handovers of it stop")
+				}
+				for _, c := range w.running {
+					c()
+				}
+				w.running, w.last = nil, ""
+				continue
+			}
+			if pl.Host == "" || !w.st.Hosted() {
 				continue
 			}
 			key := pl.MigrationID + "/" + pl.Host
-			if w.seen[key] {
-				continue
+			if key == w.last {
+				continue // the same move, another revision of its record
 			}
-			w.seen[key] = true
+			w.last = key
+			hctx, hcancel := context.WithCancel(ctx)
+			w.running = append(w.running, hcancel)
 			busy.Add(1)
 			go func() {
 				defer busy.Done()
-				m.handover(ctx, w.st, pl)
+				defer hcancel()
+				m.handover(hctx, w.st, pl)
 			}()
 		}
 	}
@@ -227,7 +246,24 @@ func (m *Manager) handover(ctx context.Context, st *stream.Stream, pl events.Pla
 		return
 	case <-hctx.Done():
 	}
+	if publishedHere(st) {
+		// a publisher came back before the placement said so: keep it
+		log.Info().Msg("deadline: the stream is published here again; readers stay")
+		return
+	}
 	m.redirect(st, pl, log)
+}
+
+// publishedHere reports whether st has a local source that no handover
+// retired: a publisher (or camera) that arrived after this host let the
+// stream go, because the stream was moved back here.
+func publishedHere(st *stream.Stream) bool {
+	for _, f := range st.LocalFeeds() {
+		if !f.Retired() {
+			return true
+		}
+	}
+	return false
 }
 
 func (m *Manager) result(r string) {

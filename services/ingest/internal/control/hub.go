@@ -1,0 +1,269 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ferrystream/ferry/libs/events"
+)
+
+// Hub follows the whole placements bucket with one KV watch and hands each
+// change to the followers of that stream. A host follows every stream it
+// hosts (the handover) and every stream its edge serves; one watch per stream
+// cost an ordered consumer, its 256-entry buffer and two goroutines each
+// (about 8 KB of heap and 16 KB of stacks per stream), one watch per host
+// costs that once.
+//
+// A follower gets the stream's current placement, then every change. When a
+// follower falls behind, older undelivered placements are dropped for newer
+// ones: only where the stream lives now matters. Placements are delivered in
+// revision order; none is delivered twice.
+type Hub struct {
+	pl Placements
+
+	mu   sync.Mutex
+	subs map[string]map[*hubSub]struct{}
+}
+
+type hubSub struct {
+	stream string
+	ch     chan events.Placement
+	rev    uint64 // revision of the last placement delivered
+	closed bool
+}
+
+// followerBuffer is how many placements a follower may have undelivered before
+// the oldest is dropped.
+const followerBuffer = 2
+
+// NewHub returns a hub over p. Run must be running for followers to get
+// changes; Watch delivers the current placement without it.
+func NewHub(p Placements) *Hub {
+	return &Hub{pl: p, subs: map[string]map[*hubSub]struct{}{}}
+}
+
+// Get returns a stream's placement, or ErrNotPlaced.
+func (h *Hub) Get(ctx context.Context, stream string) (events.Placement, error) {
+	return h.pl.Get(ctx, stream)
+}
+
+// Run watches the bucket until ctx ends. A watch request that is lost (a NATS
+// node failing over) or a watcher that ends is re-created; once a watch runs,
+// every followed stream is read again, so a change made while no watch ran
+// (or before the first) is not lost.
+func (h *Hub) Run(ctx context.Context) {
+	if h.pl.KV == nil {
+		return
+	}
+	for ctx.Err() == nil {
+		w, wctx, cancel := h.watchOnce(ctx)
+		if w == nil {
+			select {
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+			continue
+		}
+		h.resync(wctx)
+		h.forward(wctx, w)
+		_ = w.Stop()
+		cancel()
+	}
+}
+
+func (h *Hub) watchOnce(ctx context.Context) (jetstream.KeyWatcher, context.Context, context.CancelFunc) {
+	wctx, cancel := context.WithCancel(ctx)
+	type result struct {
+		w   jetstream.KeyWatcher
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		w, err := h.pl.KV.Watch(wctx, events.PlacementKey(">"), jetstream.UpdatesOnly())
+		done <- result{w, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			cancel()
+			return nil, nil, nil
+		}
+		return r.w, wctx, cancel
+	case <-time.After(attemptTimeout):
+		cancel()
+		if r := <-done; r.w != nil {
+			_ = r.w.Stop()
+		}
+		return nil, nil, nil
+	}
+}
+
+func (h *Hub) forward(ctx context.Context, w jetstream.KeyWatcher) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+			if e == nil {
+				continue
+			}
+			stream := e.Key()[len(events.PlacementKey("")):]
+			var pl events.Placement
+			if e.Operation() == jetstream.KeyValuePut {
+				var err error
+				if pl, err = decodePlacement(e.Value()); err != nil {
+					continue
+				}
+			}
+			h.deliverAll(stream, pl, e.Revision())
+		}
+	}
+}
+
+// resync reads every followed stream's placement again.
+func (h *Hub) resync(ctx context.Context) {
+	h.mu.Lock()
+	streams := make([]string, 0, len(h.subs))
+	for s := range h.subs {
+		streams = append(streams, s)
+	}
+	h.mu.Unlock()
+	for _, s := range streams {
+		pl, rev, found, err := h.get(ctx, s)
+		switch {
+		case err != nil:
+			continue // the watch delivers the next change
+		case found:
+			h.deliverAll(s, pl, rev)
+		default:
+			h.deliverDeleted(s)
+		}
+	}
+}
+
+// get reads a stream's placement with its revision.
+func (h *Hub) get(ctx context.Context, stream string) (events.Placement, uint64, bool, error) {
+	actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+	defer cancel()
+	e, err := h.pl.KV.Get(actx, events.PlacementKey(stream))
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return events.Placement{}, 0, false, nil
+	}
+	if err != nil {
+		return events.Placement{}, 0, false, err
+	}
+	pl, err := decodePlacement(e.Value())
+	if err != nil {
+		return events.Placement{}, 0, false, nil // not a placement: as if absent
+	}
+	return pl, e.Revision(), true, nil
+}
+
+// Watch sends the stream's current placement and every change until ctx
+// ends; a deleted record is sent as a Placement with an empty Host. The
+// channel is closed when ctx ends.
+func (h *Hub) Watch(ctx context.Context, stream string) (<-chan events.Placement, error) {
+	sub := &hubSub{stream: stream, ch: make(chan events.Placement, followerBuffer)}
+	if h.pl.KV == nil {
+		go func() { <-ctx.Done(); close(sub.ch) }()
+		return sub.ch, nil
+	}
+	h.mu.Lock()
+	if h.subs[stream] == nil {
+		h.subs[stream] = map[*hubSub]struct{}{}
+	}
+	h.subs[stream][sub] = struct{}{}
+	h.mu.Unlock()
+	context.AfterFunc(ctx, func() {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		delete(h.subs[stream], sub)
+		if len(h.subs[stream]) == 0 {
+			delete(h.subs, stream)
+		}
+		sub.closed = true
+		close(sub.ch)
+	})
+	// The current placement, read once; a change the watch delivers meanwhile
+	// has a higher revision and wins. A lost request is retried.
+	go func() {
+		for ctx.Err() == nil {
+			pl, rev, found, err := h.get(ctx, stream)
+			if err == nil {
+				if found {
+					h.deliver(sub, pl, rev)
+				}
+				return
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}()
+	return sub.ch, nil
+}
+
+func (h *Hub) deliverAll(stream string, pl events.Placement, rev uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for sub := range h.subs[stream] {
+		h.deliverLocked(sub, pl, rev)
+	}
+}
+
+// deliverDeleted tells the followers of a stream that had a placement that it
+// has none now (found while resyncing, when the delete's revision is unknown).
+func (h *Hub) deliverDeleted(stream string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for sub := range h.subs[stream] {
+		if sub.rev > 0 {
+			h.deliverLocked(sub, events.Placement{}, sub.rev+1)
+		}
+	}
+}
+
+func (h *Hub) deliver(sub *hubSub, pl events.Placement, rev uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.deliverLocked(sub, pl, rev)
+}
+
+// deliverLocked sends pl to sub unless sub already has it or a newer one; a
+// full buffer loses its oldest placement (h.mu is the only sender's lock, so
+// the second send cannot block).
+func (h *Hub) deliverLocked(sub *hubSub, pl events.Placement, rev uint64) {
+	if sub.closed || rev <= sub.rev {
+		return
+	}
+	sub.rev = rev
+	select {
+	case sub.ch <- pl:
+		return
+	default:
+	}
+	select {
+	case <-sub.ch:
+	default:
+	}
+	sub.ch <- pl
+}
+
+// Followed returns how many followers the hub has (for tests and metrics).
+func (h *Hub) Followed() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, m := range h.subs {
+		n += len(m)
+	}
+	return n
+}
