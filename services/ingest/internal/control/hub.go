@@ -29,10 +29,14 @@ type Hub struct {
 	subs map[string]map[*hubSub]struct{}
 }
 
+// hubSub is one follower: a channel (Watch) or a function (Follow).
 type hubSub struct {
 	stream string
 	ch     chan events.Placement
-	rev    uint64 // revision of the last placement delivered
+	fn     func(events.Placement)
+
+	mu     sync.Mutex // orders deliveries; held while fn runs
+	rev    uint64     // revision of the last placement delivered
 	closed bool
 }
 
@@ -175,6 +179,23 @@ func (h *Hub) Watch(ctx context.Context, stream string) (<-chan events.Placement
 		go func() { <-ctx.Done(); close(sub.ch) }()
 		return sub.ch, nil
 	}
+	h.add(ctx, sub)
+	return sub.ch, nil
+}
+
+// Follow calls fn with the stream's current placement and every change until
+// ctx ends, in revision order, one call at a time, from the hub's goroutines:
+// fn must return quickly and must not call the hub. A follower costs no
+// goroutine of its own.
+func (h *Hub) Follow(ctx context.Context, stream string, fn func(events.Placement)) {
+	if h.pl.KV == nil {
+		return
+	}
+	h.add(ctx, &hubSub{stream: stream, fn: fn})
+}
+
+func (h *Hub) add(ctx context.Context, sub *hubSub) {
+	stream := sub.stream
 	h.mu.Lock()
 	if h.subs[stream] == nil {
 		h.subs[stream] = map[*hubSub]struct{}{}
@@ -183,13 +204,17 @@ func (h *Hub) Watch(ctx context.Context, stream string) (<-chan events.Placement
 	h.mu.Unlock()
 	context.AfterFunc(ctx, func() {
 		h.mu.Lock()
-		defer h.mu.Unlock()
 		delete(h.subs[stream], sub)
 		if len(h.subs[stream]) == 0 {
 			delete(h.subs, stream)
 		}
+		h.mu.Unlock()
+		sub.mu.Lock()
+		defer sub.mu.Unlock()
 		sub.closed = true
-		close(sub.ch)
+		if sub.ch != nil {
+			close(sub.ch)
+		}
 	})
 	// The current placement, read once; a change the watch delivers meanwhile
 	// has a higher revision and wins. A lost request is retried.
@@ -198,7 +223,7 @@ func (h *Hub) Watch(ctx context.Context, stream string) (<-chan events.Placement
 			pl, rev, found, err := h.get(ctx, stream)
 			if err == nil {
 				if found {
-					h.deliver(sub, pl, rev)
+					sub.deliver(pl, rev)
 				}
 				return
 			}
@@ -208,43 +233,52 @@ func (h *Hub) Watch(ctx context.Context, stream string) (<-chan events.Placement
 			}
 		}
 	}()
-	return sub.ch, nil
+}
+
+// followers returns the followers of stream.
+func (h *Hub) followers(stream string) []*hubSub {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]*hubSub, 0, len(h.subs[stream]))
+	for sub := range h.subs[stream] {
+		out = append(out, sub)
+	}
+	return out
 }
 
 func (h *Hub) deliverAll(stream string, pl events.Placement, rev uint64) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for sub := range h.subs[stream] {
-		h.deliverLocked(sub, pl, rev)
+	for _, sub := range h.followers(stream) {
+		sub.deliver(pl, rev)
 	}
 }
 
 // deliverDeleted tells the followers of a stream that had a placement that it
 // has none now (found while resyncing, when the delete's revision is unknown).
 func (h *Hub) deliverDeleted(stream string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for sub := range h.subs[stream] {
-		if sub.rev > 0 {
-			h.deliverLocked(sub, events.Placement{}, sub.rev+1)
+	for _, sub := range h.followers(stream) {
+		sub.mu.Lock()
+		rev := sub.rev
+		sub.mu.Unlock()
+		if rev > 0 {
+			sub.deliver(events.Placement{}, rev+1)
 		}
 	}
 }
 
-func (h *Hub) deliver(sub *hubSub, pl events.Placement, rev uint64) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.deliverLocked(sub, pl, rev)
-}
-
-// deliverLocked sends pl to sub unless sub already has it or a newer one; a
-// full buffer loses its oldest placement (h.mu is the only sender's lock, so
-// the second send cannot block).
-func (h *Hub) deliverLocked(sub *hubSub, pl events.Placement, rev uint64) {
+// deliver hands pl to the follower unless it already has it or a newer one. A
+// channel follower whose buffer is full loses its oldest placement (sub.mu
+// makes this the only sender, so the second send cannot block).
+func (sub *hubSub) deliver(pl events.Placement, rev uint64) {
+	sub.mu.Lock()
+	defer sub.mu.Unlock()
 	if sub.closed || rev <= sub.rev {
 		return
 	}
 	sub.rev = rev
+	if sub.fn != nil {
+		sub.fn(pl)
+		return
+	}
 	select {
 	case sub.ch <- pl:
 		return

@@ -23,9 +23,9 @@ import (
 	"github.com/ferrystream/ferry/services/ingest/internal/stream"
 )
 
-// Placements watches the placements bucket.
+// Placements follows the placements bucket (see control.Hub.Follow).
 type Placements interface {
-	Watch(ctx context.Context, stream string) (<-chan events.Placement, error)
+	Follow(ctx context.Context, stream string, fn func(events.Placement))
 }
 
 // Attachments waits for a publisher_attached event.
@@ -67,13 +67,14 @@ type Manager struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu      sync.Mutex // guards tracked
+	mu      sync.Mutex // guards tracked and the cancelling of ctx against wg.Add
 	tracked map[string]*watch
 }
 
 type watch struct {
-	st      *stream.Stream
-	cancel  context.CancelFunc
+	st     *stream.Stream
+	cancel context.CancelFunc
+	// used only by placed, which the hub calls one at a time per follower
 	last    string               // the last handover started (migration id + new host)
 	running []context.CancelFunc // handovers started since the stream was last placed here
 }
@@ -85,18 +86,24 @@ func New(cfg Config, table *stream.Table, pl Placements, att Attachments, relay 
 		cfg.DefaultDeadline = 2 * time.Minute
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Manager{cfg: cfg, table: table, pl: pl, att: att, relay: relay, hosts: hosts, emit: em, metrics: m,
+	mgr := &Manager{cfg: cfg, table: table, pl: pl, att: att, relay: relay, hosts: hosts, emit: em, metrics: m,
 		log: log.With().Str("component", "handover").Str("host", cfg.Self).Logger(),
 		ctx: ctx, cancel: cancel, tracked: map[string]*watch{}}
+	mgr.wg.Add(1)
+	go func() { defer mgr.wg.Done(); mgr.janitor() }()
+	return mgr
 }
 
 // Close stops every watch and handover.
 func (m *Manager) Close() {
+	m.mu.Lock()
 	m.cancel()
+	m.mu.Unlock()
 	m.wg.Wait()
 }
 
-// Track watches the placement of st, a stream that just got a local source.
+// Track follows the placement of st, a stream that just got a local source.
+// Following costs no goroutine; a handover runs in one while it lasts.
 func (m *Manager) Track(st *stream.Stream) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -109,11 +116,7 @@ func (m *Manager) Track(st *stream.Stream) {
 	ctx, cancel := context.WithCancel(m.ctx)
 	w := &watch{st: st, cancel: cancel}
 	m.tracked[st.Name] = w
-	m.wg.Add(1)
-	go func() {
-		defer m.wg.Done()
-		m.watch(ctx, w)
-	}()
+	m.pl.Follow(ctx, st.Name, func(pl events.Placement) { m.placed(ctx, w, pl) })
 }
 
 func (m *Manager) untrack(w *watch) {
@@ -125,62 +128,77 @@ func (m *Manager) untrack(w *watch) {
 	w.cancel()
 }
 
-func (m *Manager) watch(ctx context.Context, w *watch) {
-	defer m.untrack(w)
-	ch, err := m.pl.Watch(ctx, w.st.Name)
-	if err != nil {
-		m.log.Error().Err(err).Str("stream", w.st.Name).Msg("cannot watch placement: no handover for this stream")
-		return
-	}
+// janitor stops following streams that closed.
+func (m *Manager) janitor() {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	var busy sync.WaitGroup
-	defer busy.Wait()
 	for {
 		select {
-		case <-ctx.Done():
+		case <-m.ctx.Done():
 			return
 		case <-tick.C:
+		}
+		m.mu.Lock()
+		var closed []*watch
+		for _, w := range m.tracked {
 			if w.st.Closed() {
-				return
+				closed = append(closed, w)
 			}
-		case pl, ok := <-ch:
-			if !ok {
-				return
-			}
-			if pl.Host == m.cfg.Self {
-				// The stream lives here again (moved back before an earlier
-				// handover's deadline): that handover is over. Its deadline
-				// must not redirect the readers and close the stream, which
-				// now has a publisher here again.
-				if len(w.running) > 0 {
-					m.log.Info().Str("stream", w.st.Name).Str("migration_id", pl.MigrationID).Int("handovers", len(w.running)).
-						Msg("stream placed here again: earlier handovers of it stop")
-				}
-				for _, c := range w.running {
-					c()
-				}
-				w.running, w.last = nil, ""
-				continue
-			}
-			if pl.Host == "" || !w.st.Hosted() {
-				continue
-			}
-			key := pl.MigrationID + "/" + pl.Host
-			if key == w.last {
-				continue // the same move, another revision of its record
-			}
-			w.last = key
-			hctx, hcancel := context.WithCancel(ctx)
-			w.running = append(w.running, hcancel)
-			busy.Add(1)
-			go func() {
-				defer busy.Done()
-				defer hcancel()
-				m.handover(hctx, w.st, pl)
-			}()
+		}
+		m.mu.Unlock()
+		for _, w := range closed {
+			m.untrack(w)
 		}
 	}
+}
+
+// placed handles a placement of a tracked stream (called by the placements
+// hub, one at a time per stream: it must not block).
+func (m *Manager) placed(ctx context.Context, w *watch, pl events.Placement) {
+	if ctx.Err() != nil {
+		return
+	}
+	if w.st.Closed() {
+		m.untrack(w)
+		return
+	}
+	if pl.Host == m.cfg.Self {
+		// The stream lives here again (moved back before an earlier
+		// handover's deadline): that handover is over. Its deadline must not
+		// redirect the readers and close the stream, which now has a
+		// publisher here again.
+		if len(w.running) > 0 {
+			m.log.Info().Str("stream", w.st.Name).Str("migration_id", pl.MigrationID).Int("handovers", len(w.running)).
+				Msg("stream placed here again: earlier handovers of it stop")
+		}
+		for _, c := range w.running {
+			c()
+		}
+		w.running, w.last = nil, ""
+		return
+	}
+	if pl.Host == "" || !w.st.Hosted() {
+		return
+	}
+	key := pl.MigrationID + "/" + pl.Host
+	if key == w.last {
+		return // the same move, another revision of its record
+	}
+	w.last = key
+	m.mu.Lock() // Close cancels under m.mu: no Add once its Wait may run
+	if m.ctx.Err() != nil {
+		m.mu.Unlock()
+		return
+	}
+	m.wg.Add(1)
+	m.mu.Unlock()
+	hctx, hcancel := context.WithCancel(ctx)
+	w.running = append(w.running, hcancel)
+	go func() {
+		defer m.wg.Done()
+		defer hcancel()
+		m.handover(hctx, w.st, pl)
+	}()
 }
 
 // handover moves st's readers onto a relay from pl.Host and lets the local
