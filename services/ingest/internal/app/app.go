@@ -168,7 +168,10 @@ func (a *App) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("bootstrap: %w", err)
 	}
-	go func() { _ = bus.RunDeadLetters(rctx, js, log) }()
+	// Dead letters (this host's command consumer's included) are copied to
+	// FERRY_DLQ by the control-plane services (placement, health-prediction,
+	// notifier), which share one durable forwarder; the advisories wait in
+	// FERRY_DLQ_ADVISORIES until one runs. A media host does not run it.
 
 	placements := control.Placements{KV: stores.Placements}
 	// one watch of the placements bucket for every stream the host follows

@@ -249,8 +249,10 @@ func (l load) String() string { return fmt.Sprintf("%dx%d", l.streams, l.readers
 
 const bitrate = 2_000_000
 
-// measure runs one load against one server kind and returns CPU s/s and RSS.
-func measure(b *testing.B, env *testutil.Env, kind string, l load, dur time.Duration) (cpu float64, rss int64, pkts uint64) {
+// measure runs one load against one server kind and returns CPU s/s, the mean
+// and the largest RSS sampled every 100 ms over the window (one sample would
+// mostly measure where the garbage collector happened to be), and packets out.
+func measure(b *testing.B, env *testutil.Env, kind string, l load, dur time.Duration) (cpu float64, rss, rssMax int64, pkts uint64) {
 	b.Helper()
 	var c *child
 	if kind == "ferry" {
@@ -319,9 +321,14 @@ func measure(b *testing.B, env *testutil.Env, kind string, l load, dur time.Dura
 	for _, r := range readers {
 		n0 += r.n.Load()
 	}
-	time.Sleep(dur)
+	var sum, n int64
+	for end := t0.Add(dur); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		v := c.rss()
+		sum, n = sum+v, n+1
+		rssMax = max(rssMax, v)
+	}
 	cpu = (c.cpu() - cpu0) / time.Since(t0).Seconds()
-	rss = c.rss()
+	rss = sum / max(n, 1)
 	if path := os.Getenv("BENCH_MEMPROFILE"); path != "" {
 		_ = os.Remove(path + "." + kind + ".txt")
 		_ = c.cmd.Process.Signal(syscall.SIGUSR1)
@@ -334,7 +341,7 @@ func measure(b *testing.B, env *testutil.Env, kind string, l load, dur time.Dura
 		pkts += r.n.Load()
 	}
 	pkts -= n0
-	return cpu, rss, pkts
+	return cpu, rss, rssMax, pkts
 }
 
 // BenchmarkIngestVsPlainRelay prints, side by side, the CPU seconds per second
@@ -359,13 +366,20 @@ func BenchmarkIngestVsPlainRelay(b *testing.B) {
 	}
 	for i := 0; i < b.N; i++ {
 		fmt.Printf("ingest vs plain gortsplib relay, 2 Mbit/s per stream, %v per load, TCP readers\n", dur)
-		fmt.Printf("%-8s %-6s %10s %10s %12s\n", "load", "server", "cpu_s/s", "rss_MB", "pkts_out/s")
+		fmt.Printf("%-8s %-6s %10s %12s %11s %12s\n", "load", "server", "cpu_s/s", "rss_mean_MB", "rss_max_MB", "pkts_out/s")
 		for _, l := range loads {
+			var base [2]float64
 			for _, kind := range []string{"plain", "ferry"} {
-				cpu, rss, pkts := measure(b, env, kind, l, dur)
-				fmt.Printf("%-8s %-6s %10.3f %10.1f %12.0f\n", l, kind, cpu, float64(rss)/(1<<20), float64(pkts)/dur.Seconds())
+				cpu, rss, rssMax, pkts := measure(b, env, kind, l, dur)
+				mb := float64(rss) / (1 << 20)
+				fmt.Printf("%-8s %-6s %10.3f %12.1f %11.1f %12.0f\n", l, kind, cpu, mb, float64(rssMax)/(1<<20), float64(pkts)/dur.Seconds())
 				b.ReportMetric(cpu, fmt.Sprintf("cpu_s/s_%s_%s", kind, l))
-				b.ReportMetric(float64(rss)/(1<<20), fmt.Sprintf("rss_MB_%s_%s", kind, l))
+				b.ReportMetric(mb, fmt.Sprintf("rss_MB_%s_%s", kind, l))
+				if kind == "plain" {
+					base = [2]float64{cpu, mb}
+				} else {
+					fmt.Printf("%-8s %-6s %+10.3f %+12.1f\n", l, "diff", cpu-base[0], mb-base[1])
+				}
 			}
 		}
 	}
