@@ -468,20 +468,24 @@ func (f *follower) runPull(p *pull) {
 		f.mu.Unlock()
 	}()
 	backoff := 100 * time.Millisecond
+	notYet := 20 * time.Millisecond // retry interval while the host is not the origin yet
 	for attempt := 0; ; attempt++ {
 		if f.ctx.Err() != nil || (attempt > 0 && !f.desired(p.host)) {
 			return
 		}
 		if attempt > 0 {
+			if errors.Is(f.failure(), upstream.ErrUnavailable) {
+				// Not the origin yet: it will be shortly (a move waits on
+				// this pull), so the first retries come fast: 20, 40, 80 ms,
+				// then every 100 ms.
+				backoff, notYet = notYet, min(notYet*2, 100*time.Millisecond)
+			} else if attempt > 1 {
+				backoff = min(backoff*2, time.Second)
+			}
 			select {
 			case <-f.ctx.Done():
 				return
 			case <-time.After(backoff):
-			}
-			if errors.Is(f.failure(), upstream.ErrUnavailable) {
-				backoff = 100 * time.Millisecond // not the origin yet: it will be shortly
-			} else {
-				backoff = min(backoff*2, time.Second)
 			}
 			if !f.desired(p.host) {
 				return
