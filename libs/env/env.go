@@ -55,7 +55,7 @@ func (r *Reader) Dur(dst *time.Duration, key string) {
 	if v := r.getenv(key); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil {
-			r.errs = append(r.errs, fmt.Errorf("%s: %q is not a duration", key, v))
+			r.errs = append(r.errs, fmt.Errorf("%s: %q is not a duration (e.g. 10s)", key, v))
 			return
 		}
 		*dst = d

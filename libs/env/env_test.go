@@ -21,7 +21,7 @@ func TestReader(t *testing.T) {
 	r.Int(&i, "BAD_I")
 	r.Dur(&d, "BAD_D")
 	r.Bool(&b, "BAD_B")
-	want := "BAD_I: \"seven\" is not an integer\nBAD_D: \"soon\" is not a duration\nBAD_B: \"maybe\" is not a boolean"
+	want := "BAD_I: \"seven\" is not an integer\nBAD_D: \"soon\" is not a duration (e.g. 10s)\nBAD_B: \"maybe\" is not a boolean"
 	if err := r.Err(); err == nil || err.Error() != want || i != 7 {
 		t.Fatalf("err = %v, i = %d", err, i)
 	}

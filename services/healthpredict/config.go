@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ferrystream/ferry/libs/bus"
+	"github.com/ferrystream/ferry/libs/env"
 	"github.com/ferrystream/ferry/services/healthpredict/internal/predict"
 	"github.com/ferrystream/ferry/services/healthpredict/internal/service"
 )
@@ -130,7 +131,7 @@ func (k Knob) set(v string) error {
 	case k.dur != nil:
 		d, err := time.ParseDuration(v)
 		if err != nil {
-			return fmt.Errorf("%s: %q is not a duration (e.g. 30s)", k.Key, v)
+			return fmt.Errorf("%s: %q is not a duration (e.g. 10s)", k.Key, v)
 		}
 		*k.dur = d
 	case k.num != nil:
@@ -219,25 +220,17 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 		errs = append(errs, err)
 	}
 	c.Predict = p
-	dur := func(dst *time.Duration, key string) {
-		if v := getenv(key); v != "" {
-			d, err := time.ParseDuration(v)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: %q is not a duration (e.g. 30s)", key, v))
-				return
-			}
-			*dst = d
-		}
-	}
-	if v := getenv("HEALTHPREDICT_INSTANCE"); v != "" {
-		c.Instance = v
-	}
+	r := env.New(getenv)
+	r.Str(&c.Instance, "HEALTHPREDICT_INSTANCE")
 	if v, ok := lookup(getenv, "HEALTHPREDICT_METRICS_ADDR"); ok {
-		c.MetricsAddr = v
+		c.MetricsAddr = v // set but empty disables the endpoint
 	}
-	dur(&c.MaxFuture, "HEALTHPREDICT_MAX_FUTURE")
-	dur(&c.Tick, "HEALTHPREDICT_TICK")
-	dur(&c.DeadLetterEvery, "HEALTHPREDICT_DLQ_EVERY")
+	r.Dur(&c.MaxFuture, "HEALTHPREDICT_MAX_FUTURE")
+	r.Dur(&c.Tick, "HEALTHPREDICT_TICK")
+	r.Dur(&c.DeadLetterEvery, "HEALTHPREDICT_DLQ_EVERY")
+	if err := r.Err(); err != nil {
+		errs = append(errs, err)
+	}
 	c.NATS = bus.ConfigFromEnv(getenv, c.NATS)
 	if err := errors.Join(errs...); err != nil {
 		return c, err

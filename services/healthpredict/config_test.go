@@ -42,7 +42,7 @@ func TestConfErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"bad duration", map[string]string{"HEALTHPREDICT_HORIZON": "soon"}, nil, `HEALTHPREDICT_HORIZON: "soon" is not a duration (e.g. 30s)`},
+		{"bad duration", map[string]string{"HEALTHPREDICT_HORIZON": "soon"}, nil, `HEALTHPREDICT_HORIZON: "soon" is not a duration (e.g. 10s)`},
 		{"bad number", map[string]string{"HEALTHPREDICT_MIN_TAU": "high"}, nil, `HEALTHPREDICT_MIN_TAU: "high" is not a number`},
 		{"bad integer", map[string]string{"HEALTHPREDICT_MIN_POINTS": "6.5"}, nil, `HEALTHPREDICT_MIN_POINTS: "6.5" is not an integer`},
 		{"bad windows", map[string]string{"HEALTHPREDICT_WINDOWS": "1m,two"}, nil,

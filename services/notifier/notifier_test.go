@@ -63,7 +63,7 @@ func TestConfigErrors(t *testing.T) {
 		_, err := notifier.Load(nil, func(k string) string {
 			return map[string]string{"NOTIFIER_LEASE": "soon"}[k]
 		}, io.Discard)
-		if err == nil || err.Error() != `NOTIFIER_LEASE: "soon" is not a duration` {
+		if err == nil || err.Error() != `NOTIFIER_LEASE: "soon" is not a duration (e.g. 10s)` {
 			t.Fatalf("got %v", err)
 		}
 	})

@@ -8,10 +8,10 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"strconv"
 	"time"
 
 	"github.com/ferrystream/ferry/libs/bus"
+	"github.com/ferrystream/ferry/libs/env"
 	"github.com/ferrystream/ferry/services/placement/internal/engine"
 	"github.com/ferrystream/ferry/services/placement/internal/fleet"
 )
@@ -81,47 +81,24 @@ var ErrHelp = flag.ErrHelp
 func Load(args []string, getenv func(string) string, out io.Writer) (Config, error) {
 	c := DefaultConfig()
 	c.NATS = bus.ConfigFromEnv(getenv, c.NATS)
-	str := func(dst *string, key string) {
-		if v := getenv(key); v != "" {
-			*dst = v
-		}
+	r := env.New(getenv)
+	r.Str(&c.ID, "PLACEMENT_ID")
+	r.Str(&c.MetricsAddr, "PLACEMENT_METRICS_ADDR")
+	r.Str(&c.TokenSecret, "FERRY_TOKEN_SECRET")
+	r.Dur(&c.TokenTTL, "PLACEMENT_TOKEN_TTL")
+	r.Dur(&c.MinDeadline, "PLACEMENT_MIN_DEADLINE")
+	r.Dur(&c.Pace, "PLACEMENT_PACE")
+	r.Dur(&c.StaleAfter, "PLACEMENT_STALE_AFTER")
+	r.Dur(&c.StepGrace, "PLACEMENT_STEP_GRACE")
+	r.Dur(&c.FallbackGrace, "PLACEMENT_FALLBACK_GRACE")
+	r.Dur(&c.EvacuationLead, "PLACEMENT_EVACUATION_LEAD")
+	r.Int(&c.DefaultCapacity, "PLACEMENT_DEFAULT_CAPACITY")
+	r.Int(&c.MaxCapacity, "PLACEMENT_MAX_CAPACITY")
+	r.Int64(&c.StreamBitrate, "PLACEMENT_STREAM_BITRATE")
+	r.Int(&c.Workers, "PLACEMENT_WORKERS")
+	if err := r.Err(); err != nil {
+		c.parseErrs = append(c.parseErrs, err)
 	}
-	dur := func(dst *time.Duration, key string) {
-		if v := getenv(key); v != "" {
-			d, err := time.ParseDuration(v)
-			if err != nil {
-				c.parseErrs = append(c.parseErrs, fmt.Errorf("%s: %q is not a duration (e.g. 10s)", key, v))
-				return
-			}
-			*dst = d
-		}
-	}
-	num := func(dst *int64, key string) {
-		if v := getenv(key); v != "" {
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil {
-				c.parseErrs = append(c.parseErrs, fmt.Errorf("%s: %q is not an integer", key, v))
-				return
-			}
-			*dst = n
-		}
-	}
-	str(&c.ID, "PLACEMENT_ID")
-	str(&c.MetricsAddr, "PLACEMENT_METRICS_ADDR")
-	str(&c.TokenSecret, "FERRY_TOKEN_SECRET")
-	dur(&c.TokenTTL, "PLACEMENT_TOKEN_TTL")
-	dur(&c.MinDeadline, "PLACEMENT_MIN_DEADLINE")
-	dur(&c.Pace, "PLACEMENT_PACE")
-	dur(&c.StaleAfter, "PLACEMENT_STALE_AFTER")
-	dur(&c.StepGrace, "PLACEMENT_STEP_GRACE")
-	dur(&c.FallbackGrace, "PLACEMENT_FALLBACK_GRACE")
-	dur(&c.EvacuationLead, "PLACEMENT_EVACUATION_LEAD")
-	defCap, maxCap, workers := int64(c.DefaultCapacity), int64(c.MaxCapacity), int64(c.Workers)
-	num(&defCap, "PLACEMENT_DEFAULT_CAPACITY")
-	num(&maxCap, "PLACEMENT_MAX_CAPACITY")
-	num(&c.StreamBitrate, "PLACEMENT_STREAM_BITRATE")
-	num(&workers, "PLACEMENT_WORKERS")
-	c.DefaultCapacity, c.MaxCapacity, c.Workers = int(defCap), int(maxCap), int(workers)
 
 	fs := flag.NewFlagSet("ferry-placement", flag.ContinueOnError)
 	fs.SetOutput(out)

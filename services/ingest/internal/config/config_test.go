@@ -47,7 +47,7 @@ func TestConfErrors(t *testing.T) {
 		{"zone", map[string]string{"INGEST_ZONE": "zone a"}, nil, `INGEST_ZONE: "zone a" must match`},
 		{"capacity", map[string]string{"INGEST_CAPACITY_STREAMS": "0"}, nil, "INGEST_CAPACITY_STREAMS: must be at least 1, got 0"},
 		{"capacity not int", map[string]string{"INGEST_CAPACITY_STREAMS": "many"}, nil, `INGEST_CAPACITY_STREAMS: "many" is not an integer`},
-		{"grace", map[string]string{"INGEST_DRAIN_GRACE": "soon"}, nil, `INGEST_DRAIN_GRACE: "soon" is not a duration`},
+		{"grace", map[string]string{"INGEST_DRAIN_GRACE": "soon"}, nil, `INGEST_DRAIN_GRACE: "soon" is not a duration (e.g. 10s)`},
 		{"grace zero", nil, []string{"--drain-grace", "0s"}, "INGEST_DRAIN_GRACE: must be positive, got 0s"},
 		{"tls half", map[string]string{"INGEST_TLS_CERT": "c.pem"}, nil, "INGEST_TLS_CERT, INGEST_TLS_KEY: set both or neither"},
 		{"secret", map[string]string{"FERRY_TOKEN_SECRET": ""}, nil, "FERRY_TOKEN_SECRET: required unless INGEST_ALLOW_OPEN_PUBLISH=true"},
