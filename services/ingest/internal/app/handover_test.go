@@ -219,3 +219,61 @@ func TestHandoverNoReaders(t *testing.T) {
 		return nil
 	})
 }
+
+// TestHandoverNewHostNeverAttaches: the stream is placed on another host but
+// the publisher never arrives there. The old host keeps serving its readers
+// until the move's deadline, then closes the publisher, reports stream_ceased
+// with no reader relayed, sends its readers a REDIRECT to the new host and
+// drops the stream. Nothing happens before the deadline.
+func TestHandoverNewHostNeverAttaches(t *testing.T) {
+	h := newHarness(t)
+	a := h.node("ingest-1")
+	b := h.node("ingest-2")
+	h.place("cam-1", a, "s-1", "", "", time.Time{})
+	ag := rtsptest.NewAgent(fakeH264(t))
+	conn, err := ag.Connect(publishURL(a, "cam-1", h.token("cam-1", "ingest-1", "s-1", "", time.Minute)), gortsplib.TransportTCP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runAgent(t, ag)
+	r := read(t, a.PublicURL()+"/cam-1", gortsplib.TransportTCP)
+	waitPackets(t, r, 25)
+
+	deadline := time.Now().Add(2 * time.Second)
+	h.place("cam-1", b, "s-1", "m-2", "ingest-1", deadline)
+	select {
+	case <-conn.Done():
+		t.Fatal("the publisher was closed before the deadline, with no publisher on the new host")
+	case <-r.Done():
+		t.Fatal("the reader was closed before the deadline")
+	case <-time.After(time.Until(deadline) - 500*time.Millisecond):
+	}
+	waitPackets(t, r, 10) // still served by the local publisher
+
+	select {
+	case <-r.Done():
+	case <-time.After(time.Until(deadline) + 5*time.Second):
+		t.Fatal("reader not closed at the deadline")
+	}
+	if !time.Now().After(deadline) {
+		t.Fatalf("reader closed %v before the deadline", time.Until(deadline))
+	}
+	if got := r.Redirects(); len(got) != 1 || got[0] != b.PublicURL()+"/cam-1" {
+		t.Errorf("REDIRECTs: %v, want %s", got, b.PublicURL()+"/cam-1")
+	}
+	select {
+	case <-conn.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the old publisher was not closed at the deadline")
+	}
+	ceased := waitEvent(h, events.TypeStreamCeased, 5*time.Second, func(e events.StreamCeased) bool { return e.MigrationID == "m-2" })
+	if ceased.ReadersRelayed != 0 || ceased.NewHost != "ingest-2" {
+		t.Errorf("stream_ceased %+v", ceased)
+	}
+	testutil.CheckFor(t, 3*time.Second, 50*time.Millisecond, func() error {
+		if a.Node().Table().Get("cam-1") != nil {
+			return fmt.Errorf("the old host still has the stream")
+		}
+		return nil
+	})
+}

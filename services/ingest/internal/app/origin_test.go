@@ -280,3 +280,57 @@ func TestRegistryAndTelemetry(t *testing.T) {
 		return nil
 	})
 }
+
+// TestPublisherGoesSilent: a publisher whose packets stop while its RTSP
+// connection stays open (a camera that hangs, a UDP path that breaks) is ended
+// after INGEST_READ_TIMEOUT, over TCP and over UDP: publisher_detached is
+// reported, the readers stay attached, and the next publisher is spliced in.
+func TestPublisherGoesSilent(t *testing.T) {
+	for _, tr := range []gortsplib.Transport{gortsplib.TransportTCP, gortsplib.TransportUDP} {
+		t.Run(transportName(tr), func(t *testing.T) {
+			h := newHarness(t)
+			a := h.node("ingest-1", withUDP(t), withEnv("INGEST_READ_TIMEOUT", "1s"))
+			h.place("cam-1", a, "s-1", "", "", time.Time{})
+			ag := rtsptest.NewAgent(fakeH264(t))
+			conn, err := ag.Connect(publishURL(a, "cam-1", h.token("cam-1", "ingest-1", "s-1", "", time.Minute)), tr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, stop := context.WithCancel(context.Background())
+			sending := make(chan struct{})
+			go func() { _ = ag.Run(ctx); close(sending) }()
+			t.Cleanup(func() { stop(); <-sending; ag.Close() })
+			r := read(t, a.PublicURL()+"/cam-1", gortsplib.TransportTCP)
+			waitPackets(t, r, 25)
+
+			stop() // the packets stop; the connection stays open
+			<-sending
+			silent := time.Now()
+			select {
+			case <-conn.Done():
+			case <-time.After(10 * time.Second):
+				t.Fatal("the silent publisher's session was not ended")
+			}
+			took := time.Since(silent)
+			t.Logf("silent %s publisher ended after %v (read timeout 1s)", transportName(tr), took)
+			if took < 900*time.Millisecond {
+				t.Errorf("ended after %v, before the read timeout", took)
+			}
+			waitEvent(h, events.TypePublisherDetached, 5*time.Second, func(e events.PublisherDetached) bool { return e.Stream == "cam-1" })
+			select {
+			case <-r.Done():
+				t.Fatalf("reader disconnected: %v", r.Err())
+			default:
+			}
+			ag2 := rtsptest.NewAgent(fakeH264(t))
+			if _, err := ag2.Connect(publishURL(a, "cam-1", h.token("cam-1", "ingest-1", "s-2", "", time.Minute)), tr); err != nil {
+				t.Fatal(err)
+			}
+			runAgent(t, ag2)
+			waitPackets(t, r, 25)
+			if m := r.A.Report().Medias[0]; m.SSRCChanges != 0 || m.SeqGaps != 0 || m.TSBackwards != 0 {
+				t.Errorf("reader across the silent publisher and its successor: %+v", m)
+			}
+		})
+	}
+}

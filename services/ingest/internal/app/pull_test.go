@@ -2,12 +2,15 @@ package app
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"testing"
 	"time"
 
 	"github.com/bluenviron/gortsplib/v4"
 
 	"github.com/ferrystream/ferry/libs/events"
+	"github.com/ferrystream/ferry/libs/testutil"
 	"github.com/ferrystream/ferry/services/ingest/internal/rtsptest"
 )
 
@@ -71,4 +74,71 @@ func TestPullMode(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitEvent(h, events.TypePublisherDetached, 5*time.Second, func(e events.PublisherDetached) bool { return e.Host == "ingest-2" })
+}
+
+// TestPullCameraReconnect: the camera a host pulls goes away (its server dies)
+// and comes back at the same address as a new encoder (its own sequence
+// space). The host reconnects with backoff and splices the new source in at
+// its first keyframe; the reader on the host stays connected throughout and
+// sees one SSRC, contiguous sequence numbers and timestamps that never go back.
+func TestPullCameraReconnect(t *testing.T) {
+	h := newHarness(t)
+	camAddr := fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))
+	camera := func(id string) (*App, *rtsptest.Agent) {
+		cam := h.node(id, withEnv("INGEST_ALLOW_OPEN_PUBLISH", "true"), withEnv("INGEST_RTSP_ADDR", camAddr))
+		ag := rtsptest.NewAgent(fakeH264(t))
+		if _, err := ag.Connect("rtsp://"+camAddr+"/front", gortsplib.TransportTCP); err != nil {
+			t.Fatal(err)
+		}
+		runAgent(t, ag)
+		return cam, ag
+	}
+	cam, _ := camera("camera-1")
+	a := h.node("ingest-1")
+	camURL := "rtsp://" + camAddr + "/front"
+	h.putPlacement(events.Placement{Stream: "door", Host: "ingest-1", RTSPURL: a.PublicURL(), Epoch: 1, Mode: "pull",
+		SourceURL: camURL, UpdatedAt: time.Now().UTC()})
+	if _, err := events.Publish(context.Background(), h.env.JS, "test", events.PullCommand{CommandID: "p-1", Host: "ingest-1", Stream: "door", SourceURL: camURL}); err != nil {
+		t.Fatal(err)
+	}
+	r := read(t, a.PublicURL()+"/door", gortsplib.TransportTCP)
+	waitPackets(t, r, 30)
+
+	cam.Abort() // the camera dies: the pull loses its source
+	<-cam.Done()
+	lost := time.Now()
+	before := r.Packets()
+	camera("camera-1b") // and comes back, a new encoder at the same address
+	testutil.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		if n := r.Packets(); n < before+30 {
+			return fmt.Errorf("reader at %d packets, %d before the camera died", n, before)
+		}
+		return nil
+	})
+	t.Logf("frames flow again %v after the camera died", time.Since(lost))
+	select {
+	case <-r.Done():
+		t.Fatalf("reader disconnected: %v", r.Err())
+	default:
+	}
+	m := r.A.Report().Medias[0]
+	t.Logf("reader across the camera's restart: %d frames, ssrc changes %d, seq gaps %d, seq backwards %d, ts backwards %d, longest gap %.0f ms",
+		m.Frames, m.SSRCChanges, m.SeqGaps, m.SeqBackwards, m.TSBackwards, m.LongestGapMS)
+	if m.SSRCChanges != 0 || m.SeqGaps != 0 || m.SeqBackwards != 0 || m.TSBackwards != 0 {
+		t.Errorf("reader: %+v", m)
+	}
+	if got := a.camera.Running(); len(got) != 1 {
+		t.Errorf("pulls running: %v, want the door's", got)
+	}
+}
+
+// freeTCPPort returns a port that was free on 127.0.0.1 a moment ago.
+func freeTCPPort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }

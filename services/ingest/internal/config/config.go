@@ -61,6 +61,9 @@ type Config struct {
 	EdgeLinger time.Duration
 	// UpstreamWait is how long a reader waits for an upstream to answer (INGEST_UPSTREAM_WAIT).
 	UpstreamWait time.Duration
+	// ReadTimeout ends an RTSP session that sent nothing for this long: a
+	// publisher whose packets stopped (TCP or UDP) or a silent client (INGEST_READ_TIMEOUT).
+	ReadTimeout time.Duration
 	// AllowOpenPublish lets publishers in without a token (dev only; INGEST_ALLOW_OPEN_PUBLISH).
 	AllowOpenPublish bool
 	// TLSCert and TLSKey enable RTSPS (INGEST_TLS_CERT, INGEST_TLS_KEY).
@@ -86,6 +89,7 @@ func Default() Config {
 		StreamGrace:     30 * time.Second,
 		EdgeLinger:      10 * time.Second,
 		UpstreamWait:    5 * time.Second,
+		ReadTimeout:     10 * time.Second,
 	}
 }
 
@@ -109,6 +113,7 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	dur(&c.StreamGrace, "INGEST_STREAM_GRACE")
 	dur(&c.EdgeLinger, "INGEST_EDGE_LINGER")
 	dur(&c.UpstreamWait, "INGEST_UPSTREAM_WAIT")
+	dur(&c.ReadTimeout, "INGEST_READ_TIMEOUT")
 	e.Bool(&c.AllowOpenPublish, "INGEST_ALLOW_OPEN_PUBLISH")
 	str(&c.TLSCert, "INGEST_TLS_CERT")
 	str(&c.TLSKey, "INGEST_TLS_KEY")
@@ -138,6 +143,7 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	fs.DurationVar(&c.StreamGrace, "stream-grace", c.StreamGrace, "keep a stream this long after its source left (INGEST_STREAM_GRACE)")
 	fs.DurationVar(&c.EdgeLinger, "edge-linger", c.EdgeLinger, "keep an upstream pull this long after its last reader (INGEST_EDGE_LINGER)")
 	fs.DurationVar(&c.UpstreamWait, "upstream-wait", c.UpstreamWait, "how long readers wait for an upstream (INGEST_UPSTREAM_WAIT)")
+	fs.DurationVar(&c.ReadTimeout, "read-timeout", c.ReadTimeout, "end an RTSP session silent this long, e.g. a publisher whose packets stopped (INGEST_READ_TIMEOUT)")
 	fs.BoolVar(&c.AllowOpenPublish, "allow-open-publish", c.AllowOpenPublish, "DEV ONLY: accept publishers without a token (INGEST_ALLOW_OPEN_PUBLISH)")
 	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "RTSPS certificate file (INGEST_TLS_CERT)")
 	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "RTSPS key file (INGEST_TLS_KEY)")
@@ -235,6 +241,7 @@ func (c Config) Validate() error {
 	}{
 		{"INGEST_DRAIN_GRACE", c.DrainGrace}, {"INGEST_STREAM_GRACE", c.StreamGrace},
 		{"INGEST_EDGE_LINGER", c.EdgeLinger}, {"INGEST_UPSTREAM_WAIT", c.UpstreamWait},
+		{"INGEST_READ_TIMEOUT", c.ReadTimeout},
 	} {
 		if d.v <= 0 {
 			errs = append(errs, fmt.Errorf("%s: must be positive, got %s", d.key, d.v))

@@ -120,6 +120,7 @@ func New(cfg config.Config, d Deps) (*Node, error) {
 		UDPRTPAddress:  cfg.UDPRTPAddr,
 		UDPRTCPAddress: cfg.UDPRTCPAddr,
 		WriteQueueSize: 512,
+		ReadTimeout:    cfg.ReadTimeout,
 		Listen: func(network, address string) (net.Listener, error) {
 			ln, err := net.Listen(network, address)
 			if err == nil {
