@@ -328,7 +328,7 @@ func TestRunServesMetrics(t *testing.T) {
 	pl := newPlacementStub(t, env)
 	h := newMiniHost(t, "ingest-a")
 	pl.addHost("ingest-a", h.url)
-	maddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	maddr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
 	out := &syncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

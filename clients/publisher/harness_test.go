@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -44,16 +43,6 @@ func randHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // connect opens a NATS connection closed at the end of the test.
@@ -206,7 +195,7 @@ func (p *placementStub) setHome(stream, host string) {
 // returns its RTSP base URL once it is registered.
 func startIngest(t testing.TB, env *testutil.Env, id string) string {
 	t.Helper()
-	addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	addr := "127.0.0.1:" + strconv.Itoa(testutil.FreePort(t))
 	vars := map[string]string{
 		"INGEST_HOST_ID":       id,
 		"INGEST_RTSP_ADDR":     addr,

@@ -16,6 +16,7 @@ import (
 	"github.com/pion/rtp"
 
 	"github.com/ferrystream/ferry/libs/media"
+	"github.com/ferrystream/ferry/libs/testutil"
 	"github.com/ferrystream/ferry/libs/token"
 )
 
@@ -41,7 +42,7 @@ type miniHost struct {
 
 func newMiniHost(t testing.TB, id string) *miniHost {
 	t.Helper()
-	addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	addr := "127.0.0.1:" + strconv.Itoa(testutil.FreePort(t))
 	h := &miniHost{t: t, id: id, url: "rtsp://" + addr, frames: map[uint64]int{}}
 	h.srv = &gortsplib.Server{Handler: h, RTSPAddress: addr}
 	if err := h.srv.Start(); err != nil {

@@ -133,7 +133,7 @@ func push(ctx context.Context, url string, first uint64) error {
 // the agent's local RTSP endpoint, stops, and a new one pushes with its own
 // sequence space: the agent's output stays continuous.
 func TestListenSourceKeepsOneSequenceSpace(t *testing.T) {
-	addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	addr := "127.0.0.1:" + strconv.Itoa(testutil.FreePort(t))
 	h, ag := sourceEnv(t, "listen://"+addr+"/cam", nil)
 	ctx1, stop1 := context.WithCancel(context.Background())
 	defer stop1()
@@ -182,7 +182,7 @@ func TestFFmpegPush(t *testing.T) {
 	if err != nil {
 		t.Skip("ffmpeg not installed")
 	}
-	addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	addr := "127.0.0.1:" + strconv.Itoa(testutil.FreePort(t))
 	h, ag := sourceEnv(t, "listen://"+addr+"/cam", nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

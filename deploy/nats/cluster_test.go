@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"strings"
@@ -19,16 +18,6 @@ import (
 	"github.com/ferrystream/ferry/libs/testutil"
 )
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // TestClusterConf runs three nodes from cluster.conf (as the compose stack
 // does, with the node name from the environment), on loopback ports instead
 // of the compose hostnames, then bootstraps the layout with 3 replicas as
@@ -37,7 +26,7 @@ func TestClusterConf(t *testing.T) {
 	if testing.Short() {
 		t.Skip("3-node cluster: skipped with -short")
 	}
-	ports := []int{freePort(t), freePort(t), freePort(t)}
+	ports := []int{testutil.FreePort(t), testutil.FreePort(t), testutil.FreePort(t)}
 	var servers []*server.Server
 	for i := range 3 {
 		name := fmt.Sprintf("nats-%d", i+1)

@@ -5,6 +5,7 @@ package testutil
 import (
 	"context"
 	"io"
+	"net"
 	"os"
 	"testing"
 	"time"
@@ -89,4 +90,17 @@ func Context(t testing.TB) context.Context {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// FreePort returns a TCP port that was free on 127.0.0.1 a moment ago, for a
+// server that must be given its address up front (a child process, a server
+// restarted at the same address).
+func FreePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }

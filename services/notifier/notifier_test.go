@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -607,7 +606,7 @@ func TestReplicaCrashMidDelivery(t *testing.T) {
 // env and flags) and waits for /readyz.
 func TestRunServesReadyz(t *testing.T) {
 	env := testutil.NATS(t)
-	maddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	maddr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -645,14 +644,4 @@ func TestRunServesReadyz(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }

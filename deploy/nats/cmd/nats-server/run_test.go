@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,16 +14,6 @@ import (
 
 	"github.com/ferrystream/ferry/libs/testutil"
 )
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
 
 func setPasswords(t *testing.T) {
 	t.Helper()
@@ -52,7 +41,7 @@ func TestRunChecksTheConfig(t *testing.T) {
 
 func TestRunServesUntilCancelled(t *testing.T) {
 	setPasswords(t)
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	// auth.conf's users with a temporary store (an include is relative to
@@ -71,7 +60,7 @@ func TestRunServesUntilCancelled(t *testing.T) {
 		t.Fatal(err)
 	}
 	go func() {
-		done <- Run(ctx, []string{"-c", conf, "-a", "127.0.0.1", "-p", fmt.Sprint(port), "-m", fmt.Sprint(freePort(t))}, &bytes.Buffer{})
+		done <- Run(ctx, []string{"-c", conf, "-a", "127.0.0.1", "-p", fmt.Sprint(port), "-m", fmt.Sprint(testutil.FreePort(t))}, &bytes.Buffer{})
 	}()
 	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
 	testutil.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {

@@ -192,13 +192,7 @@ func TestHandoverNoReaders(t *testing.T) {
 	h := newHarness(t)
 	a := h.node("ingest-1")
 	b := h.node("ingest-2")
-	h.place("cam-1", a, "s-1", "", "", time.Time{})
-	ag := rtsptest.NewAgent(fakeH264(t))
-	oldConn, err := ag.Connect(publishURL(a, "cam-1", h.token("cam-1", "ingest-1", "s-1", "", time.Minute)), gortsplib.TransportTCP)
-	if err != nil {
-		t.Fatal(err)
-	}
-	runAgent(t, ag)
+	ag, oldConn := h.publish(a, "cam-1", "s-1")
 	h.place("cam-1", b, "s-1", "m-2", "ingest-1", time.Now().Add(time.Minute))
 	if _, err := ag.Connect(publishURL(b, "cam-1", h.token("cam-1", "ingest-2", "s-1", "m-2", time.Minute)), gortsplib.TransportTCP); err != nil {
 		t.Fatal(err)
@@ -229,13 +223,7 @@ func TestHandoverNewHostNeverAttaches(t *testing.T) {
 	h := newHarness(t)
 	a := h.node("ingest-1")
 	b := h.node("ingest-2")
-	h.place("cam-1", a, "s-1", "", "", time.Time{})
-	ag := rtsptest.NewAgent(fakeH264(t))
-	conn, err := ag.Connect(publishURL(a, "cam-1", h.token("cam-1", "ingest-1", "s-1", "", time.Minute)), gortsplib.TransportTCP)
-	if err != nil {
-		t.Fatal(err)
-	}
-	runAgent(t, ag)
+	_, conn := h.publish(a, "cam-1", "s-1")
 	r := read(t, a.PublicURL()+"/cam-1", gortsplib.TransportTCP)
 	waitPackets(t, r, 25)
 

@@ -282,3 +282,17 @@ func (h *harness) signal(a *App) {
 	h.mu.Unlock()
 	cancel()
 }
+
+// publish places stream on a and starts a fake H.264 publisher there with a
+// token for session (over TCP), sending until the test ends.
+func (h *harness) publish(a *App, stream, session string) (*rtsptest.Agent, *rtsptest.AgentConn) {
+	h.t.Helper()
+	h.place(stream, a, session, "", "", time.Time{})
+	ag := rtsptest.NewAgent(fakeH264(h.t))
+	conn, err := ag.Connect(publishURL(a, stream, h.token(stream, a.HostID(), session, "", time.Minute)), gortsplib.TransportTCP)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	runAgent(h.t, ag)
+	return ag, conn
+}

@@ -44,13 +44,7 @@ func pingPong(t *testing.T, deadline time.Duration) {
 	b := h.node("ingest-2")
 	e := h.node("edge-1", withRole("edge"))
 	hosts := []*App{a, b}
-	h.place("cam-1", a, "s-1", "", "", time.Time{})
-	ag := rtsptest.NewAgent(fakeH264(t))
-	conn, err := ag.Connect(publishURL(a, "cam-1", h.token("cam-1", "ingest-1", "s-1", "", time.Minute)), gortsplib.TransportTCP)
-	if err != nil {
-		t.Fatal(err)
-	}
-	runAgent(t, ag)
+	ag, conn := h.publish(a, "cam-1", "s-1")
 	readers := map[string]*rtsptest.Reader{
 		"edge":   read(t, e.PublicURL()+"/cam-1", gortsplib.TransportTCP),
 		"origin": read(t, a.PublicURL()+"/cam-1", gortsplib.TransportTCP),

@@ -3,7 +3,6 @@ package app
 import (
 	"context"
 	"fmt"
-	"net"
 	"testing"
 	"time"
 
@@ -83,7 +82,7 @@ func TestPullMode(t *testing.T) {
 // sees one SSRC, contiguous sequence numbers and timestamps that never go back.
 func TestPullCameraReconnect(t *testing.T) {
 	h := newHarness(t)
-	camAddr := fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))
+	camAddr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
 	camera := func(id string) (*App, *rtsptest.Agent) {
 		cam := h.node(id, withEnv("INGEST_ALLOW_OPEN_PUBLISH", "true"), withEnv("INGEST_RTSP_ADDR", camAddr))
 		ag := rtsptest.NewAgent(fakeH264(t))
@@ -130,15 +129,4 @@ func TestPullCameraReconnect(t *testing.T) {
 	if got := a.camera.Running(); len(got) != 1 {
 		t.Errorf("pulls running: %v, want the door's", got)
 	}
-}
-
-// freeTCPPort returns a port that was free on 127.0.0.1 a moment ago.
-func freeTCPPort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }

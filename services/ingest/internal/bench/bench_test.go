@@ -168,16 +168,6 @@ func (p *plainRelay) OnRecord(ctx *gortsplib.ServerHandlerOnRecordCtx) (*base.Re
 	return &base.Response{StatusCode: base.StatusOK}, nil
 }
 
-func freePort(tb testing.TB) int {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // child is a server process under test.
 type child struct {
 	cmd  *exec.Cmd
@@ -186,7 +176,7 @@ type child struct {
 
 func startChild(tb testing.TB, kind string, env ...string) *child {
 	tb.Helper()
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(tb))
+	addr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(tb))
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "FERRY_BENCH_CHILD="+kind, "BENCH_ADDR="+addr, "INGEST_RTSP_ADDR="+addr,
 		"FERRY_TOKEN_SECRET="+secret, "FERRY_LOG_LEVEL=warn")
@@ -398,7 +388,7 @@ func BenchmarkEdge(b *testing.B) {
 		// two origins: plain relays in this process fed by one agent (one sequence space)
 		origins := make([]string, 2)
 		for k := range origins {
-			origins[k] = fmt.Sprintf("127.0.0.1:%d", freePort(b))
+			origins[k] = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(b))
 			p := &plainRelay{streams: map[string]*gortsplib.ServerStream{}}
 			p.srv = &gortsplib.Server{Handler: p, RTSPAddress: origins[k], WriteQueueSize: 512}
 			if err := p.srv.Start(); err != nil {
