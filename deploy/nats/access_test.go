@@ -548,8 +548,19 @@ func TestServicesCanDoTheirJobs(t *testing.T) {
 		c.refused(t, "$JS.API.CONSUMER.CREATE.FERRY_COMMANDS.peek", createConsumer(c, bus.StreamCommands, jetstream.ConsumerConfig{Name: "peek"}))
 	})
 
-	t.Run("every service forwards dead letters", func(t *testing.T) {
-		for _, user := range []string{"ingest", "healthpredict", "placement", "notifier"} {
+	t.Run("media hosts do not forward dead letters", func(t *testing.T) {
+		// the forwarder reads any FERRY_COMMANDS message by sequence and
+		// deletes it: the control-plane services run it, ingest hosts do not
+		c := dial(t, e.url, "ingest")
+		c.refused(t, "$JS.API.CONSUMER.CREATE.FERRY_DLQ_ADVISORIES.dlq-forwarder",
+			createConsumer(c, bus.StreamAdvisories, jetstream.ConsumerConfig{Durable: bus.DeadLetterDurable, AckPolicy: jetstream.AckExplicitPolicy}))
+		c.refused(t, "$JS.API.STREAM.MSG.DELETE.FERRY_COMMANDS", corePublish(c, "$JS.API.STREAM.MSG.DELETE.FERRY_COMMANDS"))
+		c.refused(t, "$JS.API.STREAM.MSG.GET.FERRY_COMMANDS", corePublish(c, "$JS.API.STREAM.MSG.GET.FERRY_COMMANDS"))
+		c.refused(t, "ferry.dlq.FERRY_COMMANDS.x", corePublish(c, "ferry.dlq.FERRY_COMMANDS.x"))
+	})
+
+	t.Run("every control-plane service forwards dead letters", func(t *testing.T) {
+		for _, user := range []string{"healthpredict", "placement", "notifier"} {
 			c := dial(t, e.url, user)
 			// The forwarders share one durable: remove it so that its existence
 			// shows this user created it.
