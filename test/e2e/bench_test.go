@@ -27,7 +27,7 @@ func percentile(sorted []float64, p float64) float64 {
 func BenchmarkChainLatency(b *testing.B) {
 	const migrations = 100
 	for i := 0; i < b.N; i++ {
-		s := startStack(b, stack.Options{MinDeadline: 5 * time.Second})
+		s := startStack(b, stack.Options{MinDeadline: 5 * time.Second, UDP: true})
 		b.StopTimer()
 		runChainBench(b, s, migrations)
 		s.Stop()
@@ -41,7 +41,11 @@ func runChainBench(b *testing.B, s *stack.Stack, n int) {
 		b.Fatal(err)
 	}
 	host := placedOn(b, s, "cam-b")
-	v := watchFlowing(b, s, "cam-b", stack.WatchOptions{})
+	// two viewers on the edge, one reading over TCP and one over UDP
+	viewers := map[string]*stack.Viewer{
+		"tcp": watchFlowing(b, s, "cam-b", stack.WatchOptions{}),
+		"udp": watchFlowing(b, s, "cam-b", stack.WatchOptions{UDP: true}),
+	}
 	chain, err := stack.WatchChain(ctx, s.JS, nil)
 	if err != nil {
 		b.Fatal(err)
@@ -79,32 +83,43 @@ func runChainBench(b *testing.B, s *stack.Stack, n int) {
 		}
 		host = done.Str("to_host")
 	}
-	settle(b, v, 25)
-	rep := v.Close()
-	// Each skip of the viewer's frame counter belongs to the migration scheduled
-	// last before it arrived: print them so a loss can be read in that
-	// migration's logs (FERRY_KEEP_DATA=1 keeps them).
-	for _, sk := range rep.Full.Video().Skips {
-		r := round{mig: "(before the first migration)"}
-		for _, c := range rounds {
-			if !c.at.After(sk.At) {
-				r = c
+	for _, v := range viewers {
+		settle(b, v, 25)
+	}
+	reports := map[string]stack.ViewReport{}
+	var lost int64
+	for name, v := range viewers {
+		rep := v.Close()
+		reports[name] = rep
+		lost += rep.Missing
+		// Each skip of the viewer's frame counter belongs to the migration
+		// scheduled last before it arrived: print them so a loss can be read
+		// in that migration's logs (FERRY_KEEP_DATA=1 keeps them).
+		for _, sk := range rep.Full.Video().Skips {
+			r := round{mig: "(before the first migration)"}
+			for _, c := range rounds {
+				if !c.at.After(sk.At) {
+					r = c
+				}
 			}
+			fmt.Printf("chain: %s viewer: %d frames lost (%d..%d) at %s, %.0f ms after migration %s (%s -> %s) was scheduled\n",
+				name, sk.To-sk.From-1, sk.From, sk.To, sk.At.UTC().Format("15:04:05.000"), float64(sk.At.Sub(r.at).Microseconds())/1000, r.mig, r.from, r.to)
 		}
-		fmt.Printf("chain: %d frames lost (%d..%d) at %s, %.0f ms after migration %s (%s -> %s) was scheduled\n",
-			sk.To-sk.From-1, sk.From, sk.To, sk.At.UTC().Format("15:04:05.000"), float64(sk.At.Sub(r.at).Microseconds())/1000, r.mig, r.from, r.to)
 	}
 	sort.Float64s(ceased)
 	sort.Float64s(completed)
 	b.ReportMetric(percentile(ceased, 0.5), "ceased-p50-ms")
 	b.ReportMetric(percentile(ceased, 0.99), "ceased-p99-ms")
 	b.ReportMetric(percentile(completed, 0.5), "completed-p50-ms")
-	b.ReportMetric(float64(rep.Missing)/float64(n), "frames-lost/migration")
-	fmt.Printf("chain: %d migrations; maintenance -> old host ceased p50 %.1f ms p99 %.1f ms max %.1f ms; completed p50 %.1f ms; viewer %d frames, %d lost (%.2f per migration), %d duplicated, longest gap %.1f ms\n",
-		n, percentile(ceased, 0.5), percentile(ceased, 0.99), ceased[len(ceased)-1], percentile(completed, 0.5),
-		rep.Frames, rep.Missing, float64(rep.Missing)/float64(n), rep.Duplicates, rep.MaxGapMS)
+	b.ReportMetric(float64(lost)/float64(n), "frames-lost/migration")
+	fmt.Printf("chain: %d migrations; maintenance -> old host ceased p50 %.1f ms p99 %.1f ms max %.1f ms; completed p50 %.1f ms\n",
+		n, percentile(ceased, 0.5), percentile(ceased, 0.99), ceased[len(ceased)-1], percentile(completed, 0.5))
+	for _, name := range []string{"tcp", "udp"} {
+		rep := reports[name]
+		fmt.Printf("chain: %s viewer on the edge: %d frames, %d lost (%.2f per migration), %d duplicated, longest gap %.1f ms, %d SSRC changes, %d seq gaps\n",
+			name, rep.Frames, rep.Missing, float64(rep.Missing)/float64(n), rep.Duplicates, rep.MaxGapMS, rep.SSRCChanges, rep.SeqGaps)
+	}
 }
-
 func waitSeen(tb testing.TB, chain *stack.Chain, typ string, match func(stack.Seen) bool) (stack.Seen, bool) {
 	tb.Helper()
 	var e stack.Seen
