@@ -289,7 +289,10 @@ func TestPublisherGoesSilent(t *testing.T) {
 	for _, tr := range []gortsplib.Transport{gortsplib.TransportTCP, gortsplib.TransportUDP} {
 		t.Run(transportName(tr), func(t *testing.T) {
 			h := newHarness(t)
-			a := h.node("ingest-1", withUDP(t), withEnv("INGEST_READ_TIMEOUT", "1s"))
+			// 3 s: under -race on a busy machine a live publisher can stall
+			// for a second, and must not be taken for a silent one
+			const readTimeout = 3 * time.Second
+			a := h.node("ingest-1", withUDP(t), withEnv("INGEST_READ_TIMEOUT", readTimeout.String()))
 			h.place("cam-1", a, "s-1", "", "", time.Time{})
 			ag := rtsptest.NewAgent(fakeH264(t))
 			conn, err := ag.Connect(publishURL(a, "cam-1", h.token("cam-1", "ingest-1", "s-1", "", time.Minute)), tr)
@@ -308,12 +311,12 @@ func TestPublisherGoesSilent(t *testing.T) {
 			silent := time.Now()
 			select {
 			case <-conn.Done():
-			case <-time.After(10 * time.Second):
+			case <-time.After(readTimeout + 10*time.Second):
 				t.Fatal("the silent publisher's session was not ended")
 			}
 			took := time.Since(silent)
-			t.Logf("silent %s publisher ended after %v (read timeout 1s)", transportName(tr), took)
-			if took < 900*time.Millisecond {
+			t.Logf("silent %s publisher ended after %v (read timeout %v)", transportName(tr), took, readTimeout)
+			if took < readTimeout*9/10 {
 				t.Errorf("ended after %v, before the read timeout", took)
 			}
 			waitEvent(h, events.TypePublisherDetached, 5*time.Second, func(e events.PublisherDetached) bool { return e.Stream == "cam-1" })

@@ -357,11 +357,13 @@ func BenchmarkIngestVsPlainRelay(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		fmt.Printf("ingest vs plain gortsplib relay, 2 Mbit/s per stream, %v per load, TCP readers\n", dur)
 		fmt.Printf("%-8s %-6s %10s %12s %11s %12s\n", "load", "server", "cpu_s/s", "rss_mean_MB", "rss_max_MB", "pkts_out/s")
+		rssAt := map[string]float64{} // "<kind> <load>" -> mean RSS MB
 		for _, l := range loads {
 			var base [2]float64
 			for _, kind := range []string{"plain", "ferry"} {
 				cpu, rss, rssMax, pkts := measure(b, env, kind, l, dur)
 				mb := float64(rss) / (1 << 20)
+				rssAt[kind+" "+l.String()] = mb
 				fmt.Printf("%-8s %-6s %10.3f %12.1f %11.1f %12.0f\n", l, kind, cpu, mb, float64(rssMax)/(1<<20), float64(pkts)/dur.Seconds())
 				b.ReportMetric(cpu, fmt.Sprintf("cpu_s/s_%s_%s", kind, l))
 				b.ReportMetric(mb, fmt.Sprintf("rss_MB_%s_%s", kind, l))
@@ -370,6 +372,17 @@ func BenchmarkIngestVsPlainRelay(b *testing.B) {
 				} else {
 					fmt.Printf("%-8s %-6s %+10.3f %+12.1f\n", l, "diff", cpu-base[0], mb-base[1])
 				}
+			}
+		}
+		// The cost of one more published stream (with its reader), from 1 to
+		// 100 streams: what the control plane adds at 1 stream is fixed.
+		if p1, ok := rssAt["plain 1x1"]; ok {
+			if p100, ok := rssAt["plain 100x1"]; ok {
+				f1, f100 := rssAt["ferry 1x1"], rssAt["ferry 100x1"]
+				perPlain, perFerry := (p100-p1)*1024/99, (f100-f1)*1024/99
+				fmt.Printf("RSS per published stream (1x1 -> 100x1): plain %.0f KB, ferry %.0f KB (%+.0f KB); fixed at 1x1: %+.1f MB\n",
+					perPlain, perFerry, perFerry-perPlain, f1-p1)
+				b.ReportMetric(perFerry-perPlain, "rss_KB_per_stream_over_plain")
 			}
 		}
 	}
