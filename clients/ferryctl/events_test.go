@@ -130,7 +130,7 @@ func TestEventsFollow(t *testing.T) {
 	seedChain(t, env)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out, errb syncBuffer
+	var out, errb testutil.Buffer
 	var wg sync.WaitGroup
 	code := -1
 	wg.Add(1)

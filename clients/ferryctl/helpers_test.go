@@ -1,11 +1,9 @@
 package ferryctl_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,24 +16,7 @@ import (
 	"github.com/ferrystream/ferry/libs/testutil"
 )
 
-// syncBuffer is a bytes.Buffer safe for a writer and a reader in parallel.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
+// testutil.Buffer is a bytes.Buffer safe for a writer and a reader in parallel.
 // result is one ferryctl run.
 type result struct {
 	stdout, stderr string
@@ -58,7 +39,7 @@ func envFor(url string) func(string) string {
 // ctl runs ferryctl with args against the NATS at url.
 func ctl(t *testing.T, url string, args ...string) result {
 	t.Helper()
-	var out, errb syncBuffer
+	var out, errb testutil.Buffer
 	code := ferryctl.Run(testutil.Context(t), args, envFor(url), &out, &errb)
 	return result{out.String(), errb.String(), code}
 }

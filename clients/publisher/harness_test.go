@@ -1,7 +1,6 @@
 package publisher_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -266,22 +265,7 @@ func startNotifier(t testing.TB, env *testutil.Env) string {
 }
 
 // syncBuffer is a goroutine-safe bytes.Buffer for the agent's output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer struct{ testutil.Buffer }
 
 // waitLine waits until the agent printed a line containing all parts.
 func (s *syncBuffer) waitLine(t testing.TB, wait time.Duration, parts ...string) string {

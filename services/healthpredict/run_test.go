@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,27 +19,10 @@ import (
 	"github.com/ferrystream/ferry/libs/testutil"
 )
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 func TestRunServesReadinessAndPredicts(t *testing.T) {
 	env := testutil.NATS(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	logs := &lockedBuffer{}
+	logs := &testutil.Buffer{}
 	done := make(chan error, 1)
 	go func() {
 		done <- RunWithLog(ctx, []string{"run", "--nats", env.URL, "--metrics-addr", "127.0.0.1:0", "--instance", "hp-run"}[1:],

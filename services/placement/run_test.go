@@ -1,7 +1,6 @@
 package placement
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,7 +9,6 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,23 +16,6 @@ import (
 	"github.com/ferrystream/ferry/libs/testutil"
 	"github.com/ferrystream/ferry/services/placement/client"
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 func TestRunServesChooseAndReadiness(t *testing.T) {
 	env := testutil.NATS(t)
@@ -46,7 +27,7 @@ func TestRunServesChooseAndReadiness(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	logs := &lockedBuffer{}
+	logs := &testutil.Buffer{}
 	done := make(chan error, 1)
 	getenv := envOf(map[string]string{"FERRY_TOKEN_SECRET": secret})
 	go func() {

@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -150,27 +149,10 @@ type replica struct {
 	s      *Service
 	nc     *nats.Conn
 	reg    *prometheus.Registry
-	log    *syncBuffer
+	log    *ftu.Buffer
 	cancel context.CancelFunc
 	done   chan error
 	once   sync.Once
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 func testConfig(id string) Config {
@@ -192,7 +174,7 @@ func (h *harness) start(cfg Config, campaign bool) *replica {
 		h.t.Fatal(err)
 	}
 	js, _ := jetstream.New(nc)
-	buf := &syncBuffer{}
+	buf := &ftu.Buffer{}
 	log := zerolog.New(zerolog.MultiLevelWriter(buf, ftuWriter(h.t))).With().Timestamp().Logger()
 	reg := prometheus.NewRegistry()
 	s, err := New(cfg, Deps{NC: nc, JS: js, Log: log, Registry: reg})
