@@ -24,27 +24,9 @@ import (
 	"github.com/ferrystream/ferry/services/healthpredict/internal/predict"
 )
 
-// logBuf collects a service's log lines.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 type running struct {
 	*Service
-	logs *logBuf
+	logs *testutil.Buffer
 	stop func()
 }
 
@@ -60,7 +42,7 @@ func start(t *testing.T, env *testutil.Env, instance string, mods ...func(*Confi
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &logBuf{}
+	logs := &testutil.Buffer{}
 	cfg := Config{Predict: predict.Default(), Instance: instance, MaxFuture: 30 * time.Second, Tick: 100 * time.Millisecond,
 		DeadLetterEvery: time.Minute}
 	for _, m := range mods {
