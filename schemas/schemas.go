@@ -7,18 +7,13 @@
 package schemas
 
 import (
-	"bytes"
 	"embed"
 	"errors"
 	"fmt"
 	"io/fs"
-	"path"
 	"sort"
 	"strings"
 	"sync"
-
-	"github.com/santhosh-tekuri/jsonschema/v6"
-	"github.com/santhosh-tekuri/jsonschema/v6/kind"
 )
 
 //go:embed envelope.v1.json events examples asyncapi.yaml
@@ -50,15 +45,14 @@ func (e *Error) Unwrap() error { return e.Err }
 
 var (
 	loadOnce sync.Once
-	compiler *jsonschema.Compiler
 	pathOf   map[string]string // event type -> schema path
 	loadErr  error
 
 	// A schema is compiled the first time its type is validated: a service
-	// holds only the schemas of the events it publishes or reads (compiling
-	// all 21 costs ~400 KB of heap that a host keeps for its lifetime).
+	// holds only the schemas of the events it publishes or reads.
 	compileMu sync.Mutex
-	compiled  = map[string]*jsonschema.Schema{}
+	shared    = newCompiler() // nodes shared between schemas (the envelope's)
+	compiled  = map[string]*node{}
 )
 
 // FS returns the embedded schema tree: envelope.v1.json, events/, examples/
@@ -79,43 +73,26 @@ func TypeOfPath(p string) (string, bool) {
 	return "io.ferry." + dom + "." + ev, true
 }
 
-// load parses every schema into the compiler and indexes the event types.
+// load indexes the event types by the schema files' names.
 func load() error {
 	loadOnce.Do(func() {
-		c := jsonschema.NewCompiler()
-		c.AssertFormat()
-		c.DefaultDraft(jsonschema.Draft2020)
 		idx := map[string]string{}
-		loadErr = fs.WalkDir(files, ".", func(p string, d fs.DirEntry, err error) error {
+		loadErr = fs.WalkDir(files, "events", func(p string, d fs.DirEntry, err error) error {
 			if err != nil {
 				return err
 			}
-			if d.IsDir() || path.Ext(p) != ".json" || strings.HasPrefix(p, "examples/") {
-				return nil
-			}
-			b, err := files.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(b))
-			if err != nil {
-				return fmt.Errorf("schema %s: %w", p, err)
-			}
-			if err := c.AddResource(BaseURL+p, doc); err != nil {
-				return fmt.Errorf("schema %s: %w", p, err)
-			}
-			if typ, ok := TypeOfPath(p); ok {
+			if typ, ok := TypeOfPath(p); ok && !d.IsDir() {
 				idx[typ] = p
 			}
 			return nil
 		})
-		compiler, pathOf = c, idx
+		pathOf = idx
 	})
 	return loadErr
 }
 
 // schemaOf returns the compiled schema of typ, compiling it on first use.
-func schemaOf(typ string) (*jsonschema.Schema, error) {
+func schemaOf(typ string) (*node, error) {
 	if err := load(); err != nil {
 		return nil, err
 	}
@@ -125,15 +102,16 @@ func schemaOf(typ string) (*jsonschema.Schema, error) {
 	}
 	compileMu.Lock()
 	defer compileMu.Unlock()
-	if sch := compiled[typ]; sch != nil {
-		return sch, nil
+	if n := compiled[typ]; n != nil {
+		return n, nil
 	}
-	sch, err := compiler.Compile(BaseURL + p)
+	n, err := shared.compile(p, "")
+	clear(shared.docs) // the parsed documents are not needed once compiled
 	if err != nil {
 		return nil, fmt.Errorf("compile %s: %w", p, err)
 	}
-	compiled[typ] = sch
-	return sch, nil
+	compiled[typ] = n
+	return n, nil
 }
 
 // Types lists the event types that have a schema, sorted.
@@ -167,77 +145,28 @@ func CompileAll() error {
 
 // Validate checks a whole CloudEvents envelope (JSON) against the schema of typ.
 func Validate(typ string, body []byte) error {
-	sch, err := schemaOf(typ)
+	n, err := schemaOf(typ)
 	if errors.Is(err, ErrUnknownType) {
 		return &Error{Type: typ, Path: "/type", Reason: fmt.Sprintf("unknown event type %q", typ), Err: ErrUnknownType}
 	}
 	if err != nil {
 		return &Error{Type: typ, Reason: "schema does not compile: " + err.Error(), Err: err}
 	}
-	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(body))
+	inst, err := decodeJSON(body)
 	if err != nil {
 		return &Error{Type: typ, Reason: "not JSON: " + err.Error(), Err: err}
 	}
-	if err := sch.Validate(inst); err != nil {
-		var ve *jsonschema.ValidationError
-		if errors.As(err, &ve) {
-			leaf := deepest(ve)
-			return &Error{Type: typ, Path: pointer(leaf.InstanceLocation), Reason: leafReason(leaf), Err: err}
-		}
-		return &Error{Type: typ, Reason: err.Error(), Err: err}
+	var vs []violation
+	n.validate(inst, nil, &vs)
+	if len(vs) == 0 {
+		return nil
 	}
-	return nil
+	v := pick(vs)
+	return &Error{Type: typ, Path: pointer(v.path), Reason: v.reason, Err: errInvalid}
 }
 
-// deepest follows the causes of e to the most useful leaf: a real violation
-// (not the "unevaluated property" fallout of a failed $ref) that points
-// deepest into the instance.
-func deepest(e *jsonschema.ValidationError) *jsonschema.ValidationError {
-	for len(e.Causes) > 0 {
-		best := e.Causes[0]
-		for _, c := range e.Causes[1:] {
-			if better(c, best) {
-				best = c
-			}
-		}
-		e = best
-	}
-	return e
-}
-
-func better(a, b *jsonschema.ValidationError) bool {
-	if fa, fb := onlyFalse(a), onlyFalse(b); fa != fb {
-		return fb
-	}
-	return len(a.InstanceLocation) > len(b.InstanceLocation)
-}
-
-// onlyFalse reports whether every leaf under e is a false schema, which is how
-// unevaluatedProperties:false reports properties left over by a failed $ref.
-func onlyFalse(e *jsonschema.ValidationError) bool {
-	if len(e.Causes) == 0 {
-		_, ok := e.ErrorKind.(*kind.FalseSchema)
-		return ok
-	}
-	for _, c := range e.Causes {
-		if !onlyFalse(c) {
-			return false
-		}
-	}
-	return true
-}
-
-func leafReason(e *jsonschema.ValidationError) string {
-	if _, ok := e.ErrorKind.(*kind.FalseSchema); ok {
-		return "property not allowed"
-	}
-	msg := e.Error()
-	// The library prints "jsonschema validation failed with '<url>'\n- at '<ptr>': <reason>".
-	if i := strings.LastIndex(msg, "': "); i >= 0 {
-		return strings.TrimSpace(msg[i+3:])
-	}
-	return msg
-}
+// errInvalid is the cause of every validation failure.
+var errInvalid = errors.New("does not match its schema")
 
 func pointer(loc []string) string {
 	if len(loc) == 0 {

@@ -12,6 +12,7 @@ import (
 	"github.com/ferrystream/ferry/clients/ferryctl/internal/camtest"
 	"github.com/ferrystream/ferry/libs/bus"
 	"github.com/ferrystream/ferry/libs/events"
+	"github.com/ferrystream/ferry/libs/natsembed"
 	"github.com/ferrystream/ferry/libs/subject"
 	"github.com/ferrystream/ferry/libs/testutil"
 )
@@ -141,7 +142,7 @@ func TestUnreachableNATS(t *testing.T) {
 }
 
 func TestNotBootstrapped(t *testing.T) {
-	s, err := bus.RunEmbedded(bus.EmbeddedConfig{StoreDir: t.TempDir()})
+	s, err := natsembed.Run(natsembed.Config{StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

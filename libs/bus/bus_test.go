@@ -15,6 +15,7 @@ import (
 
 	"github.com/ferrystream/ferry/libs/bus"
 	"github.com/ferrystream/ferry/libs/events"
+	"github.com/ferrystream/ferry/libs/natsembed"
 	"github.com/ferrystream/ferry/libs/subject"
 	"github.com/ferrystream/ferry/libs/testutil"
 )
@@ -316,7 +317,7 @@ func TestClusterSurvivesStreamLeaderLoss(t *testing.T) {
 	if testing.Short() {
 		t.Skip("cluster test")
 	}
-	cl, err := bus.RunCluster(t.TempDir(), 3, 14222)
+	cl, err := natsembed.RunCluster(t.TempDir(), 3, 14222)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/ferrystream/ferry/libs/bus"
+	"github.com/ferrystream/ferry/libs/natsembed"
 )
 
 // CheckFor calls f every `every` until it returns nil or `wait` passes, then
@@ -51,7 +52,7 @@ type Env struct {
 // bus.Bootstrap, and cleans up when the test ends.
 func NATS(t testing.TB) *Env {
 	t.Helper()
-	s, err := bus.RunEmbedded(bus.EmbeddedConfig{StoreDir: t.TempDir()})
+	s, err := natsembed.Run(natsembed.Config{StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/ferrystream/ferry/libs/bus"
 	"github.com/ferrystream/ferry/libs/events"
+	"github.com/ferrystream/ferry/libs/natsembed"
 )
 
 // Options configures a stack.
@@ -133,7 +134,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	if port == 0 {
 		port = -1
 	}
-	s.NATS, err = bus.RunEmbedded(bus.EmbeddedConfig{Name: "ferry-dev", Port: port, StoreDir: filepath.Join(o.DataDir, "nats")})
+	s.NATS, err = natsembed.Run(natsembed.Config{Name: "ferry-dev", Port: port, StoreDir: filepath.Join(o.DataDir, "nats")})
 	if err != nil {
 		return nil, err
 	}

@@ -1,8 +1,9 @@
 // Package bench measures the ingest service as a separate process against a
 // plain gortsplib relay (examples/server) under the same load, and the edge's
-// cost per reader and its switch gaps. The server under test is this test
-// binary re-executed (FERRY_BENCH_CHILD), so its CPU and memory are its own;
-// publishers and readers run in the benchmark process.
+// cost per reader and its switch gaps. The servers under test are the
+// ferry-ingest binary and the plain relay's, built by the benchmark and run as
+// separate processes, so their CPU and memory are their own; publishers and
+// readers run in the benchmark process.
 package bench
 
 import (
@@ -36,6 +37,7 @@ import (
 	"github.com/ferrystream/ferry/libs/testutil"
 	"github.com/ferrystream/ferry/libs/token"
 	"github.com/ferrystream/ferry/services/ingest"
+	"github.com/ferrystream/ferry/services/ingest/internal/bench/relay"
 	"github.com/ferrystream/ferry/services/ingest/internal/registry"
 	"github.com/ferrystream/ferry/services/ingest/internal/rtsptest"
 )
@@ -58,8 +60,11 @@ func TestMain(m *testing.M) {
 	}
 	switch os.Getenv("FERRY_BENCH_CHILD") {
 	case "plain":
-		runPlain(os.Getenv("BENCH_ADDR"))
-		os.Exit(0)
+		if _, err := relay.Start(os.Getenv("BENCH_ADDR")); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		select {}
 	case "ferry":
 		if path := os.Getenv("BENCH_CPUPROFILE"); path != "" {
 			// profile the child for a while (go tool pprof <test binary> <path>)
@@ -104,80 +109,61 @@ func writeMemProfile(path string) {
 	_ = os.WriteFile(path+".txt", []byte(txt), 0o644)
 }
 
-// plainRelay is gortsplib's examples/server with one stream per path: the
-// baseline Ferry's ingest is compared with.
-type plainRelay struct {
-	srv     *gortsplib.Server
-	mu      sync.RWMutex
-	streams map[string]*gortsplib.ServerStream
-}
-
-func runPlain(addr string) {
-	p := &plainRelay{streams: map[string]*gortsplib.ServerStream{}}
-	p.srv = &gortsplib.Server{Handler: p, RTSPAddress: addr, WriteQueueSize: 512}
-	if err := p.srv.Start(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	select {}
-}
-
-func (p *plainRelay) OnDescribe(ctx *gortsplib.ServerHandlerOnDescribeCtx) (*base.Response, *gortsplib.ServerStream, error) {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	if st := p.streams[ctx.Path]; st != nil {
-		return &base.Response{StatusCode: base.StatusOK}, st, nil
-	}
-	return &base.Response{StatusCode: base.StatusNotFound}, nil, nil
-}
-
-func (p *plainRelay) OnAnnounce(ctx *gortsplib.ServerHandlerOnAnnounceCtx) (*base.Response, error) {
-	st := &gortsplib.ServerStream{Server: p.srv, Desc: ctx.Description}
-	if err := st.Initialize(); err != nil {
-		return &base.Response{StatusCode: base.StatusInternalServerError}, err
-	}
-	p.mu.Lock()
-	p.streams[ctx.Path] = st
-	p.mu.Unlock()
-	return &base.Response{StatusCode: base.StatusOK}, nil
-}
-
-func (p *plainRelay) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Response, *gortsplib.ServerStream, error) {
-	if ctx.Session.State() == gortsplib.ServerSessionStatePreRecord {
-		return &base.Response{StatusCode: base.StatusOK}, nil, nil
-	}
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	if st := p.streams[ctx.Path]; st != nil {
-		return &base.Response{StatusCode: base.StatusOK}, st, nil
-	}
-	return &base.Response{StatusCode: base.StatusNotFound}, nil, nil
-}
-
-func (p *plainRelay) OnPlay(*gortsplib.ServerHandlerOnPlayCtx) (*base.Response, error) {
-	return &base.Response{StatusCode: base.StatusOK}, nil
-}
-
-func (p *plainRelay) OnRecord(ctx *gortsplib.ServerHandlerOnRecordCtx) (*base.Response, error) {
-	p.mu.RLock()
-	st := p.streams[ctx.Path]
-	p.mu.RUnlock()
-	ctx.Session.OnPacketRTPAny(func(medi *description.Media, _ format.Format, pkt *rtp.Packet) {
-		_ = st.WritePacketRTP(medi, pkt)
-	})
-	return &base.Response{StatusCode: base.StatusOK}, nil
-}
-
 // child is a server process under test.
 type child struct {
 	cmd  *exec.Cmd
 	addr string
 }
 
+// builds holds the binaries the children run, built once per test process.
+var builds struct {
+	once         sync.Once
+	dir          string
+	plain, ferry string
+	err          error
+}
+
+// binary returns the path of the static binary an operator would run for
+// kind: the ferry-ingest command, or the plain relay's. Both are built the
+// way make build builds (CGO_ENABLED=0, -trimpath), so the comparison is of
+// the programs, not of this test binary (which links NATS's server for the
+// test environment and would carry its memory in both children).
+func binary(tb testing.TB, kind string) string {
+	tb.Helper()
+	builds.once.Do(func() {
+		builds.dir, builds.err = os.MkdirTemp("", "ferry-bench-bin-")
+		if builds.err != nil {
+			return
+		}
+		builds.plain, builds.ferry = builds.dir+"/plain-relay", builds.dir+"/ferry-ingest"
+		for out, pkg := range map[string]string{builds.plain: "./relay/plain-relay", builds.ferry: "../../cmd/ferry-ingest"} {
+			cmd := exec.Command("go", "build", "-trimpath", "-o", out, pkg)
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+			if b, err := cmd.CombinedOutput(); err != nil {
+				builds.err = fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
+				return
+			}
+		}
+	})
+	if builds.err != nil {
+		tb.Fatal(builds.err)
+	}
+	if kind == "plain" {
+		return builds.plain
+	}
+	return builds.ferry
+}
+
+// startChild starts the server of kind on a free port. With BENCH_MEMPROFILE
+// the child is this test binary re-executed instead, so it can write heap
+// profiles (the figures then include the test binary's own memory).
 func startChild(tb testing.TB, kind string, env ...string) *child {
 	tb.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(tb))
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd := exec.Command(binary(tb, kind))
+	if os.Getenv("BENCH_MEMPROFILE") != "" {
+		cmd = exec.Command(os.Args[0], "-test.run=^$")
+	}
 	cmd.Env = append(os.Environ(), "FERRY_BENCH_CHILD="+kind, "BENCH_ADDR="+addr, "INGEST_RTSP_ADDR="+addr,
 		"FERRY_TOKEN_SECRET="+secret, "FERRY_LOG_LEVEL=warn")
 	cmd.Env = append(cmd.Env, env...)
@@ -199,6 +185,22 @@ func startChild(tb testing.TB, kind string, env ...string) *child {
 
 func (c *child) cpu() float64 { return registry.ReadCPUOf(c.cmd.Process.Pid) }
 func (c *child) rss() int64   { return registry.ReadRSSOf(c.cmd.Process.Pid) }
+
+// anon is the child's private anonymous memory (RssAnon: heap, stacks, the
+// runtime's own), the part of RSS that is not the program's file pages.
+func (c *child) anon() int64 {
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(st), "\n") {
+		if f := strings.Fields(l); len(f) == 3 && f[0] == "RssAnon:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
 
 // counter is a reader that only counts packets.
 type counter struct {
@@ -242,7 +244,7 @@ const bitrate = 2_000_000
 // measure runs one load against one server kind and returns CPU s/s, the mean
 // and the largest RSS sampled every 100 ms over the window (one sample would
 // mostly measure where the garbage collector happened to be), and packets out.
-func measure(b *testing.B, env *testutil.Env, kind string, l load, dur time.Duration) (cpu float64, rss, rssMax int64, pkts uint64) {
+func measure(b *testing.B, env *testutil.Env, kind string, l load, dur time.Duration) (cpu float64, rss, rssMax, anon int64, pkts uint64) {
 	b.Helper()
 	var c *child
 	if kind == "ferry" {
@@ -311,14 +313,14 @@ func measure(b *testing.B, env *testutil.Env, kind string, l load, dur time.Dura
 	for _, r := range readers {
 		n0 += r.n.Load()
 	}
-	var sum, n int64
+	var sum, sumAnon, n int64
 	for end := t0.Add(dur); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
 		v := c.rss()
-		sum, n = sum+v, n+1
+		sum, sumAnon, n = sum+v, sumAnon+c.anon(), n+1
 		rssMax = max(rssMax, v)
 	}
 	cpu = (c.cpu() - cpu0) / time.Since(t0).Seconds()
-	rss = sum / max(n, 1)
+	rss, anon = sum/max(n, 1), sumAnon/max(n, 1)
 	if path := os.Getenv("BENCH_MEMPROFILE"); path != "" {
 		_ = os.Remove(path + "." + kind + ".txt")
 		_ = c.cmd.Process.Signal(syscall.SIGUSR1)
@@ -331,7 +333,7 @@ func measure(b *testing.B, env *testutil.Env, kind string, l load, dur time.Dura
 		pkts += r.n.Load()
 	}
 	pkts -= n0
-	return cpu, rss, rssMax, pkts
+	return cpu, rss, rssMax, anon, pkts
 }
 
 // BenchmarkIngestVsPlainRelay prints, side by side, the CPU seconds per second
@@ -355,35 +357,48 @@ func BenchmarkIngestVsPlainRelay(b *testing.B) {
 		}
 	}
 	for i := 0; i < b.N; i++ {
-		fmt.Printf("ingest vs plain gortsplib relay, 2 Mbit/s per stream, %v per load, TCP readers\n", dur)
-		fmt.Printf("%-8s %-6s %10s %12s %11s %12s\n", "load", "server", "cpu_s/s", "rss_mean_MB", "rss_max_MB", "pkts_out/s")
-		rssAt := map[string]float64{} // "<kind> <load>" -> mean RSS MB
+		fmt.Printf("ingest (ferry-ingest binary) vs plain gortsplib relay (its own binary), 2 Mbit/s per stream, %v per load, TCP readers\n", dur)
+		fmt.Printf("rss = resident memory (program file pages + private memory); private = RssAnon (heap, stacks, runtime)\n")
+		fmt.Printf("%-8s %-6s %10s %12s %11s %16s %12s\n", "load", "server", "cpu_s/s", "rss_mean_MB", "rss_max_MB", "private_mean_MB", "pkts_out/s")
+		type mem struct{ rss, private float64 }
+		at := map[string]mem{} // "<kind> <load>"
 		for _, l := range loads {
-			var base [2]float64
+			var base [3]float64
 			for _, kind := range []string{"plain", "ferry"} {
-				cpu, rss, rssMax, pkts := measure(b, env, kind, l, dur)
-				mb := float64(rss) / (1 << 20)
-				rssAt[kind+" "+l.String()] = mb
-				fmt.Printf("%-8s %-6s %10.3f %12.1f %11.1f %12.0f\n", l, kind, cpu, mb, float64(rssMax)/(1<<20), float64(pkts)/dur.Seconds())
+				cpu, rss, rssMax, anon, pkts := measure(b, env, kind, l, dur)
+				mb, amb := float64(rss)/(1<<20), float64(anon)/(1<<20)
+				at[kind+" "+l.String()] = mem{mb, amb}
+				fmt.Printf("%-8s %-6s %10.3f %12.1f %11.1f %16.1f %12.0f\n", l, kind, cpu, mb, float64(rssMax)/(1<<20), amb, float64(pkts)/dur.Seconds())
 				b.ReportMetric(cpu, fmt.Sprintf("cpu_s/s_%s_%s", kind, l))
 				b.ReportMetric(mb, fmt.Sprintf("rss_MB_%s_%s", kind, l))
+				b.ReportMetric(amb, fmt.Sprintf("private_MB_%s_%s", kind, l))
 				if kind == "plain" {
-					base = [2]float64{cpu, mb}
+					base = [3]float64{cpu, mb, amb}
 				} else {
-					fmt.Printf("%-8s %-6s %+10.3f %+12.1f\n", l, "diff", cpu-base[0], mb-base[1])
+					fmt.Printf("%-8s %-6s %+10.3f %+12.1f %11s %+16.1f\n", l, "diff", cpu-base[0], mb-base[1], "", amb-base[2])
 				}
 			}
 		}
-		// The cost of one more published stream (with its reader), from 1 to
-		// 100 streams: what the control plane adds at 1 stream is fixed.
-		if p1, ok := rssAt["plain 1x1"]; ok {
-			if p100, ok := rssAt["plain 100x1"]; ok {
-				f1, f100 := rssAt["ferry 1x1"], rssAt["ferry 100x1"]
-				perPlain, perFerry := (p100-p1)*1024/99, (f100-f1)*1024/99
-				fmt.Printf("RSS per published stream (1x1 -> 100x1): plain %.0f KB, ferry %.0f KB (%+.0f KB); fixed at 1x1: %+.1f MB\n",
-					perPlain, perFerry, perFerry-perPlain, f1-p1)
-				b.ReportMetric(perFerry-perPlain, "rss_KB_per_stream_over_plain")
+		// What one more unit of load costs, from the 1x1 run: the part of
+		// the difference that does not grow with load is the fixed cost.
+		marginal := func(what, from, to string, units float64) {
+			p0, pOK := at["plain "+from]
+			p1, pOK1 := at["plain "+to]
+			f0, f1 := at["ferry "+from], at["ferry "+to]
+			if !pOK || !pOK1 {
+				return
 			}
+			pr, fr := (p1.rss-p0.rss)*1024/units, (f1.rss-f0.rss)*1024/units
+			pp, fp := (p1.private-p0.private)*1024/units, (f1.private-f0.private)*1024/units
+			fmt.Printf("per %s (%s -> %s): rss plain %.0f KB, ferry %.0f KB (%+.0f KB); private plain %.0f KB, ferry %.0f KB (%+.0f KB)\n",
+				what, from, to, pr, fr, fr-pr, pp, fp, fp-pp)
+			b.ReportMetric(fr-pr, "rss_KB_per_"+strings.ReplaceAll(what, " ", "_")+"_over_plain")
+		}
+		marginal("published stream", "1x1", "100x1", 99)
+		marginal("reader", "1x1", "1x100", 99)
+		if p, ok := at["plain 1x1"]; ok {
+			f := at["ferry 1x1"]
+			fmt.Printf("fixed at 1x1: rss %+.1f MB, private %+.1f MB\n", f.rss-p.rss, f.private-p.private)
 		}
 	}
 }
@@ -402,12 +417,11 @@ func BenchmarkEdge(b *testing.B) {
 		origins := make([]string, 2)
 		for k := range origins {
 			origins[k] = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(b))
-			p := &plainRelay{streams: map[string]*gortsplib.ServerStream{}}
-			p.srv = &gortsplib.Server{Handler: p, RTSPAddress: origins[k], WriteQueueSize: 512}
-			if err := p.srv.Start(); err != nil {
+			r, err := relay.Start(origins[k])
+			if err != nil {
 				b.Fatal(err)
 			}
-			b.Cleanup(p.srv.Close)
+			b.Cleanup(r.Close)
 		}
 		src, _ := media.NewFakeH264(media.FakeConfig{FPS: 25, GOP: 50, Bitrate: bitrate})
 		ag := rtsptest.NewAgent(src)

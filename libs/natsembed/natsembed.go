@@ -1,4 +1,7 @@
-package bus
+// Package natsembed runs NATS servers with JetStream in this process, for
+// tests and the dev stack. It lives apart from bus so that service binaries
+// do not link the NATS server.
+package natsembed
 
 import (
 	"errors"
@@ -11,8 +14,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 )
 
-// EmbeddedConfig configures an in-process NATS server with JetStream.
-type EmbeddedConfig struct {
+// Config configures an in-process NATS server with JetStream.
+type Config struct {
 	// Name is the server name (required for clustering).
 	Name string
 	// Host defaults to 127.0.0.1; Port -1 picks a random port.
@@ -30,9 +33,9 @@ type EmbeddedConfig struct {
 	Log bool
 }
 
-// RunEmbedded starts a NATS server with JetStream in this process and waits
+// Run starts a NATS server with JetStream in this process and waits
 // until it accepts connections. Call Shutdown on the result.
-func RunEmbedded(c EmbeddedConfig) (*server.Server, error) {
+func Run(c Config) (*server.Server, error) {
 	if c.StoreDir == "" {
 		return nil, errors.New("embedded nats: StoreDir is required")
 	}
@@ -86,7 +89,7 @@ func RunEmbedded(c EmbeddedConfig) (*server.Server, error) {
 // Cluster is an in-process NATS JetStream cluster on loopback.
 type Cluster struct {
 	Servers []*server.Server
-	configs []EmbeddedConfig
+	configs []Config
 }
 
 // RunCluster starts n clustered servers with stores under dir (one
@@ -127,12 +130,12 @@ func startCluster(dir string, ports []int, attempt int) (*Cluster, error) {
 	}
 	cl := &Cluster{}
 	for i, p := range ports {
-		c := EmbeddedConfig{
+		c := Config{
 			Name: fmt.Sprintf("n%d", i+1), Port: -1, HTTPPort: -1,
 			StoreDir:    fmt.Sprintf("%s/a%d-n%d", dir, attempt, i+1),
 			ClusterName: "ferry", ClusterPort: p, Routes: routes,
 		}
-		s, err := RunEmbedded(c)
+		s, err := Run(c)
 		if err != nil {
 			cl.Shutdown()
 			return nil, err
