@@ -109,14 +109,14 @@ func (c *compiler) compile(file, ptr string) (*node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", key, err)
 	}
-	n := &node{}
-	c.nodes[key] = n
-	if err := c.fill(n, v, file, ptr); err != nil {
+	n, err := c.sub(file, ptr, v)
+	if err != nil {
 		return nil, fmt.Errorf("%s: %w", key, err)
 	}
 	return n, nil
 }
 
+// sub compiles the schema v found at ptr in file.
 func (c *compiler) sub(file, ptr string, v any) (*node, error) {
 	key := file + "#" + ptr
 	if n, ok := c.nodes[key]; ok {
