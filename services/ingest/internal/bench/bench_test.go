@@ -155,13 +155,13 @@ func binary(tb testing.TB, kind string) string {
 }
 
 // startChild starts the server of kind on a free port. With BENCH_MEMPROFILE
-// the child is this test binary re-executed instead, so it can write heap
-// profiles (the figures then include the test binary's own memory).
+// or BENCH_CPUPROFILE the child is this test binary re-executed instead, so it
+// can write profiles (the figures then include the test binary's own memory).
 func startChild(tb testing.TB, kind string, env ...string) *child {
 	tb.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(tb))
 	cmd := exec.Command(binary(tb, kind))
-	if os.Getenv("BENCH_MEMPROFILE") != "" {
+	if os.Getenv("BENCH_MEMPROFILE") != "" || os.Getenv("BENCH_CPUPROFILE") != "" {
 		cmd = exec.Command(os.Args[0], "-test.run=^$")
 	}
 	cmd.Env = append(os.Environ(), "FERRY_BENCH_CHILD="+kind, "BENCH_ADDR="+addr, "INGEST_RTSP_ADDR="+addr,
