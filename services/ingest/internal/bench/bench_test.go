@@ -244,7 +244,7 @@ const bitrate = 2_000_000
 // measure runs one load against one server kind and returns CPU s/s, the mean
 // and the largest RSS sampled every 100 ms over the window (one sample would
 // mostly measure where the garbage collector happened to be), and packets out.
-func measure(b *testing.B, env *testutil.Env, kind string, l load, dur time.Duration) (cpu float64, rss, rssMax, anon int64, pkts uint64) {
+func measure(b *testing.B, env *testutil.Env, kind string, l load, warmup, dur time.Duration) (cpu float64, rss, rssMax, anon int64, pkts uint64) {
 	b.Helper()
 	var c *child
 	if kind == "ferry" {
@@ -307,7 +307,10 @@ func measure(b *testing.B, env *testutil.Env, kind string, l load, dur time.Dura
 			readers = append(readers, r)
 		}
 	}
-	time.Sleep(time.Second) // warm-up; the measurement window follows
+	// Warm-up: at light load a Go heap takes seconds to grow to the garbage
+	// collector's 4 MB minimum goal; measured before that, a server that
+	// allocates slowly looks smaller than it stays.
+	time.Sleep(warmup)
 	cpu0, t0 := c.cpu(), time.Now()
 	var n0 uint64
 	for _, r := range readers {
@@ -341,7 +344,10 @@ func measure(b *testing.B, env *testutil.Env, kind string, l load, dur time.Dura
 // at 2 Mbit/s per stream: 1 stream x 1/10/100 readers and 100 streams x 1 reader.
 func BenchmarkIngestVsPlainRelay(b *testing.B) {
 	env := testutil.NATS(b)
-	dur := 3 * time.Second
+	warmup, dur := 10*time.Second, 5*time.Second
+	if d, err := time.ParseDuration(os.Getenv("BENCH_WARMUP")); err == nil {
+		warmup = d
+	}
 	if d, err := time.ParseDuration(os.Getenv("BENCH_DURATION")); err == nil {
 		dur = d
 	}
@@ -357,7 +363,7 @@ func BenchmarkIngestVsPlainRelay(b *testing.B) {
 		}
 	}
 	for i := 0; i < b.N; i++ {
-		fmt.Printf("ingest (ferry-ingest binary) vs plain gortsplib relay (its own binary), 2 Mbit/s per stream, %v per load, TCP readers\n", dur)
+		fmt.Printf("ingest (ferry-ingest binary) vs plain gortsplib relay (its own binary), 2 Mbit/s per stream, %v warm-up then %v measured per load, TCP readers\n", warmup, dur)
 		fmt.Printf("rss = resident memory (program file pages + private memory); private = RssAnon (heap, stacks, runtime)\n")
 		fmt.Printf("%-8s %-6s %10s %12s %11s %16s %12s\n", "load", "server", "cpu_s/s", "rss_mean_MB", "rss_max_MB", "private_mean_MB", "pkts_out/s")
 		type mem struct{ rss, private float64 }
@@ -365,7 +371,7 @@ func BenchmarkIngestVsPlainRelay(b *testing.B) {
 		for _, l := range loads {
 			var base [3]float64
 			for _, kind := range []string{"plain", "ferry"} {
-				cpu, rss, rssMax, anon, pkts := measure(b, env, kind, l, dur)
+				cpu, rss, rssMax, anon, pkts := measure(b, env, kind, l, warmup, dur)
 				mb, amb := float64(rss)/(1<<20), float64(anon)/(1<<20)
 				at[kind+" "+l.String()] = mem{mb, amb}
 				fmt.Printf("%-8s %-6s %10.3f %12.1f %11.1f %16.1f %12.0f\n", l, kind, cpu, mb, float64(rssMax)/(1<<20), amb, float64(pkts)/dur.Seconds())
