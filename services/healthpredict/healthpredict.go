@@ -27,10 +27,10 @@ import (
 	"io"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/ferrystream/ferry/libs/bus"
+	"github.com/ferrystream/ferry/libs/group"
 	"github.com/ferrystream/ferry/libs/obs"
 	"github.com/ferrystream/ferry/services/healthpredict/internal/evaltrace"
 	"github.com/ferrystream/ferry/services/healthpredict/internal/service"
@@ -92,29 +92,12 @@ func RunWithLog(ctx context.Context, args []string, getenv func(string) string, 
 		log.Info().Str("addr", addr.String()).Msg("metrics listening")
 	}
 	log.Info().Str("horizon", cfg.Predict.Horizon.String()).Msg("starting")
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	errc := make(chan error, 3)
-	for _, f := range []func(context.Context) error{srv.Run, svc.Run,
-		func(ctx context.Context) error { return bus.RunDeadLetters(ctx, js, log) }} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := f(ctx); err != nil && ctx.Err() == nil {
-				errc <- err
-				cancel()
-			}
-		}()
-	}
-	wg.Wait()
+	err = group.Run(ctx,
+		group.Task{Name: "metrics", Run: srv.Run},
+		group.Task{Name: "predictor", Run: svc.Run},
+		group.Task{Name: "dead letters", Run: func(ctx context.Context) error { return bus.RunDeadLetters(ctx, js, log) }})
 	log.Info().Msg("stopped")
-	select {
-	case err := <-errc:
-		return err
-	default:
-		return nil
-	}
+	return err
 }
 
 // ErrUsage is returned for missing or wrong subcommand arguments.

@@ -28,6 +28,7 @@ import (
 
 	"github.com/ferrystream/ferry/libs/bus"
 	"github.com/ferrystream/ferry/libs/events"
+	"github.com/ferrystream/ferry/libs/group"
 	"github.com/ferrystream/ferry/libs/obs"
 	"github.com/ferrystream/ferry/services/notifier/internal/delivery"
 	"github.com/ferrystream/ferry/services/notifier/internal/httpapi"
@@ -179,26 +180,14 @@ func (s *Service) Run(ctx context.Context) error {
 		return err
 	}
 
-	ctx, stop := context.WithCancel(ctx)
-	defer stop()
-	errc := make(chan error, 4)
-	n := 0
-	run := func(name string, f func(context.Context) error) {
-		n++
-		go func() {
-			err := f(ctx)
-			if err != nil {
-				err = fmt.Errorf("%s: %w", name, err)
-				stop()
-			}
-			errc <- err
-		}()
+	tasks := []group.Task{
+		{Name: "dead letters", Run: func(ctx context.Context) error { return bus.RunDeadLetters(ctx, s.js, s.log) }},
+		{Name: "delivery", Run: eng.Run},
+		{Name: "metrics", Run: s.metricsS.Run},
 	}
-	run("dead letters", func(ctx context.Context) error { return bus.RunDeadLetters(ctx, s.js, s.log) })
-	run("delivery", eng.Run)
 	if s.httpLn != nil {
 		srv := &http.Server{Handler: hub.Handler(), ReadHeaderTimeout: 5 * time.Second}
-		run("http", func(ctx context.Context) error {
+		tasks = append(tasks, group.Task{Name: "http", Run: func(ctx context.Context) error {
 			go func() {
 				<-ctx.Done()
 				sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -210,20 +199,13 @@ func (s *Service) Run(ctx context.Context) error {
 				return err
 			}
 			return nil
-		})
+		}})
 		s.log.Info().Str("addr", s.HTTPAddr()).Msg("notice API listening (SSE, acks)")
 	}
 	s.eng.Store(eng)
-	run("metrics", s.metricsS.Run)
-
-	var first error
-	for range n {
-		if err := <-errc; err != nil && first == nil {
-			first = err
-		}
-	}
+	err = group.Run(ctx, tasks...)
 	_ = s.nc.Drain()
-	return first
+	return err
 }
 
 func (s *Service) closeListeners() {

@@ -33,9 +33,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sync"
 
 	"github.com/ferrystream/ferry/libs/bus"
+	"github.com/ferrystream/ferry/libs/group"
 	"github.com/ferrystream/ferry/libs/obs"
 	"github.com/ferrystream/ferry/services/placement/internal/engine"
 )
@@ -85,26 +85,10 @@ func RunWithLog(ctx context.Context, args []string, getenv func(string) string, 
 	} else if addr != nil {
 		log.Info().Str("addr", addr.String()).Msg("metrics listening")
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	errc := make(chan error, 3)
-	for _, f := range []func(context.Context) error{srv.Run, eng.Run, func(ctx context.Context) error { return bus.RunDeadLetters(ctx, js, log) }} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := f(ctx); err != nil && ctx.Err() == nil {
-				errc <- err
-				cancel()
-			}
-		}()
-	}
-	wg.Wait()
+	err = group.Run(ctx,
+		group.Task{Name: "metrics", Run: srv.Run},
+		group.Task{Name: "engine", Run: eng.Run},
+		group.Task{Name: "dead letters", Run: func(ctx context.Context) error { return bus.RunDeadLetters(ctx, js, log) }})
 	log.Info().Msg("stopped")
-	select {
-	case err := <-errc:
-		return err
-	default:
-		return nil
-	}
+	return err
 }
