@@ -23,7 +23,7 @@ type reference struct {
 	byType map[string]*jsonschema.Schema
 }
 
-func newReference(t *testing.T) *reference {
+func newReference(t testing.TB) *reference {
 	t.Helper()
 	c := jsonschema.NewCompiler()
 	c.AssertFormat()
@@ -277,6 +277,33 @@ func FuzzValidatorAgreesWithReference(f *testing.F) {
 		_, wantOK := ref.check(head.Type, body)
 		if err := schemas.Validate(head.Type, body); (err == nil) != wantOK {
 			t.Fatalf("validator error %v, reference accepts: %v\n%s", err, wantOK, body)
+		}
+	})
+}
+
+// BenchmarkValidate compares schemas.Validate with the reference on a full
+// reassignment event (go test -run '^$' -bench Validate -benchmem .).
+func BenchmarkValidate(b *testing.B) {
+	body, err := fs.ReadFile(schemas.FS(), "examples/placement/reassigned.v1/valid-full.json")
+	if err != nil {
+		b.Fatal(err)
+	}
+	const typ = "io.ferry.placement.reassigned.v1"
+	b.Run("ferry", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := schemas.Validate(typ, body); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("reference", func(b *testing.B) {
+		ref := newReference(b)
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, ok := ref.check(typ, body); !ok {
+				b.Fatal("refused")
+			}
 		}
 	})
 }
