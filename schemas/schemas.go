@@ -108,6 +108,9 @@ func schemaOf(typ string) (*node, error) {
 	n, err := shared.compile(p, "")
 	clear(shared.docs) // the parsed documents are not needed once compiled
 	if err != nil {
+		// Start afresh so no later schema reuses a half-compiled node; the
+		// schemas compiled before keep their own, whole, nodes.
+		shared = newCompiler()
 		return nil, fmt.Errorf("compile %s: %w", p, err)
 	}
 	compiled[typ] = n
