@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"path"
 	"sort"
@@ -306,4 +307,46 @@ func BenchmarkValidate(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestValidateConcurrently validates every example from several goroutines at
+// once, so the first compile of each type races (run with -race).
+func TestValidateConcurrently(t *testing.T) {
+	type example struct {
+		typ   string
+		body  []byte
+		valid bool
+	}
+	var all []example
+	err := fs.WalkDir(schemas.FS(), "examples", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		dir, name := path.Split(p)
+		typ, _ := schemas.TypeOfPath("events/" + strings.TrimSuffix(strings.TrimPrefix(dir, "examples/"), "/") + ".json")
+		b, err := fs.ReadFile(schemas.FS(), p)
+		all = append(all, example{typ, b, strings.HasPrefix(name, "valid-")})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 8)
+	for g := 0; g < 8; g++ {
+		go func() {
+			for i := range all {
+				e := all[(i+g*17)%len(all)]
+				if err := schemas.Validate(e.typ, e.body); (err == nil) != e.valid {
+					errs <- fmt.Errorf("%s valid=%v: %v", e.typ, e.valid, err)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for g := 0; g < 8; g++ {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
 }
