@@ -173,59 +173,73 @@ func deepCopy(v any) any {
 	return out
 }
 
-// TestValidatorAgreesWithReference checks, for every example and thousands
-// of mutations of the valid ones, that schemas.Validate accepts exactly what
-// jsonschema/v6 accepts and points at the same place when it refuses.
-func TestValidatorAgreesWithReference(t *testing.T) {
-	ref := newReference(t)
-	var docs, refused int
+// example is one file under examples/.
+type example struct {
+	path, typ string
+	body      []byte
+	valid     bool // valid-*.json; invalid-*.json otherwise
+}
+
+// allExamples reads every example with the event type its directory names.
+func allExamples(tb testing.TB) []example {
+	tb.Helper()
+	var all []example
 	err := fs.WalkDir(schemas.FS(), "examples", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
 		dir, name := path.Split(p)
 		typ, _ := schemas.TypeOfPath("events/" + strings.TrimSuffix(strings.TrimPrefix(dir, "examples/"), "/") + ".json")
-		body, err := fs.ReadFile(schemas.FS(), p)
-		if err != nil {
-			return err
-		}
-		bodies := [][]byte{body}
-		if strings.HasPrefix(name, "valid-") {
-			dec := json.NewDecoder(bytes.NewReader(body))
+		b, err := fs.ReadFile(schemas.FS(), p)
+		all = append(all, example{p, typ, b, strings.HasPrefix(name, "valid-")})
+		return err
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return all
+}
+
+// TestValidatorAgreesWithReference checks, for every example and thousands
+// of mutations of the valid ones, that schemas.Validate accepts exactly what
+// jsonschema/v6 accepts and points at the same place when it refuses.
+func TestValidatorAgreesWithReference(t *testing.T) {
+	ref := newReference(t)
+	var docs, refused int
+	for _, ex := range allExamples(t) {
+		bodies := [][]byte{ex.body}
+		if ex.valid {
+			dec := json.NewDecoder(bytes.NewReader(ex.body))
 			dec.UseNumber()
 			var doc any
 			if err := dec.Decode(&doc); err != nil {
-				return err
+				t.Fatal(err)
 			}
 			for _, m := range mutations(doc) {
 				b, err := json.Marshal(m)
 				if err != nil {
-					return err
+					t.Fatal(err)
 				}
 				bodies = append(bodies, b)
 			}
 		}
 		for _, b := range bodies {
 			docs++
-			wantPtr, wantOK := ref.check(typ, b)
-			err := schemas.Validate(typ, b)
+			wantPtr, wantOK := ref.check(ex.typ, b)
+			err := schemas.Validate(ex.typ, b)
 			var se *schemas.Error
 			switch {
 			case wantOK && err != nil:
-				t.Errorf("%s: refused what the reference accepts: %v\n%s", p, err, b)
+				t.Errorf("%s: refused what the reference accepts: %v\n%s", ex.path, err, b)
 			case !wantOK && err == nil:
-				t.Errorf("%s: accepted what the reference refuses (at %q)\n%s", p, wantPtr, b)
+				t.Errorf("%s: accepted what the reference refuses (at %q)\n%s", ex.path, wantPtr, b)
 			case !wantOK && errors.As(err, &se) && se.Path != wantPtr:
-				t.Errorf("%s: refused at %q (%s), the reference at %q\n%s", p, se.Path, se.Reason, wantPtr, b)
+				t.Errorf("%s: refused at %q (%s), the reference at %q\n%s", ex.path, se.Path, se.Reason, wantPtr, b)
 			}
 			if err != nil {
 				refused++
 			}
 		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
 	if docs < 5000 || refused < docs/2 {
 		t.Fatalf("only %d documents (%d refused): the mutations do not exercise the schemas", docs, refused)
@@ -252,18 +266,8 @@ func TestValidatorRefusesUnknownKeywords(t *testing.T) {
 // (go test -fuzz FuzzValidatorAgreesWithReference ./schemas): they must
 // accept and refuse the same documents, and the validator must not panic.
 func FuzzValidatorAgreesWithReference(f *testing.F) {
-	err := fs.WalkDir(schemas.FS(), "examples", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := fs.ReadFile(schemas.FS(), p)
-		if err == nil {
-			f.Add(b)
-		}
-		return err
-	})
-	if err != nil {
-		f.Fatal(err)
+	for _, ex := range allExamples(f) {
+		f.Add(ex.body)
 	}
 	var ref *reference
 	f.Fuzz(func(t *testing.T, body []byte) {
@@ -312,25 +316,7 @@ func BenchmarkValidate(b *testing.B) {
 // TestValidateConcurrently validates every example from several goroutines at
 // once, so the first compile of each type races (run with -race).
 func TestValidateConcurrently(t *testing.T) {
-	type example struct {
-		typ   string
-		body  []byte
-		valid bool
-	}
-	var all []example
-	err := fs.WalkDir(schemas.FS(), "examples", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		dir, name := path.Split(p)
-		typ, _ := schemas.TypeOfPath("events/" + strings.TrimSuffix(strings.TrimPrefix(dir, "examples/"), "/") + ".json")
-		b, err := fs.ReadFile(schemas.FS(), p)
-		all = append(all, example{typ, b, strings.HasPrefix(name, "valid-")})
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	all := allExamples(t)
 	errs := make(chan error, 8)
 	for g := 0; g < 8; g++ {
 		go func() {
