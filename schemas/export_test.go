@@ -12,3 +12,6 @@ func CompileDocument(b []byte) error {
 	_, err = c.compile("test.json", "")
 	return err
 }
+
+// Pointer is the JSON pointer of an instance location, as Validate reports it.
+var Pointer = pointer

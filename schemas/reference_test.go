@@ -6,8 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"path"
-	"sort"
+	"slices"
 	"strings"
 	"testing"
 
@@ -78,7 +79,7 @@ func (r *reference) check(typ string, body []byte) (ptr string, ok bool) {
 	if !errors.As(err, &ve) {
 		return "", false
 	}
-	return pointerOf(deepest(ve).InstanceLocation), false
+	return schemas.Pointer(deepest(ve).InstanceLocation), false
 }
 
 func deepest(e *jsonschema.ValidationError) *jsonschema.ValidationError {
@@ -113,15 +114,6 @@ func onlyFalse(e *jsonschema.ValidationError) bool {
 	return true
 }
 
-func pointerOf(loc []string) string {
-	var sb strings.Builder
-	for _, t := range loc {
-		sb.WriteByte('/')
-		sb.WriteString(strings.NewReplacer("~", "~0", "/", "~1").Replace(t))
-	}
-	return sb.String()
-}
-
 // mutations derives documents from a valid example: every member removed,
 // every value replaced by values of other types and by edge values, and an
 // extra member added to every object.
@@ -138,12 +130,7 @@ func mutations(doc any) []any {
 		set(v)
 		switch x := v.(type) {
 		case map[string]any:
-			keys := make([]string, 0, len(x))
-			for k := range x {
-				keys = append(keys, k)
-			}
-			sort.Strings(keys)
-			for _, k := range keys {
+			for _, k := range slices.Sorted(maps.Keys(x)) {
 				old := x[k]
 				delete(x, k)
 				out = append(out, deepCopy(doc))

@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math/big"
 	"path"
 	"regexp"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -136,12 +136,7 @@ func (c *compiler) fill(n *node, v any, file, ptr string) error {
 		n.never = !s
 		return nil
 	case map[string]any:
-		keys := make([]string, 0, len(s))
-		for k := range s {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
+		for _, k := range slices.Sorted(maps.Keys(s)) {
 			if !keywords[k] {
 				return fmt.Errorf("keyword %q at %s is not supported by this validator", k, ptr)
 			}
@@ -427,11 +422,7 @@ func (n *node) validate(v any, at []string, out *[]violation) (evaluated map[str
 			}
 		}
 	case map[string]any:
-		names := make([]string, 0, len(x))
-		for k := range x {
-			names = append(names, k)
-		}
-		sort.Strings(names)
+		names := slices.Sorted(maps.Keys(x))
 		for _, r := range n.required {
 			if _, ok := x[r]; !ok {
 				fail("missing property '%s'", r)
