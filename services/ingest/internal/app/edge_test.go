@@ -155,9 +155,11 @@ func TestEdgeOriginKilled(t *testing.T) {
 	<-a.Done()
 	killed := time.Now()
 	// placement re-places the stream; the publisher (restarted: a new encoder,
-	// its frame counter going on from where the camera is now) reconnects there
+	// its frame counter going on from where the camera is now) reconnects there.
+	// The camera went on for the second the restart took (25 frames): those
+	// are lost whether or not frames were in flight when the origin died.
 	h.place("cam-1", b, "s-2", "m-9", "origin-1", time.Time{})
-	src2, err := media.NewFakeH264(media.FakeConfig{FPS: 25, GOP: 25, FirstFrame: ag.Sent()})
+	src2, err := media.NewFakeH264(media.FakeConfig{FPS: 25, GOP: 25, FirstFrame: ag.Sent() + 25})
 	if err != nil {
 		t.Fatal(err)
 	}
