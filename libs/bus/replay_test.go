@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
-	"strings"
 	"testing"
 	"time"
 
@@ -513,4 +513,3 @@ func storedDraining(t *testing.T, ctx context.Context, js jetstream.JetStream) [
 	}
 	return out
 }
-
