@@ -52,6 +52,9 @@ type ReplaySpec struct {
 	// often a replay that has not caught up asks the server whether the
 	// messages it waits for were removed (DefaultCheckEvery).
 	AttemptTimeout, RetryWait, CheckEvery time.Duration
+	// Attempts caps the attempts of each request (0: until ctx ends), for
+	// callers that would rather report a failure (a command line tool).
+	Attempts int
 	// Log receives failed attempts (zero value: silent).
 	Log zerolog.Logger
 }
@@ -251,7 +254,7 @@ func (r *replay) check(ctx context.Context, cons jetstream.Consumer) {
 // retry runs f with a context bounded by AttemptTimeout until it succeeds
 // or ctx ends.
 func (r *replay) retry(ctx context.Context, what string, f func(context.Context) error) error {
-	return retry(ctx, r.spec.AttemptTimeout, r.spec.RetryWait, func(actx context.Context) error {
+	return retry(ctx, r.spec.Attempts, r.spec.AttemptTimeout, r.spec.RetryWait, func(actx context.Context) error {
 		err := f(actx)
 		if err != nil && ctx.Err() == nil {
 			r.spec.Log.Warn().Err(err).Str("stream", r.spec.Stream).Msg("replay: " + what)
@@ -260,15 +263,19 @@ func (r *replay) retry(ctx context.Context, what string, f func(context.Context)
 	}, "replay "+r.spec.Stream+": "+what)
 }
 
-// retry calls f, each call bounded by timeout, until it returns nil or ctx
-// ends; then the error wraps ctx's and names the last failure.
-func retry(ctx context.Context, timeout, wait time.Duration, f func(context.Context) error, what string) error {
-	for {
+// retry calls f, each call bounded by timeout, until it returns nil, it was
+// called attempts times (0: no limit) or ctx ends; then the error wraps f's
+// last, or ctx's naming f's last.
+func retry(ctx context.Context, attempts int, timeout, wait time.Duration, f func(context.Context) error, what string) error {
+	for n := 1; ; n++ {
 		actx, cancel := context.WithTimeout(ctx, timeout)
 		err := f(actx)
 		cancel()
 		if err == nil {
 			return nil
+		}
+		if attempts > 0 && n >= attempts && ctx.Err() == nil {
+			return fmt.Errorf("bus: %s: %w", what, err)
 		}
 		if !sleep(ctx, wait) {
 			return fmt.Errorf("bus: %s: %w (last: %v)", what, ctx.Err(), err)

@@ -513,3 +513,17 @@ func storedDraining(t *testing.T, ctx context.Context, js jetstream.JetStream) [
 	}
 	return out
 }
+
+// TestReplayAttempts: with Attempts, a request that keeps failing is
+// reported instead of retried until the context ends.
+func TestReplayAttempts(t *testing.T) {
+	env := testutil.NATS(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	js := &lostJS{JetStream: env.JS, lose: 100}
+	err := bus.Replay(ctx, js, bus.ReplaySpec{Stream: bus.StreamEvents, Attempts: 2,
+		AttemptTimeout: 100 * time.Millisecond, RetryWait: 10 * time.Millisecond}, func(jetstream.Msg) error { return nil })
+	if !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil || js.calls.Load() != 2 {
+		t.Fatalf("Replay = %v after %d requests, want the second attempt's timeout", err, js.calls.Load())
+	}
+}

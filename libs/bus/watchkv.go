@@ -53,7 +53,7 @@ func WatchKV(ctx context.Context, kv jetstream.KeyValue, spec WatchSpec, h func(
 	if spec.UpdatesOnly {
 		// Resume from the bucket's newest revision rather than using
 		// UpdatesOnly, so a first watcher that fails loses nothing either.
-		if err := retry(ctx, spec.AttemptTimeout, spec.RetryWait, w.readStart, "watch "+kv.Bucket()+": status"); err != nil {
+		if err := retry(ctx, 0, spec.AttemptTimeout, spec.RetryWait, w.readStart, "watch "+kv.Bucket()+": status"); err != nil {
 			return err
 		}
 	}
