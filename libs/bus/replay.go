@@ -131,7 +131,10 @@ func Replay(ctx context.Context, js jetstream.JetStream, spec ReplaySpec, h func
 	}
 	defer it.Stop()
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer func() {
+		cancel(nil) // ends the checker
+		wg.Wait()
+	}()
 	if !r.done.Load() {
 		wg.Add(1)
 		go func() { defer wg.Done(); r.check(rctx, cons) }()

@@ -187,12 +187,17 @@ func TestReplayHandlerEnds(t *testing.T) {
 				}
 				return nil
 			}
-			err := bus.Replay(ctx, env.JS, bus.ReplaySpec{Stream: bus.StreamEvents, Follow: true}, r.handler(t))
+			// CaughtUp set: the replay waits for the fifth message when the
+			// handler ends it at the third.
+			err := bus.Replay(ctx, env.JS, bus.ReplaySpec{Stream: bus.StreamEvents, Follow: true, CaughtUp: r.caughtUp}, r.handler(t))
 			if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil && err != nil) {
 				t.Fatalf("Replay = %v, want %v", err, tc.wantErr)
 			}
-			if got, _ := r.snapshot(); !equal(got, seq(1, 3)) {
-				t.Fatalf("handled %v", got)
+			if ctx.Err() != nil {
+				t.Fatal("Replay returned only when its context ended")
+			}
+			if got, _ := r.snapshot(); !equal(got, seq(1, 3)) || r.caughtN.Load() != 0 {
+				t.Fatalf("handled %v (caught up %d times)", got, r.caughtN.Load())
 			}
 		})
 	}
