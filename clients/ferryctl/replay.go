@@ -24,65 +24,56 @@ type replayOpts struct {
 }
 
 // errStop, returned by a readEvents callback, ends the reading without error.
-var errStop = errors.New("stop")
+var errStop = bus.ErrStop
+
+// requestTimeout bounds each JetStream request of readEvents (nats.go's
+// default); a command reports a failed request instead of retrying it.
+const requestTimeout = 5 * time.Second
 
 // readEvents calls fn with every event matching o, in stream order, through
-// an ordered consumer. Without follow it returns after the last event stored
-// when it started; with follow it returns nil when ctx ends.
+// an ordered consumer (bus.Replay). Without follow it returns after the last
+// event stored when it started; with follow it returns nil when ctx ends.
 func (c *conn) readEvents(ctx context.Context, o replayOpts, fn func(timeline.Event) error) error {
 	if _, err := c.stream(ctx, bus.StreamEvents); err != nil {
 		return err
 	}
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: o.filters, DeliverPolicy: jetstream.DeliverAllPolicy}
+	spec := bus.ReplaySpec{Stream: bus.StreamEvents, Filters: o.filters, DeliverPolicy: jetstream.DeliverAllPolicy,
+		Follow: o.follow, AttemptTimeout: requestTimeout, Attempts: 1}
 	switch {
 	case !o.since.IsZero():
-		t := o.since
-		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &t
+		spec.DeliverPolicy, spec.StartTime = jetstream.DeliverByStartTimePolicy, o.since
 	case o.follow:
-		cfg.DeliverPolicy = jetstream.DeliverNewPolicy
+		spec.DeliverPolicy = jetstream.DeliverNewPolicy
 	}
-	cons, err := c.js.OrderedConsumer(ctx, bus.StreamEvents, cfg)
-	if err != nil {
-		return fmt.Errorf("read %s: %w", bus.StreamEvents, err)
-	}
-	it, err := cons.Messages()
-	if err != nil {
-		return fmt.Errorf("read %s: %w", bus.StreamEvents, err)
-	}
-	defer it.Stop()
-	if !o.follow {
-		if info := cons.CachedInfo(); info != nil && info.NumPending == 0 {
-			return nil
-		}
-	}
-	for {
-		msg, err := it.Next(jetstream.NextContext(ctx))
-		if err != nil {
-			if ctx.Err() != nil {
-				if o.follow && errors.Is(ctx.Err(), context.Canceled) {
-					return nil
-				}
-				return fmt.Errorf("read %s: %w", bus.StreamEvents, ctx.Err())
-			}
-			return fmt.Errorf("read %s: %w", bus.StreamEvents, err)
-		}
+	var hErr error // the handler's own error, returned as it is
+	err := bus.Replay(ctx, c.js, spec, func(msg jetstream.Msg) error {
 		meta, err := msg.Metadata()
 		if err != nil {
-			return fmt.Errorf("read %s: %w", bus.StreamEvents, err)
+			hErr = fmt.Errorf("read %s: %w", bus.StreamEvents, err)
+			return hErr
 		}
 		ev, perr := timeline.Parse(meta.Sequence.Stream, msg.Subject(), msg.Data())
 		if perr != nil {
 			// not even an envelope: show where it is rather than hide it
 			ev.Env.Time, ev.Env.Type = meta.Timestamp, "?"
 		}
-		if err := fn(ev); err != nil {
-			if errors.Is(err, errStop) {
-				return nil
-			}
-			return err
+		err = fn(ev)
+		if err != nil && !errors.Is(err, errStop) {
+			hErr = err
 		}
-		if !o.follow && meta.NumPending == 0 {
+		return err // errStop (bus.ErrStop) ends the replay without error
+	})
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		if o.follow && errors.Is(ctx.Err(), context.Canceled) {
 			return nil
 		}
+		return fmt.Errorf("read %s: %w", bus.StreamEvents, ctx.Err())
+	case hErr != nil:
+		return hErr
+	default:
+		return fmt.Errorf("read %s: %w", bus.StreamEvents, err)
 	}
 }

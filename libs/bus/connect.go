@@ -1,7 +1,13 @@
 // Package bus is Ferry's NATS layer: connecting, creating the JetStream
 // streams and Key-Value buckets every service relies on, consuming events
-// with validation, idempotency and dead-lettering, and running an embedded
-// server (single node or a 3-node cluster) for development and tests.
+// with validation, idempotency and dead-lettering (Consume), replaying a
+// stream and following it live with a caught-up signal (Replay), and watching
+// a Key-Value bucket through NATS failovers (WatchKV). Replay and WatchKV
+// bound every request and retry it, so a request lost while a NATS node fails
+// over costs an attempt, not the caller's deadline; use them instead of
+// hand-written ordered-consumer or KV-watch loops. The embedded server
+// (single node or a 3-node cluster) for development and tests is in
+// libs/natsembed.
 package bus
 
 import (

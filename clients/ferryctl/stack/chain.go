@@ -27,49 +27,62 @@ type Seen struct {
 type Chain struct {
 	mu   sync.Mutex
 	seen []Seen
-	cc   jetstream.ConsumeContext
+	stop context.CancelFunc
+	done chan struct{}
 	// OnEvent, if set before Start, is called for each event (in order).
 	onEvent func(Seen)
 }
 
-// WatchChain starts recording events published from now on.
+// WatchChain starts recording events published from now on: when it
+// returns, the consumer exists, so nothing published afterwards is missed.
+// The recording ends with ctx or Stop.
 func WatchChain(ctx context.Context, js jetstream.JetStream, onEvent func(Seen)) (*Chain, error) {
-	c := &Chain{onEvent: onEvent}
-	cons, err := js.OrderedConsumer(ctx, bus.StreamEvents, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverNewPolicy,
-	})
-	if err != nil {
+	rctx, cancel := context.WithCancel(ctx)
+	c := &Chain{onEvent: onEvent, stop: cancel, done: make(chan struct{})}
+	started := make(chan struct{})
+	errc := make(chan error, 1)
+	go func() {
+		defer close(c.done)
+		errc <- bus.Replay(rctx, js, bus.ReplaySpec{Stream: bus.StreamEvents, DeliverPolicy: jetstream.DeliverNewPolicy,
+			Follow: true, Attempts: 1, AttemptTimeout: 5 * time.Second, CaughtUp: func() { close(started) }}, c.record)
+	}()
+	select {
+	case <-started:
+		return c, nil
+	case err := <-errc:
+		cancel()
 		return nil, fmt.Errorf("watch events: %w", err)
 	}
-	c.cc, err = cons.Consume(func(m jetstream.Msg) {
-		env, err := events.Decode(m.Data())
-		if err != nil {
-			return
-		}
-		s := Seen{Env: env, At: env.Time}
-		_ = json.Unmarshal(env.Data, &s.Data)
-		// Events that carry when the thing happened ("at": a switch is
-		// reported after a settle window) are timed by that.
-		if at, ok := s.Data["at"].(string); ok {
-			if t, err := time.Parse(time.RFC3339Nano, at); err == nil {
-				s.At = t
-			}
-		}
-		c.mu.Lock()
-		c.seen = append(c.seen, s)
-		c.mu.Unlock()
-		if c.onEvent != nil {
-			c.onEvent(s)
-		}
-	})
-	if err != nil {
-		return nil, err
-	}
-	return c, nil
 }
 
-// Stop ends the recording.
-func (c *Chain) Stop() { c.cc.Stop() }
+func (c *Chain) record(m jetstream.Msg) error {
+	env, err := events.Decode(m.Data())
+	if err != nil {
+		return nil
+	}
+	s := Seen{Env: env, At: env.Time}
+	_ = json.Unmarshal(env.Data, &s.Data)
+	// Events that carry when the thing happened ("at": a switch is
+	// reported after a settle window) are timed by that.
+	if at, ok := s.Data["at"].(string); ok {
+		if t, err := time.Parse(time.RFC3339Nano, at); err == nil {
+			s.At = t
+		}
+	}
+	c.mu.Lock()
+	c.seen = append(c.seen, s)
+	c.mu.Unlock()
+	if c.onEvent != nil {
+		c.onEvent(s)
+	}
+	return nil
+}
+
+// Stop ends the recording and waits for it to end.
+func (c *Chain) Stop() {
+	c.stop()
+	<-c.done
+}
 
 // All returns a copy of everything seen so far.
 func (c *Chain) All() []Seen {

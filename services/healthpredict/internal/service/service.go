@@ -102,8 +102,7 @@ type Service struct {
 	led      *ledger
 	outbox   []predict.Decision
 	live     bool
-	pending  map[string]bool   // feeds still replaying
-	lastSeen map[string]uint64 // last stream sequence handled, by feed
+	pending  map[string]bool // feeds still replaying
 	dlqLast  map[string]time.Time
 	dlqQuiet map[string]int
 }
@@ -166,55 +165,43 @@ func (s *Service) feeds() []feed {
 func (s *Service) Run(ctx context.Context) error {
 	feeds := s.feeds()
 	s.mu.Lock()
-	s.pending, s.lastSeen = map[string]bool{}, map[string]uint64{}
+	s.pending = map[string]bool{}
 	for _, f := range feeds {
 		s.pending[f.name] = true
 	}
 	s.mu.Unlock()
-	var ccs []jetstream.ConsumeContext
-	conses := map[string]jetstream.Consumer{}
-	defer func() {
-		for _, cc := range ccs {
-			cc.Stop()
-		}
-	}()
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	errc := make(chan error, len(feeds))
 	for _, f := range feeds {
-		target, err := s.lastSeq(ctx, f)
-		if err != nil {
-			return err
-		}
-		cons, err := s.js.OrderedConsumer(ctx, f.stream, jetstream.OrderedConsumerConfig{
-			FilterSubjects: f.filters, DeliverPolicy: f.deliver})
-		if err != nil {
-			return fmt.Errorf("consumer on %s: %w", f.stream, err)
-		}
 		log := s.log.With().Str("feed", f.name).Logger()
-		cc, err := cons.Consume(func(m jetstream.Msg) { s.dispatch(ctx, f, target, m) },
-			jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-				if ctx.Err() == nil {
-					log.Debug().Err(err).Msg("consume")
-				}
-			}))
-		if err != nil {
-			return fmt.Errorf("consume %s: %w", f.stream, err)
-		}
-		ccs = append(ccs, cc)
-		conses[f.name] = cons
-		if target == 0 {
-			s.mu.Lock()
-			s.caughtUp(ctx, f.name)
-			s.mu.Unlock()
-		}
+		spec := bus.ReplaySpec{Stream: f.stream, Filters: f.filters, DeliverPolicy: f.deliver, Follow: true,
+			CheckEvery: s.cfg.Tick, Log: log, CaughtUp: func() {
+				s.mu.Lock()
+				defer s.mu.Unlock()
+				s.caughtUp(ctx, f.name)
+			}}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := bus.Replay(rctx, s.js, spec, func(m jetstream.Msg) error {
+				s.dispatch(ctx, f, m)
+				return nil
+			})
+			if rctx.Err() == nil {
+				errc <- fmt.Errorf("feed %s: %w", f.name, err)
+			}
+		}()
 	}
 	t := time.NewTicker(s.cfg.Tick)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			for _, cc := range ccs {
-				cc.Stop()
-			}
-			ccs = nil
+			stop()
+			wg.Wait()
 			s.mu.Lock()
 			if len(s.outbox) > 0 {
 				fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -223,34 +210,15 @@ func (s *Service) Run(ctx context.Context) error {
 			}
 			s.mu.Unlock()
 			return nil
+		case err := <-errc:
+			return err
 		case <-t.C:
-			s.checkReplay(ctx, conses)
 			s.tick(ctx)
 		}
 	}
 }
 
-// lastSeq is the stream sequence of the newest message a feed will replay (0: none).
-func (s *Service) lastSeq(ctx context.Context, f feed) (uint64, error) {
-	st, err := s.js.Stream(ctx, f.stream)
-	if err != nil {
-		return 0, fmt.Errorf("stream %s: %w", f.stream, err)
-	}
-	var last uint64
-	for _, flt := range f.filters {
-		m, err := st.GetLastMsgForSubject(ctx, flt)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
-		if err != nil {
-			return 0, fmt.Errorf("last message on %s: %w", flt, err)
-		}
-		last = max(last, m.Sequence)
-	}
-	return last, nil
-}
-
-func (s *Service) dispatch(ctx context.Context, f feed, target uint64, m jetstream.Msg) {
+func (s *Service) dispatch(ctx context.Context, f feed, m jetstream.Msg) {
 	md, err := m.Metadata()
 	if err != nil {
 		s.log.Warn().Err(err).Str(obs.FieldSubject, m.Subject()).Msg("message without metadata: ignored")
@@ -259,39 +227,6 @@ func (s *Service) dispatch(ctx context.Context, f feed, target uint64, m jetstre
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	f.handle(ctx, m, md)
-	s.lastSeen[f.name] = md.Sequence.Stream
-	if s.pending[f.name] && (md.Sequence.Stream >= target || md.NumPending == 0) {
-		s.caughtUp(ctx, f.name)
-	}
-}
-
-// checkReplay ends the replay of a feed whose consumer has nothing pending
-// and nothing delivered that is not handled: the messages it was waiting for
-// were removed (aged out, expired) before they could be read.
-func (s *Service) checkReplay(ctx context.Context, conses map[string]jetstream.Consumer) {
-	s.mu.Lock()
-	var names []string
-	for name := range s.pending {
-		names = append(names, name)
-	}
-	s.mu.Unlock()
-	for _, name := range names {
-		c := conses[name]
-		if c == nil {
-			continue
-		}
-		ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		info, err := c.Info(ictx)
-		cancel()
-		if err != nil {
-			continue
-		}
-		s.mu.Lock()
-		if info.NumPending == 0 && info.Delivered.Stream <= s.lastSeen[name] {
-			s.caughtUp(ctx, name)
-		}
-		s.mu.Unlock()
-	}
 }
 
 // caughtUp marks a feed's replay done; when every feed is, the service

@@ -110,8 +110,9 @@ func (s Sessions) Get(ctx context.Context, id string) (events.Session, bool) {
 	return sess, true
 }
 
-// attemptTimeout bounds one JetStream API request of Attachments.Wait.
-const attemptTimeout = 2 * time.Second
+// attemptTimeout bounds one JetStream API request of the control plane's
+// reads (Attachments.Wait, the hub's watch and reads).
+const attemptTimeout = bus.DefaultAttemptTimeout
 
 // Attachments watches publisher_attached events.
 type Attachments struct {
@@ -120,60 +121,30 @@ type Attachments struct {
 
 // Wait returns when a publisher_attached event for stream on host arrives
 // (published at or after since, with migrationID when it is not empty), or
-// with ctx's error.
+// with ctx's error. Each request is bounded (bus.Replay): a request lost while
+// a NATS node fails over must not hold the handover until the migration's
+// deadline.
 func (a Attachments) Wait(ctx context.Context, stream, host, migrationID string, since time.Time) error {
 	if a.JS == nil {
 		<-ctx.Done()
 		return ctx.Err()
 	}
 	start := since.Add(-time.Minute) // tolerate clock skew between hosts
-	var cons jetstream.Consumer
-	for cons == nil {
-		// Each attempt is bounded: a request lost while a NATS node fails over
-		// must not hold the handover until the migration's deadline.
-		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
-		c, err := a.JS.OrderedConsumer(actx, bus.StreamEvents, jetstream.OrderedConsumerConfig{
-			FilterSubjects: []string{subject.PublisherAttached(stream)},
-			DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
-			OptStartTime:   &start,
-		})
-		cancel()
-		if err == nil {
-			cons = c
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("watch publisher_attached %s: %w (last: %v)", stream, ctx.Err(), err)
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-	for {
-		msg, err := cons.Next(jetstream.FetchMaxWait(time.Second))
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if err != nil {
-			if errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, context.DeadlineExceeded) {
-				continue
-			}
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				return err
-			}
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(200 * time.Millisecond):
-			}
-			continue
-		}
+	err := bus.Replay(ctx, a.JS, bus.ReplaySpec{Stream: bus.StreamEvents, Filters: []string{subject.PublisherAttached(stream)},
+		DeliverPolicy: jetstream.DeliverByStartTimePolicy, StartTime: start, Follow: true,
+		AttemptTimeout: attemptTimeout}, func(msg jetstream.Msg) error {
 		_, ev, derr := events.DecodeAs[events.PublisherAttached](msg.Data())
 		if derr != nil {
-			continue
+			return nil
 		}
 		if ev.Host == host && (migrationID == "" || ev.MigrationID == migrationID || ev.MigrationID == "") &&
 			!ev.At.Before(since.Add(-time.Minute)) {
-			return nil
+			return bus.ErrStop
 		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("watch publisher_attached %s: %w", stream, err)
 	}
+	return nil
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ferrystream/ferry/libs/bus"
 	"github.com/ferrystream/ferry/libs/events"
 )
 
@@ -56,79 +57,28 @@ func (h *Hub) Get(ctx context.Context, stream string) (events.Placement, error) 
 }
 
 // Run watches the bucket until ctx ends. A watch request that is lost (a NATS
-// node failing over) or a watcher that ends is re-created; once a watch runs,
-// every followed stream is read again, so a change made while no watch ran
-// (or before the first) is not lost.
+// node failing over) or a watcher that ends is re-created (bus.WatchKV, from
+// the revision after the last one seen); once a watch runs, every followed
+// stream is read again, so a change made before the first watch is not lost.
 func (h *Hub) Run(ctx context.Context) {
 	if h.pl.KV == nil {
 		return
 	}
-	for ctx.Err() == nil {
-		w, wctx, cancel := h.watchOnce(ctx)
-		if w == nil {
-			select {
-			case <-ctx.Done():
-			case <-time.After(200 * time.Millisecond):
-			}
-			continue
-		}
-		h.resync(wctx)
-		h.forward(wctx, w)
-		_ = w.Stop()
-		cancel()
-	}
+	_ = bus.WatchKV(ctx, h.pl.KV, bus.WatchSpec{Keys: []string{events.PlacementKey(">")}, UpdatesOnly: true,
+		AttemptTimeout: attemptTimeout, Started: func() { h.resync(ctx) }}, h.forward)
 }
 
-func (h *Hub) watchOnce(ctx context.Context) (jetstream.KeyWatcher, context.Context, context.CancelFunc) {
-	wctx, cancel := context.WithCancel(ctx)
-	type result struct {
-		w   jetstream.KeyWatcher
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		w, err := h.pl.KV.Watch(wctx, events.PlacementKey(">"), jetstream.UpdatesOnly())
-		done <- result{w, err}
-	}()
-	select {
-	case r := <-done:
-		if r.err != nil {
-			cancel()
-			return nil, nil, nil
-		}
-		return r.w, wctx, cancel
-	case <-time.After(attemptTimeout):
-		cancel()
-		if r := <-done; r.w != nil {
-			_ = r.w.Stop()
-		}
-		return nil, nil, nil
-	}
-}
-
-func (h *Hub) forward(ctx context.Context, w jetstream.KeyWatcher) {
-	for {
-		select {
-		case <-ctx.Done():
+// forward hands a placement change to the stream's followers.
+func (h *Hub) forward(e jetstream.KeyValueEntry) {
+	stream := e.Key()[len(events.PlacementKey("")):]
+	var pl events.Placement
+	if e.Operation() == jetstream.KeyValuePut {
+		var err error
+		if pl, err = decodePlacement(e.Value()); err != nil {
 			return
-		case e, ok := <-w.Updates():
-			if !ok {
-				return
-			}
-			if e == nil {
-				continue
-			}
-			stream := e.Key()[len(events.PlacementKey("")):]
-			var pl events.Placement
-			if e.Operation() == jetstream.KeyValuePut {
-				var err error
-				if pl, err = decodePlacement(e.Value()); err != nil {
-					continue
-				}
-			}
-			h.deliverAll(stream, pl, e.Revision())
 		}
 	}
+	h.deliverAll(stream, pl, e.Revision())
 }
 
 // resync reads every followed stream's placement again.

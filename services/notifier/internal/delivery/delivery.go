@@ -146,18 +146,24 @@ func (e *Engine) Ready() error {
 // notices it was delivering back (their messages are nak'ed and their leases
 // released, so another replica resumes them at once).
 func (e *Engine) Run(ctx context.Context) error {
-	w, err := e.d.Notices.WatchAll(ctx, jetstream.UpdatesOnly())
-	if err != nil {
-		return fmt.Errorf("watch notices: %w", err)
-	}
-	defer func() { _ = w.Stop() }()
+	// Changes to notices wake their drivers; the watch is re-created, from
+	// the last revision seen, when it breaks (bus.WatchKV).
+	watching := make(chan struct{})
+	var watch sync.WaitGroup
+	defer watch.Wait()
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	watch.Add(1)
 	go func() {
-		for ent := range w.Updates() {
-			if ent != nil {
-				e.wake(ent.Key())
-			}
-		}
+		defer watch.Done()
+		_ = bus.WatchKV(wctx, e.d.Notices, bus.WatchSpec{UpdatesOnly: true, Synced: func() { close(watching) },
+			Log: e.log}, func(ent jetstream.KeyValueEntry) { e.wake(ent.Key()) })
 	}()
+	select {
+	case <-watching:
+	case <-ctx.Done():
+		return nil
+	}
 
 	sub, err := e.d.NC.QueueSubscribe(subject.NoticeAckAll, AckQueue, func(m *nats.Msg) {
 		e.wg.Add(1)

@@ -269,28 +269,11 @@ func (s *Service) Run(ctx context.Context) error {
 }
 
 // watch feeds fn from a KV watch until ctx ends, closing synced once the
-// initial values are in; it restarts the watch if it breaks.
+// initial values are in; bus.WatchKV bounds each attempt and re-creates the
+// watch, from the last revision seen, if it breaks.
 func (s *Service) watch(ctx context.Context, name string, kv jetstream.KeyValue, synced chan struct{}, fn func(jetstream.KeyValueEntry)) {
-	once := sync.Once{}
-	for ctx.Err() == nil {
-		w, err := kv.WatchAll(ctx)
-		if err != nil {
-			s.log.Warn().Err(err).Str("bucket", name).Msg("watch")
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
-			continue
-		}
-		for e := range w.Updates() {
-			if e == nil {
-				once.Do(func() { close(synced) })
-				continue
-			}
-			fn(e)
-		}
-		_ = w.Stop()
-	}
+	_ = bus.WatchKV(ctx, kv, bus.WatchSpec{Synced: func() { close(synced) },
+		Log: s.log.With().Str("bucket", name).Logger()}, fn)
 }
 
 func (s *Service) onHostRecord(e jetstream.KeyValueEntry) {
@@ -330,27 +313,14 @@ func healthFilters() []string {
 		subject.Draining("*"), subject.MaintenanceCancelled("*")}
 }
 
-// followHealth replays and follows the health events into the view.
+// followHealth replays and follows the health events into the view,
+// closing synced once the replay is done.
 func (s *Service) followHealth(ctx context.Context, synced chan struct{}) {
-	once := sync.Once{}
-	markSynced := func() { once.Do(func() { close(synced) }) }
-	cons, err := s.js.OrderedConsumer(ctx, bus.StreamEvents, jetstream.OrderedConsumerConfig{
-		FilterSubjects: healthFilters(), DeliverPolicy: jetstream.DeliverAllPolicy})
-	for err != nil {
-		s.log.Warn().Err(err).Msg("health consumer")
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Second):
-		}
-		cons, err = s.js.OrderedConsumer(ctx, bus.StreamEvents, jetstream.OrderedConsumerConfig{
-			FilterSubjects: healthFilters(), DeliverPolicy: jetstream.DeliverAllPolicy})
-	}
-	cc, err := cons.Consume(func(m jetstream.Msg) {
-		md, _ := m.Metadata()
-		var seq, pending uint64
-		if md != nil {
-			seq, pending = md.Sequence.Stream, md.NumPending
+	_ = bus.Replay(ctx, s.js, bus.ReplaySpec{Stream: bus.StreamEvents, Filters: healthFilters(), Follow: true,
+		CaughtUp: func() { close(synced) }, Log: s.log}, func(m jetstream.Msg) error {
+		var seq uint64
+		if md, err := m.Metadata(); err == nil {
+			seq = md.Sequence.Stream
 		}
 		env, err := events.Decode(m.Data())
 		if err != nil {
@@ -358,30 +328,8 @@ func (s *Service) followHealth(ctx context.Context, synced chan struct{}) {
 		} else if err := s.view.ApplyEvent(env, seq); err != nil {
 			s.log.Warn().Err(err).Str(obs.FieldSubject, m.Subject()).Msg("health event not applied")
 		}
-		if pending == 0 {
-			markSynced()
-		}
+		return nil
 	})
-	if err != nil {
-		s.log.Error().Err(err).Msg("health consumer")
-		return
-	}
-	defer cc.Stop()
-	// Nothing to replay: synced at once; otherwise the handler marks it.
-	for ctx.Err() == nil {
-		info, err := cons.Info(ctx)
-		if err == nil {
-			if info.NumPending == 0 && info.Delivered.Stream == 0 {
-				markSynced()
-			}
-			break
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	<-ctx.Done()
 }
 
 // MigrationID derives a move's id from the stream and the placement
