@@ -42,7 +42,7 @@ const (
 	// after its onset: slow for the first 50–70% of that time (15–30% of the
 	// way to the limit), then faster.
 	KindMemLeakAccel = "mem_leak_accel"
-	// KindStepFlat: memory steps up (over 10–60 s) to 75–90% of the limit and
+	// KindStepFlat: memory steps up (within 5–20 s) to 75–90% of the limit and
 	// stays there, noisy, until the trace ends.
 	KindStepFlat = "step_flat"
 )
@@ -204,7 +204,7 @@ func newSim(rng *rand.Rand, kind string, c GenConfig) *sim {
 		h.level = min(0.3+0.15*rng.Float64(), h.maxLevel)
 	case KindStepFlat:
 		h.stepAt = 1200 + rng.Float64()*math.Max(0, h.dur-3000)
-		h.stepRamp = 10 + 50*rng.Float64()
+		h.stepRamp = 5 + 15*rng.Float64()
 		h.stepTo = 0.75 + 0.15*rng.Float64()
 		h.noise = math.Min(h.noise, 0.01)
 	case KindSpikes:
