@@ -38,9 +38,9 @@ const (
 	// KindMemLeakGCSlow: a memory leak under a slow sawtooth that crashes
 	// 4–15 minutes after its onset (at the first peak that reaches the limit).
 	KindMemLeakGCSlow = "mem_leak_gc_slow"
-	// KindMemLeakAccel: an accelerating memory leak that crashes 4–10 minutes
-	// after its onset: slow for the first 50–70% of that time (15–30% of the
-	// way to the limit), then faster.
+	// KindMemLeakAccel: an accelerating memory leak that crashes 5–10 minutes
+	// after its onset: slow for the first 50–65% of that time (25–40% of the
+	// way to the limit), then two to five times faster.
 	KindMemLeakAccel = "mem_leak_accel"
 	// KindStepFlat: memory steps up (within 5–20 s) to 75–90% of the limit and
 	// stays there, noisy, until the trace ends.
@@ -222,9 +222,9 @@ func newSim(rng *rand.Rand, kind string, c GenConfig) *sim {
 		h.leakSlope = -(240 + 660*rng.Float64()) // 4–15 min
 	case KindMemLeakAccel:
 		h.leakStart = onset(700)
-		h.leakSlope = -(240 + 360*rng.Float64()) // 4–10 min
-		h.accelF = 0.5 + 0.2*rng.Float64()
-		h.accelR = 0.15 + 0.15*rng.Float64()
+		h.leakSlope = -(300 + 300*rng.Float64()) // 5–10 min
+		h.accelF = 0.5 + 0.15*rng.Float64()
+		h.accelR = 0.25 + 0.15*rng.Float64()
 	case KindMemLeakSlow:
 		h.leakStart = onset(3700)
 		h.leakSlope = -(600 + 3000*rng.Float64())

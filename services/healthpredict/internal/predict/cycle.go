@@ -26,11 +26,12 @@ type cycle struct{ t, length, peak, floor float64 }
 // the peaks and floors of the last cycles rise together and the peaks' line
 // meets the limit within the horizon.
 type cycles struct {
-	lastDrop    float64 // time of the last collection (0: none seen)
-	first       float64 // time of the first bucket followed
-	lastLen     float64 // the cycle the last collection ended lasted this long (at least)
-	peak, floor float64 // maximum and minimum bucket maximum since then
-	done        []cycle // completed cycles, oldest first
+	lastDrop    float64   // time of the last collection (0: none seen)
+	first       float64   // time of the first bucket followed
+	lastLen     float64   // the cycle the last collection ended lasted this long (at least)
+	lastPeak    float64   // the peak before the last collection
+	peak, floor float64   // maximum and minimum bucket maximum since then
+	done        []cycle   // completed cycles, oldest first
 	ts, ys, fs  []float64 // scratch
 	pt, amp     []float64
 }
@@ -62,7 +63,8 @@ func (c *cycles) bucket(cfg Config, end, m float64, prev []point) {
 		if from == 0 {
 			from = c.first
 		}
-		c.lastDrop, c.lastLen, c.peak, c.floor = end, end-from, m, m
+		c.lastDrop, c.lastLen, c.lastPeak = end, end-from, math.Max(c.peak, ref)
+		c.peak, c.floor = m, m
 		return
 	}
 	c.peak, c.floor = math.Max(c.peak, m), math.Min(c.floor, m)
@@ -91,15 +93,6 @@ func (c *cycles) gating(cfg Config, te float64) bool {
 	}
 	a, b, d := c.done[n-1].length, c.done[n-2].length, c.done[n-3].length
 	return a+b+d-math.Max(a, math.Max(b, d))-math.Min(a, math.Min(b, d)) >= span // the median
-}
-
-// lastPeak is the peak before the last collection: the peak of the last
-// completed cycle, or, after the first collection seen, the maximum before it.
-func (c *cycles) lastPeak() (float64, bool) {
-	if n := len(c.done); n > 0 {
-		return c.done[n-1].peak, true
-	}
-	return 0, false
 }
 
 // typical is the median length of the last three completed cycles (of the

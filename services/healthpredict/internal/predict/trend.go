@@ -143,7 +143,7 @@ func (r *trend) evaluate(cfg Config, te float64) *candidate {
 	// above the last peak, and the limit comes before the next collection
 	// is due (or that collection is overdue: the pattern is broken)
 	due := unixTime(r.cyc.lastDrop + 1.25*r.cyc.typical())
-	if peak, ok := r.cyc.lastPeak(); c != nil && ok && r.cur >= peak+cfg.CycleMargin &&
+	if peak := r.cyc.lastPeak; c != nil && r.cur >= peak+cfg.CycleMargin &&
 		(!c.expected.After(due) || !unixTime(te).Before(due)) {
 		c.evidence["basis"] = "above_cycle_peak"
 		c.evidence["cycle_peak"] = round(peak, 4)
