@@ -26,19 +26,29 @@ type cycle struct{ t, length, peak, floor float64 }
 // the peaks and floors of the last cycles rise together and the peaks' line
 // meets the limit within the horizon.
 type cycles struct {
-	lastDrop    float64   // time of the last collection (0: none seen)
-	first       float64   // time of the first bucket followed
-	lastLen     float64   // the cycle the last collection ended lasted this long (at least)
-	lastPeak    float64   // the peak before the last collection
-	peak, floor float64   // maximum and minimum bucket maximum since then
-	done        []cycle   // completed cycles, oldest first
+	lastDrop    float64 // time of the last collection (0: none seen)
+	first       float64 // time of the first bucket followed
+	lastLen     float64 // the cycle the last collection ended lasted this long (at least)
+	lastPeak    float64 // the peak before the last collection
+	peak, floor float64 // maximum and minimum bucket maximum since then
+	done        []cycle // completed cycles, oldest first
+	// prof holds the bucket maxima of the current cycle (from the bucket
+	// after the collection), prev those of the cycle before; lastRaise is
+	// how much the cycle the last collection ended lay above its
+	// predecessor, phase for phase (NaN: unknown).
+	prof, prev  []float64
+	lastRaise   float64
 	ts, ys, fs  []float64 // scratch
-	pt, amp     []float64
+	pt, amp, ds []float64
 }
+
+// maxProfile caps the buckets of a cycle's profile.
+const maxProfile = 128
 
 func (c *cycles) reset() {
 	c.lastDrop = 0
 	c.done = c.done[:0]
+	c.prof, c.prev = c.prof[:0], c.prev[:0]
 }
 
 // start begins following at the first bucket maximum m.
@@ -65,9 +75,94 @@ func (c *cycles) bucket(cfg Config, end, m float64, prev []point) {
 		}
 		c.lastDrop, c.lastLen, c.lastPeak = end, end-from, math.Max(c.peak, ref)
 		c.peak, c.floor = m, m
+		c.lastRaise = math.NaN()
+		if from != c.first {
+			c.lastRaise, _ = c.raise()
+		}
+		c.prev, c.prof = c.prof, c.prev[:0]
 		return
 	}
 	c.peak, c.floor = math.Max(c.peak, m), math.Min(c.floor, m)
+	if len(c.prof) < maxProfile {
+		c.prof = append(c.prof, m)
+	}
+}
+
+// raise is the median of how far the current cycle lies above the one
+// before it, bucket for bucket since their collections, and the number of
+// buckets compared.
+func (c *cycles) raise() (float64, int) {
+	c.ds = c.ds[:0]
+	for i := 0; i < len(c.prof) && i < len(c.prev); i++ {
+		c.ds = append(c.ds, c.prof[i]-c.prev[i])
+	}
+	if len(c.ds) == 0 {
+		return 0, 0
+	}
+	return median(c.ds), len(c.ds)
+}
+
+// raiseTrend predicts from a cycle that lies above the one before it
+// (bucket for bucket since their collections, at least one minute of it)
+// by CycleMargin or more, after a cycle that already lay above its own
+// predecessor by as much: a leak under the cycles lifts every cycle by the
+// amount leaked over one cycle, while a single load step lifts one. Cycles
+// longer than half of CycleMemory (rare spikes, not a sawtooth) do not count.
+// The peaks are projected to rise by that much per typical cycle length.
+func (c *cycles) raiseTrend(cfg Config, r *trend, te float64) *candidate {
+	typ := c.typical()
+	d, n := c.raise()
+	if typ <= 0 || typ > cfg.CycleMemory.Seconds()/2 || float64(n)*cfg.Bucket.Seconds() < 60 || d < cfg.CycleMargin ||
+		math.IsNaN(c.lastRaise) || c.lastRaise < cfg.CycleMargin {
+		return nil
+	}
+	// the first cycle whose projected peak reaches the limit
+	k := math.Ceil((1 - c.lastPeak) / d)
+	var ttl float64
+	if k <= 1 { // this one: where the last cycle, lifted by d, met the limit
+		ttl = typ - (te - c.lastDrop)
+		for i, v := range c.prev {
+			if v+d >= 1 {
+				ttl = float64(i+1)*cfg.Bucket.Seconds() - (te - c.lastDrop)
+				break
+			}
+		}
+	} else {
+		ttl = c.lastDrop + (k-1)*typ + typ - te
+	}
+	ttl = math.Max(0, ttl)
+	if ttl > cfg.Horizon.Seconds() {
+		return nil
+	}
+	rate := d / typ
+	return &candidate{
+		expected:   unixTime(te + ttl),
+		confidence: round(math.Min(0.5+0.5*math.Min(d/(2*cfg.CycleMargin), 1), 0.99), 3),
+		evidence: map[string]any{
+			"predictor":             "trend",
+			"basis":                 "cycle_raise",
+			"resource":              r.resource,
+			"value":                 r.value,
+			"limit":                 r.limit,
+			"utilization":           round(float64(r.value)/float64(r.limit), 4),
+			"fitted_utilization":    round(c.lastPeak+d, 4),
+			"cycle_peak":            round(c.lastPeak, 4),
+			"cycle_raise":           round(d, 4),
+			"previous_cycle_raise":  round(c.lastRaise, 4),
+			"cycle_s":               round(typ, 1),
+			"slope_per_s":           round(rate, 8),
+			"growth_per_s":          round(rate*float64(r.limit), 1),
+			"time_to_limit_s":       round(ttl, 1),
+			"window_s":              round(te-c.lastDrop+typ, 1),
+			"points":                n,
+			"as_of":                 unixTime(te).Format(time.RFC3339Nano),
+			"horizon_s":             cfg.Horizon.Seconds(),
+			"last_collection_s_ago": round(te-c.lastDrop, 1),
+			"summary": fmt.Sprintf("%s collection cycles: this cycle lies %.1f%% of the limit above the last (that one %.1f%% above its predecessor), cycles of %s: peaks reach the limit in %s",
+				r.resource, 100*d, 100*c.lastRaise, time.Duration(typ*float64(time.Second)).Round(time.Second),
+				time.Duration(ttl*float64(time.Second)).Round(time.Second)),
+		},
+	}
 }
 
 // gating reports whether a collection is remembered at te and the cycles

@@ -149,6 +149,9 @@ func (r *trend) evaluate(cfg Config, te float64) *candidate {
 		c.evidence["cycle_peak"] = round(peak, 4)
 		return c
 	}
+	if c := r.cyc.raiseTrend(cfg, r, te); c != nil {
+		return c
+	}
 	return r.cyc.floorTrend(cfg, r, te, minRise)
 }
 
