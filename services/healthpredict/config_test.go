@@ -52,6 +52,7 @@ func TestConfErrors(t *testing.T) {
 		{"window too short", map[string]string{"HEALTHPREDICT_WINDOWS": "30s"}, nil,
 			"HEALTHPREDICT_WINDOWS: 30s is shorter than MinPoints × Bucket = 1m0s"},
 		{"tau", map[string]string{"HEALTHPREDICT_MIN_TAU": "0"}, nil, "HEALTHPREDICT_MIN_TAU: must be in (0,1], got 0"},
+		{"cycle drop", map[string]string{"HEALTHPREDICT_CYCLE_DROP": "1"}, nil, "HEALTHPREDICT_CYCLE_DROP: must be in (0,1), got 1"},
 		{"surge factor", map[string]string{"HEALTHPREDICT_SURGE_FACTOR": "0.5"}, nil, "HEALTHPREDICT_SURGE_FACTOR: must be above 1, got 0.5"},
 		{"negative open-after", map[string]string{"HEALTHPREDICT_OPEN_AFTER": "-1s"}, nil, "HEALTHPREDICT_OPEN_AFTER: must not be negative, got -1s"},
 		{"instance", map[string]string{"HEALTHPREDICT_INSTANCE": "hp.1"}, nil, `HEALTHPREDICT_INSTANCE: "hp.1" must match ^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`},

@@ -103,8 +103,9 @@ type KindStats struct {
 	LeadP10S float64 `json:"lead_p10_s"`
 	LeadP50S float64 `json:"lead_p50_s"`
 	// False predictions: opened on a host that does not crash within the
-	// horizon of the opening.
-	False int `json:"false"`
+	// horizon of the opening; FalsePer24h per 24 of the kind's host-hours.
+	False       int     `json:"false"`
+	FalsePer24h float64 `json:"false_per_24h"`
 }
 
 // Report is the result of an evaluation.
@@ -137,6 +138,10 @@ type Report struct {
 	FalsePer24hStable float64 `json:"false_per_24h_stable"`
 	FalseAll          int     `json:"false_all"`
 	FalsePer24hAll    float64 `json:"false_per_24h_all"`
+	// WorstFalseKind is the never-crashing kind with the most false
+	// predictions per 24 of its host-hours, and WorstFalsePer24h that rate.
+	WorstFalseKind   string  `json:"worst_false_kind"`
+	WorstFalsePer24h float64 `json:"worst_false_per_24h"`
 	// Opened predictions in total.
 	Opened int `json:"opened"`
 	// FalseByCause splits the false predictions by cause.
@@ -249,6 +254,12 @@ func (e *Evaluator) Report(labels map[string]Label) Report {
 		ks := kinds[k]
 		ks.HostHours = round(ks.HostHours, 1)
 		ks.LeadP10S, ks.LeadP50S = percentile(kindLeads[k], 0.1), percentile(kindLeads[k], 0.5)
+		if ks.HostHours > 0 {
+			ks.FalsePer24h = round(float64(ks.False)/ks.HostHours*24, 3)
+		}
+		if ks.Crashes == 0 && (rep.WorstFalseKind == "" || ks.FalsePer24h > rep.WorstFalsePer24h) {
+			rep.WorstFalseKind, rep.WorstFalsePer24h = ks.Kind, ks.FalsePer24h
+		}
 		rep.Kinds = append(rep.Kinds, *ks)
 	}
 	return rep
@@ -268,16 +279,17 @@ func (r Report) WriteText(w io.Writer) error {
 		r.LeakPredicted, r.LeakCrashes, 100*r.RecallAllLeaks, r.CrashesPredicts, r.Crashes, 100*r.RecallAll)
 	fmt.Fprintf(&b, "false predictions: %d on never-crashing hosts over %.1f host-hours = %.3f per 24 host-hours; all hosts %d = %.3f per 24 host-hours\n",
 		r.FalseStable, r.StableHostHours, r.FalsePer24hStable, r.FalseAll, r.FalsePer24hAll)
+	fmt.Fprintf(&b, "worst never-crashing kind: %s, %.3f false predictions per 24 host-hours\n", r.WorstFalseKind, r.WorstFalsePer24h)
 	fmt.Fprintf(&b, "predictions opened: %d; false by cause:", r.Opened)
 	for _, c := range sortedHosts(r.FalseByCause) {
 		fmt.Fprintf(&b, " %s %d", c, r.FalseByCause[c])
 	}
 	fmt.Fprintln(&b)
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "kind\thosts\thost-h\tcrashes\tpredicted\tlate\tfalse\tlead p10 s\tlead p50 s")
+	fmt.Fprintln(tw, "kind\thosts\thost-h\tcrashes\tpredicted\tlate\tfalse\tfalse/24h\tlead p10 s\tlead p50 s")
 	for _, k := range r.Kinds {
-		fmt.Fprintf(tw, "%s\t%d\t%.1f\t%d\t%d\t%d\t%d\t%.0f\t%.0f\n", k.Kind, k.Hosts, k.HostHours, k.Crashes, k.Predicted,
-			k.Late, k.False, k.LeadP10S, k.LeadP50S)
+		fmt.Fprintf(tw, "%s\t%d\t%.1f\t%d\t%d\t%d\t%d\t%.3f\t%.0f\t%.0f\n", k.Kind, k.Hosts, k.HostHours, k.Crashes, k.Predicted,
+			k.Late, k.False, k.FalsePer24h, k.LeadP10S, k.LeadP50S)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -153,3 +153,64 @@ func TestReportScoring(t *testing.T) {
 		t.Fatalf("json %s", js.String())
 	}
 }
+
+// TestNewKindsHaveTheirShape checks the slow sawtooth (drops of 30–50% of
+// the limit every 3–7 min on average) and the step that stays flat.
+func TestNewKindsHaveTheirShape(t *testing.T) {
+	c := DefaultGen()
+	c.Hosts, c.Duration = 100, 2*time.Hour
+	seen := map[string]int{}
+	for i := range c.Hosts {
+		l, recs := c.Host(i)
+		seen[l.Kind]++
+		u := func(r Record) float64 { return float64(r.MemBytes) / float64(r.MemLimit) }
+		switch l.Kind {
+		case KindSlowSawtooth:
+			var drops []float64
+			for j := 1; j < len(recs); j++ {
+				if u(recs[j-1])-u(recs[j]) >= 0.2 {
+					drops = append(drops, recs[j].T)
+				}
+			}
+			if len(drops) < 3 {
+				t.Fatalf("%s: %d drops in 2 h", l.Host, len(drops))
+			}
+			mean := (drops[len(drops)-1] - drops[0]) / float64(len(drops)-1)
+			if mean < 160 || mean > 465 {
+				t.Fatalf("%s: a drop every %.0f s on average, want 3–7 min", l.Host, mean)
+			}
+		case KindStepFlat:
+			last := recs[len(recs)-1]
+			if v := u(last); v < 0.7 || v > 0.95 || l.CrashAt != nil {
+				t.Fatalf("%s: ends at %.2f of the limit (crash %v), want flat at 75–90%%", l.Host, v, l.CrashAt)
+			}
+		}
+	}
+	for _, k := range []string{KindSlowSawtooth, KindMemLeakGCSlow, KindMemLeakAccel, KindStepFlat} {
+		if seen[k] == 0 {
+			t.Fatalf("no host of kind %s among %d", k, c.Hosts)
+		}
+	}
+}
+
+// TestReportFalsePerKind: every kind carries its false predictions per 24
+// of its host-hours, and the worst never-crashing kind is named.
+func TestReportFalsePerKind(t *testing.T) {
+	rep := Run(small(), DefaultOptions())
+	worst := -1.0
+	for _, k := range rep.Kinds {
+		if k.HostHours > 0 && k.FalsePer24h != round(float64(k.False)/k.HostHours*24, 3) {
+			t.Fatalf("%s: %d false over %.1f h, false_per_24h %v", k.Kind, k.False, k.HostHours, k.FalsePer24h)
+		}
+		if k.Crashes == 0 {
+			worst = max(worst, k.FalsePer24h)
+		}
+	}
+	if rep.WorstFalseKind == "" || rep.WorstFalsePer24h != worst {
+		t.Fatalf("worst %s %v, want %v", rep.WorstFalseKind, rep.WorstFalsePer24h, worst)
+	}
+	var b bytes.Buffer
+	if err := rep.WriteJSON(&b); err != nil || !strings.Contains(b.String(), `"false_per_24h":`) || !strings.Contains(b.String(), `"worst_false_kind":`) {
+		t.Fatalf("JSON line lacks per-kind false rates: %v %s", err, b.String())
+	}
+}

@@ -32,11 +32,31 @@ const (
 	KindFDLeak = "fd_leak"
 	// KindErrorStorm: a sustained error surge that ends in a crash 4–10 minutes later.
 	KindErrorStorm = "error_storm"
+	// KindSlowSawtooth: a slow garbage-collector sawtooth (30–50% of the
+	// limit, mean period 3–7 min, ±10% per cycle) peaking at 70–90%.
+	KindSlowSawtooth = "gc_slow"
+	// KindMemLeakGCSlow: a memory leak under a slow sawtooth that crashes
+	// 4–15 minutes after its onset (at the first peak that reaches the limit).
+	KindMemLeakGCSlow = "mem_leak_gc_slow"
+	// KindMemLeakAccel: an accelerating memory leak that crashes 5–10 minutes
+	// after its onset: slow for the first 50–65% of that time (25–40% of the
+	// way to the limit), then two to five times faster.
+	KindMemLeakAccel = "mem_leak_accel"
+	// KindStepFlat: memory steps up (within 5–20 s) to 75–90% of the limit and
+	// stays there, noisy, until the trace ends.
+	KindStepFlat = "step_flat"
 )
+
+// kinds lists every kind in the order hosts are dealt.
+var kinds = []string{KindStable, KindSawtooth, KindSlowSawtooth, KindSpikes, KindErrorBursts, KindSlowLeak, KindStepFlat,
+	KindMemLeak, KindMemLeakGC, KindMemLeakGCSlow, KindMemLeakAccel, KindMemLeakSlow, KindFDLeak, KindErrorStorm}
+
+// Kinds returns every kind the generator makes.
+func Kinds() []string { return append([]string(nil), kinds...) }
 
 // FastLeakKinds are the leaks that crash within 10 minutes of their onset:
 // the population of the recall target.
-var FastLeakKinds = []string{KindMemLeak, KindMemLeakGC, KindFDLeak}
+var FastLeakKinds = []string{KindMemLeak, KindMemLeakGC, KindMemLeakAccel, KindFDLeak}
 
 // GenConfig configures the generator.
 type GenConfig struct {
@@ -56,8 +76,10 @@ type GenConfig struct {
 
 // DefaultMix is the default share of each kind.
 var DefaultMix = map[string]float64{
-	KindStable: 0.25, KindSawtooth: 0.15, KindSpikes: 0.10, KindErrorBursts: 0.10, KindSlowLeak: 0.05,
-	KindMemLeak: 0.10, KindMemLeakGC: 0.08, KindMemLeakSlow: 0.05, KindFDLeak: 0.07, KindErrorStorm: 0.05,
+	KindStable: 0.14, KindSawtooth: 0.10, KindSlowSawtooth: 0.12, KindSpikes: 0.08, KindErrorBursts: 0.08,
+	KindSlowLeak: 0.04, KindStepFlat: 0.06,
+	KindMemLeak: 0.08, KindMemLeakGC: 0.06, KindMemLeakGCSlow: 0.06, KindMemLeakAccel: 0.05, KindMemLeakSlow: 0.04,
+	KindFDLeak: 0.05, KindErrorStorm: 0.04,
 }
 
 // DefaultGen is 200 hosts over 6 hours, sampled every 5 s.
@@ -72,8 +94,6 @@ func (c GenConfig) kindOf(i int) string {
 	if mix == nil {
 		mix = DefaultMix
 	}
-	kinds := []string{KindStable, KindSawtooth, KindSpikes, KindErrorBursts, KindSlowLeak,
-		KindMemLeak, KindMemLeakGC, KindMemLeakSlow, KindFDLeak, KindErrorStorm}
 	total := 0.0
 	for _, k := range kinds {
 		total += mix[k]
@@ -133,11 +153,18 @@ type sim struct {
 	noise             float64 // its per-sample noise (σ)
 	nextStep          float64 // next load step
 	sawA, sawP        float64 // sawtooth amplitude and mean period (0: none)
+	sawJ              float64 // per-cycle jitter of the period (fraction)
+	maxLevel          float64 // ceiling of load steps
 	cycleStart, cycle float64
 	spikeAt, spikeEnd float64 // current or next spike
 	spikeTo           float64
 	leakStart         float64 // onset of a leak (Inf: none)
 	leakSlope         float64 // per second, fraction of the limit
+	accelF, accelR    float64 // accelerating leak: share of the time and of the rise that is slow
+	accelSlope        float64 // its later, faster slope
+	accelAt           float64 // seconds after the onset when it speeds up
+	stepAt, stepRamp  float64 // step_flat: onset and ramp of the step
+	stepFrom, stepTo  float64
 	fdLevel           float64 // descriptors, fraction of the limit
 	fdNoise           float64
 	fdSlope           float64
@@ -151,7 +178,7 @@ type sim struct {
 
 func newSim(rng *rand.Rand, kind string, c GenConfig) *sim {
 	h := &sim{rng: rng, kind: kind, dur: c.Duration.Seconds(), leakStart: math.Inf(1), stormAt: math.Inf(1),
-		spikeAt: math.Inf(1), burstAt: math.Inf(1)}
+		spikeAt: math.Inf(1), burstAt: math.Inf(1), stepAt: math.Inf(1), sawJ: 0.2, maxLevel: 0.6}
 	h.memLimit = []int64{2 << 30, 4 << 30, 8 << 30, 16 << 30}[rng.IntN(4)]
 	h.fdLimit = []int64{1024, 4096, 16384}[rng.IntN(3)]
 	h.level = 0.25 + 0.3*rng.Float64()
@@ -169,6 +196,17 @@ func newSim(rng *rand.Rand, kind string, c GenConfig) *sim {
 		h.sawA = 0.05 + 0.2*rng.Float64()
 		h.sawP = 5 + 85*rng.Float64()
 		h.level = 0.2 + 0.25*rng.Float64()
+	case KindSlowSawtooth, KindMemLeakGCSlow:
+		h.sawA = 0.3 + 0.2*rng.Float64()
+		h.sawP = 180 + 240*rng.Float64()
+		h.sawJ = 0.1
+		h.maxLevel = 0.9 - h.sawA
+		h.level = min(0.3+0.15*rng.Float64(), h.maxLevel)
+	case KindStepFlat:
+		h.stepAt = 1200 + rng.Float64()*math.Max(0, h.dur-3000)
+		h.stepRamp = 5 + 15*rng.Float64()
+		h.stepTo = 0.75 + 0.15*rng.Float64()
+		h.noise = math.Min(h.noise, 0.01)
 	case KindSpikes:
 		h.spikeAt = h.expo(1200)
 	case KindErrorBursts:
@@ -179,6 +217,14 @@ func newSim(rng *rand.Rand, kind string, c GenConfig) *sim {
 		h.leakStart = onset(700)
 		d := 120 + 480*rng.Float64() // 2–10 min
 		h.leakSlope = -d             // resolved at onset (depends on the level then)
+	case KindMemLeakGCSlow:
+		h.leakStart = onset(1400)
+		h.leakSlope = -(240 + 660*rng.Float64()) // 4–15 min
+	case KindMemLeakAccel:
+		h.leakStart = onset(700)
+		h.leakSlope = -(300 + 300*rng.Float64()) // 5–10 min
+		h.accelF = 0.5 + 0.15*rng.Float64()
+		h.accelR = 0.25 + 0.15*rng.Float64()
 	case KindMemLeakSlow:
 		h.leakStart = onset(3700)
 		h.leakSlope = -(600 + 3000*rng.Float64())
@@ -207,7 +253,7 @@ func (h *sim) period() float64 {
 	if h.sawP == 0 {
 		return 0
 	}
-	return h.sawP * (0.8 + 0.4*h.rng.Float64())
+	return h.sawP * (1 - h.sawJ + 2*h.sawJ*h.rng.Float64())
 }
 
 func (h *sim) poisson(lambda float64) int64 {
@@ -233,8 +279,8 @@ func (h *sim) step(t float64) (Record, bool) {
 	h.prevT = t
 	leaking := t >= h.leakStart
 	// load steps (not while a leak runs, so its crash time stays as drawn)
-	if t >= h.nextStep && !leaking {
-		h.level = math.Min(0.6, math.Max(0.15, h.level+0.03*h.rng.NormFloat64()))
+	if t >= h.nextStep && !leaking && t < h.stepAt {
+		h.level = math.Min(h.maxLevel, math.Max(0.15, h.level+0.03*h.rng.NormFloat64()))
 		h.nextStep = t + h.expo(1200)
 	}
 	saw := 0.0
@@ -250,6 +296,18 @@ func (h *sim) step(t float64) (Record, bool) {
 	if leaking && h.leakSlope < 0 {
 		d := -h.leakSlope
 		h.leakSlope = (1 - h.level - h.sawA) / d
+		if h.accelF > 0 { // slow for accelF of d, covering accelR of the way
+			rest := 1 - h.level - h.sawA
+			h.leakSlope = h.accelR * rest / (h.accelF * d)
+			h.accelSlope = (1 - h.accelR) * rest / ((1 - h.accelF) * d)
+			h.accelAt = h.accelF * d
+		}
+	}
+	if t >= h.stepAt {
+		if h.stepFrom == 0 {
+			h.stepFrom = h.level
+		}
+		h.level = h.stepFrom + (h.stepTo-h.stepFrom)*math.Min(1, (t-h.stepAt)/h.stepRamp)
 	}
 	if leaking && h.fdSlope < 0 {
 		d := -h.fdSlope
@@ -257,7 +315,12 @@ func (h *sim) step(t float64) (Record, bool) {
 	}
 	u := h.level + saw + h.noise*h.rng.NormFloat64()
 	if leaking && h.leakSlope > 0 {
-		u += h.leakSlope * (t - h.leakStart)
+		if h.accelSlope > 0 {
+			el := t - h.leakStart
+			u += h.leakSlope*math.Min(el, h.accelAt) + h.accelSlope*math.Max(0, el-h.accelAt)
+		} else {
+			u += h.leakSlope * (t - h.leakStart)
+		}
 	}
 	if h.kind == KindSpikes {
 		if t >= h.spikeAt && h.spikeEnd == 0 {
@@ -273,7 +336,7 @@ func (h *sim) step(t float64) (Record, bool) {
 	}
 	crashed := false
 	switch h.kind {
-	case KindMemLeak, KindMemLeakGC, KindMemLeakSlow:
+	case KindMemLeak, KindMemLeakGC, KindMemLeakSlow, KindMemLeakGCSlow, KindMemLeakAccel:
 		crashed = u >= 1
 	default:
 		u = math.Min(u, 0.985)

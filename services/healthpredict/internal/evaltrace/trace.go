@@ -1,9 +1,10 @@
 // Package evaltrace evaluates the predictors offline: it generates synthetic
 // telemetry traces with labels (leaks that end in a crash, stable but noisy
-// hosts, garbage-collector sawtooth, short spikes, error bursts), replays a
-// trace through a predict.Tracker on the samples' own timestamps, and scores
-// the predictions against the labels: recall, lead time before the crash,
-// and false predictions per 24 host-hours.
+// hosts, fast and slow garbage-collector sawtooth, short spikes, steps,
+// error bursts, accelerating leaks), replays a trace through a
+// predict.Tracker on the samples' own timestamps, and scores the predictions
+// against the labels: recall, lead time before the crash, and false
+// predictions per 24 host-hours, per kind.
 package evaltrace
 
 import (

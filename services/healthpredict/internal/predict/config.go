@@ -65,6 +65,22 @@ type Config struct {
 	// MaxGap: a gap between two samples longer than this resets a host's
 	// resource history (the host likely restarted; default 1m).
 	MaxGap time.Duration
+	// TrendWarmup: a resource predicts nothing before this much history
+	// since its last reset (default 12m): the first rising stretch of a
+	// collection cycle up to that long looks like a leak.
+	TrendWarmup time.Duration
+	// CycleDrop: a fall of the bucket maxima by at least this fraction of
+	// the limit within two buckets is a collection (default 0.1): a garbage
+	// collection, a cache flush, a log rotation.
+	CycleDrop float64
+	// CycleMemory: a collection is remembered this long (default 25m). While
+	// it is, and the current cycle has lasted 0.9 × EnvelopeSpan or more, the
+	// envelope's prediction needs the resource above the last cycle's peak
+	// by CycleMargin (default 0.04 of the limit); failing that, the peaks of
+	// at least three remembered cycles must rise (floors too) and their line
+	// meet the limit within the horizon.
+	CycleMemory time.Duration
+	CycleMargin float64
 
 	// OpenAfter: a condition must hold at every evaluation for this long
 	// before a prediction opens (default 20s, i.e. three consecutive buckets).
@@ -127,6 +143,10 @@ func Default() Config {
 		MinRise:               0.02,
 		NoiseRise:             4,
 		MaxGap:                time.Minute,
+		TrendWarmup:           12 * time.Minute,
+		CycleDrop:             0.1,
+		CycleMemory:           25 * time.Minute,
+		CycleMargin:           0.04,
 		OpenAfter:             20 * time.Second,
 		ClearAfter:            2 * time.Minute,
 		UpdateMinShift:        30 * time.Second,
@@ -188,6 +208,8 @@ func (c Config) Validate() error {
 	pos("Bucket", c.Bucket)
 	pos("EnvelopeSpan", c.EnvelopeSpan)
 	pos("MaxGap", c.MaxGap)
+	pos("CycleMemory", c.CycleMemory)
+	nonneg("TrendWarmup", c.TrendWarmup)
 	pos("ClearAfter", c.ClearAfter)
 	pos("SurgeBaselineHalfLife", c.SurgeBaselineHalfLife)
 	pos("SurgeWindow", c.SurgeWindow)
@@ -221,6 +243,12 @@ func (c Config) Validate() error {
 	unit("SurgeCalmRatio", c.SurgeCalmRatio)
 	if c.MinRise < 0 || c.MinRise >= 1 {
 		bad("MinRise", "must be in [0,1), got %v", c.MinRise)
+	}
+	if !(c.CycleDrop > 0 && c.CycleDrop < 1) {
+		bad("CycleDrop", "must be in (0,1), got %v", c.CycleDrop)
+	}
+	if c.CycleMargin < 0 || c.CycleMargin >= 1 {
+		bad("CycleMargin", "must be in [0,1), got %v", c.CycleMargin)
 	}
 	if c.NoiseRise < 0 {
 		bad("NoiseRise", "must not be negative, got %v", c.NoiseRise)

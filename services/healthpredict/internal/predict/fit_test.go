@@ -80,6 +80,10 @@ func TestConfigValidate(t *testing.T) {
 		{"tau above 1", func(c *Config) { c.MinTau = 1.5 }, "MinTau: must be in (0,1], got 1.5"},
 		{"surge factor 1", func(c *Config) { c.SurgeFactor = 1 }, "SurgeFactor: must be above 1, got 1"},
 		{"negative open-after", func(c *Config) { c.OpenAfter = -time.Second }, "OpenAfter: must not be negative, got -1s"},
+		{"cycle drop 0", func(c *Config) { c.CycleDrop = 0 }, "CycleDrop: must be in (0,1), got 0"},
+		{"cycle margin 1", func(c *Config) { c.CycleMargin = 1 }, "CycleMargin: must be in [0,1), got 1"},
+		{"zero cycle memory", func(c *Config) { c.CycleMemory = 0 }, "CycleMemory: must be positive, got 0s"},
+		{"negative trend warmup", func(c *Config) { c.TrendWarmup = -time.Second }, "TrendWarmup: must not be negative, got -1s"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := Default()

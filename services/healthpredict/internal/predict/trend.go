@@ -38,6 +38,8 @@ type trend struct {
 	diffs   []float64 // |successive differences| of utilization, a ring of noiseSamples
 	diffAt  int
 	bmax    []point // closed bucket maxima within EnvelopeSpan
+	cur     float64 // the last closed bucket maximum
+	cyc     cycles
 	env     []point // envelope points within the longest window
 	scratch []float64
 	ts, ys  []float64
@@ -54,6 +56,7 @@ func (r *trend) reset() {
 	r.diffs, r.diffAt = r.diffs[:0], 0
 	r.bmax = r.bmax[:0]
 	r.env = r.env[:0]
+	r.cyc.reset()
 }
 
 // add feeds one reading. When it closes a bucket, add returns the bucket's
@@ -70,6 +73,7 @@ func (r *trend) add(cfg Config, t time.Time, value, limit int64) (float64, bool)
 	b := t.UnixNano() / int64(cfg.Bucket)
 	if !r.has {
 		r.has, r.since, r.bucket, r.max, r.prevU = true, t, b, u, u
+		r.cyc.start(float64(t.UnixNano())/1e9, u)
 		return 0, false
 	}
 	if b < r.bucket { // out of order within the host's own clock: ignore
@@ -96,6 +100,8 @@ func (r *trend) add(cfg Config, t time.Time, value, limit int64) (float64, bool)
 }
 
 func (r *trend) closeBucket(cfg Config, end, m float64, warm bool) {
+	r.cyc.bucket(cfg, end, m, r.bmax)
+	r.cur = m
 	r.bmax = append(r.bmax, point{end, m})
 	span := cfg.EnvelopeSpan.Seconds()
 	drop := 0
@@ -119,7 +125,50 @@ func (r *trend) closeBucket(cfg Config, end, m float64, warm bool) {
 	r.env = append(r.env[:0], r.env[drop:]...)
 }
 
-// evaluate fits the windows ending at te, longest first, and returns a
+// evaluate returns the trend's prediction at te, or nil. Nothing is
+// predicted before TrendWarmup of history (the first rising stretch of a
+// slow collection cycle is indistinguishable from a leak). While the
+// resource is in a slow collection cycle (see cycles), the envelope's
+// prediction stands only when the resource is above the last cycle's peak
+// by CycleMargin; otherwise the cycles' peaks must predict by themselves.
+func (r *trend) evaluate(cfg Config, te float64) *candidate {
+	if te-float64(r.since.UnixNano())/1e9 < cfg.TrendWarmup.Seconds() {
+		return nil
+	}
+	minRise := r.minRise(cfg)
+	c := r.fitEnvelope(cfg, te, minRise)
+	if !r.cyc.gating(cfg, te) {
+		return c
+	}
+	// above the last peak, and the limit comes before the next collection
+	// is due (or that collection is overdue: the pattern is broken)
+	due := unixTime(r.cyc.lastDrop + 1.25*r.cyc.typical())
+	if peak := r.cyc.lastPeak; c != nil && r.cur >= peak+cfg.CycleMargin &&
+		(!c.expected.After(due) || !unixTime(te).Before(due)) {
+		c.evidence["basis"] = "above_cycle_peak"
+		c.evidence["cycle_peak"] = round(peak, 4)
+		return c
+	}
+	if c := r.cyc.raiseTrend(cfg, r, te); c != nil {
+		return c
+	}
+	return r.cyc.floorTrend(cfg, r, te, minRise)
+}
+
+// minRise is the least rise a window must show: MinRise, or NoiseRise
+// times the sample noise if larger.
+func (r *trend) minRise(cfg Config) float64 {
+	minRise := cfg.MinRise
+	if cfg.NoiseRise > 0 && len(r.diffs) > 0 {
+		r.scratch = append(r.scratch[:0], r.diffs...)
+		// σ of the samples ≈ 1.4826 × MAD of differences / √2
+		sigma := 1.0484 * median(r.scratch)
+		minRise = math.Max(minRise, cfg.NoiseRise*sigma)
+	}
+	return minRise
+}
+
+// fitEnvelope fits the windows ending at te, longest first, and returns a
 // prediction or nil. A window whose fit is good (rising, tau, R²) and
 // consistent (the recent half's slope within RecentRatio of the window's,
 // either way) is the verdict: it predicts when its time to the limit is
@@ -128,16 +177,9 @@ func (r *trend) closeBucket(cfg Config, end, m float64, warm bool) {
 // started or sped up inside it) defers to shorter windows, and predicts
 // itself if none of them qualifies. A window whose recent half rises much
 // slower (a step, then a plateau) is no evidence of a leak.
-func (r *trend) evaluate(cfg Config, te float64) *candidate {
+func (r *trend) fitEnvelope(cfg Config, te, minRise float64) *candidate {
 	var fallback *candidate
 	bucket := cfg.Bucket.Seconds()
-	minRise := cfg.MinRise
-	if cfg.NoiseRise > 0 && len(r.diffs) > 0 {
-		r.scratch = append(r.scratch[:0], r.diffs...)
-		// σ of the samples ≈ 1.4826 × MAD of differences / √2
-		sigma := 1.0484 * median(r.scratch)
-		minRise = math.Max(minRise, cfg.NoiseRise*sigma)
-	}
 	for i := len(cfg.Windows) - 1; i >= 0; i-- {
 		w := cfg.Windows[i]
 		ws := w.Seconds()
@@ -195,6 +237,7 @@ func (r *trend) candidate(cfg Config, te float64, w time.Duration, n int, f, rec
 			confidence: round(math.Min(conf, 0.99), 3),
 			evidence: map[string]any{
 				"predictor":          "trend",
+				"basis":              "envelope",
 				"resource":           r.resource,
 				"value":              r.value,
 				"limit":              r.limit,

@@ -1,0 +1,137 @@
+package predict
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+	"time"
+)
+
+// accel is level until onset, then rises by share of the way to 1 over
+// slow seconds, then reaches 1 after fast more seconds (plus noise).
+func accel(level, sigma, onset, slow, fast, share float64) func(float64, *rand.Rand) float64 {
+	return func(s float64, r *rand.Rand) float64 {
+		v := level + sigma*r.NormFloat64()
+		rest := 1 - level
+		switch el := s - onset; {
+		case el > slow:
+			v += share*rest + (1-share)*rest*(el-slow)/fast
+		case el > 0:
+			v += share * rest * el / slow
+		}
+		return v
+	}
+}
+
+// step is from until at, then to (plus noise).
+func step(from, to, sigma, at float64) func(float64, *rand.Rand) float64 {
+	return func(s float64, r *rand.Rand) float64 {
+		if s >= at {
+			return to + sigma*r.NormFloat64()
+		}
+		return from + sigma*r.NormFloat64()
+	}
+}
+
+// TestCollectionCycles: a slow garbage-collector sawtooth (minutes per
+// cycle) climbs like a leak over each rising stretch; over several cycles
+// it does not. A leak under it raises the floors and the peaks and must
+// still be predicted, as must a leak that speeds up; a step that stays flat
+// below the limit must not be.
+func TestCollectionCycles(t *testing.T) {
+	const h = 3600.0
+	for _, tc := range []struct {
+		name string
+		mem  func(seed uint64) func(float64, *rand.Rand) float64
+		dur  time.Duration
+		leak bool
+	}{
+		{name: "5-min sawtooth 40→80% over 6 h", dur: 6 * time.Hour,
+			mem: func(uint64) func(float64, *rand.Rand) float64 { return sawtooth(noisy(0.4, 0.01), 0.4, 300) }},
+		{name: "3-min sawtooth 45→80% over 6 h", dur: 6 * time.Hour,
+			mem: func(uint64) func(float64, *rand.Rand) float64 { return sawtooth(noisy(0.45, 0.01), 0.35, 180) }},
+		{name: "7-min sawtooth 35→85% over 6 h", dur: 6 * time.Hour,
+			mem: func(uint64) func(float64, *rand.Rand) float64 { return sawtooth(noisy(0.35, 0.01), 0.5, 420) }},
+		{name: "10-min sawtooth 40→80% over 6 h", dur: 6 * time.Hour,
+			mem: func(uint64) func(float64, *rand.Rand) float64 { return sawtooth(noisy(0.4, 0.01), 0.4, 600) }},
+		{name: "step that stays flat at 85%", dur: 6 * time.Hour,
+			mem: func(uint64) func(float64, *rand.Rand) float64 { return step(0.45, 0.85, 0.01, 2400) }},
+
+		{name: "5-min sawtooth 40→80% with a leak raising the floor", dur: 6 * time.Hour, leak: true,
+			mem: func(seed uint64) func(float64, *rand.Rand) float64 {
+				// the floor rises 0.2 in 12 min: the peaks reach the limit
+				return sawtooth(leak(0.4, 0.01, 3*h+float64(seed)*77, 36*60), 0.4, 300)
+			}},
+		{name: "5-min sawtooth 40→80% with a slower leak raising the floor", dur: 6 * time.Hour, leak: true,
+			mem: func(seed uint64) func(float64, *rand.Rand) float64 {
+				return sawtooth(leak(0.4, 0.01, 2*h+float64(seed)*77, 60*60), 0.4, 300)
+			}},
+		{name: "accelerating leak: 4 min slow, then 3 min fast", dur: 2 * time.Hour, leak: true,
+			mem: func(seed uint64) func(float64, *rand.Rand) float64 {
+				return accel(0.35, 0.01, h+float64(seed)*31, 240, 180, 0.25)
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for seed := uint64(1); seed <= 3; seed++ {
+				ss := shape{mem: tc.mem(seed)}.samples("h1", tc.dur, seed)
+				ds := observe(t, NewTracker(Default()), ss)
+				var opens []Decision
+				for _, d := range ds {
+					if d.Kind == Open {
+						opens = append(opens, d)
+					}
+				}
+				if !tc.leak {
+					if len(opens) > 0 {
+						t.Fatalf("seed %d: predicted at %v: %v", seed, opens[0].At.Sub(t0), opens[0].Prediction.Evidence["summary"])
+					}
+					continue
+				}
+				crash := ss[len(ss)-1].T
+				if u := float64(ss[len(ss)-1].MemBytes) / memLimit; u < 1-1e-9 {
+					t.Fatalf("seed %d: the trace does not crash (ends at %.3f)", seed, u)
+				}
+				if len(opens) == 0 {
+					t.Fatalf("seed %d: nothing predicted before the crash at %v", seed, crash.Sub(t0))
+				}
+				// the last opening must come 30 s to the horizon before the crash,
+				// and any earlier one within the horizon (else it was false)
+				for _, o := range opens {
+					lead := crash.Sub(o.At)
+					if lead > Default().Horizon {
+						t.Fatalf("seed %d: opened %v before the crash (more than the horizon): %v", seed, lead, o.Prediction.Evidence["summary"])
+					}
+				}
+				if lead := crash.Sub(opens[0].At); lead < 30*time.Second {
+					t.Fatalf("seed %d: predicted only %v before the crash", seed, lead)
+				}
+			}
+		})
+	}
+}
+
+// TestCollectionsAreFollowed: the drops of a slow sawtooth are found, with
+// their cycles' lengths, peaks and floors.
+func TestCollectionsAreFollowed(t *testing.T) {
+	ss := shape{mem: sawtooth(noisy(0.4, 0.005), 0.4, 300)}.samples("h1", time.Hour, 1)
+	tr := NewTracker(Default())
+	observe(t, tr, ss)
+	c := tr.hosts["h1"].trends[0].cyc
+	if len(c.done) < 8 {
+		t.Fatalf("%d cycles completed, want 8 (the most kept)", len(c.done))
+	}
+	for _, k := range c.done {
+		if math.Abs(k.length-300) > 10 || math.Abs(k.peak-0.8) > 0.03 || math.Abs(k.floor-0.4) > 0.04 {
+			t.Fatalf("cycle %+v, want length 300 s, peak 0.8, floor 0.4", k)
+		}
+	}
+	if !c.gating(Default(), float64(ss[len(ss)-1].T.Unix())) {
+		t.Fatal("a 5-min sawtooth does not gate the trend")
+	}
+	fast := NewTracker(Default())
+	fs := shape{mem: sawtooth(noisy(0.4, 0.005), 0.2, 40)}.samples("h1", time.Hour, 1)
+	observe(t, fast, fs)
+	if fast.hosts["h1"].trends[0].cyc.gating(Default(), float64(fs[len(fs)-1].T.Unix())) {
+		t.Fatal("a 40-s sawtooth gates the trend: its envelope is flat, its leaks must be seen early")
+	}
+}
