@@ -16,44 +16,39 @@ import (
 
 	"github.com/ferrystream/ferry/libs/bus"
 	"github.com/ferrystream/ferry/libs/events"
+	"github.com/ferrystream/ferry/libs/natscreds"
 	"github.com/ferrystream/ferry/libs/subject"
 	"github.com/ferrystream/ferry/libs/testutil"
 )
 
 var zerologNop = zerolog.Nop()
 
-// accessEnv is a single server with the layout bootstrapped by ops, in one
-// of the two ways Ferry's users are set up: passwords and auth.conf, or the
-// decentralized JWTs that `ferryctl creds` mints (per-host identity).
+// accessEnv is a single server started from single.conf, with the users of
+// the test fleet (per-host JWT credentials minted by natscreds, as `ferryctl
+// creds init` does) and the layout bootstrapped by ops.
 type accessEnv struct {
-	url  string
-	ops  *conn
-	auth authMode
+	url   string
+	ops   *conn
+	fleet *natscreds.Dir
 }
 
-// dial connects as one of Ferry's users; "ingest" is the host ingest-1
-// when every host has its own identity.
+// dial connects as one of the fleet's users; "ingest" is the host ingest-1.
 func (e *accessEnv) dial(t *testing.T, user string, cfg ...func(*bus.Config)) *conn {
 	t.Helper()
-	return e.auth.dial(t, e.url, user, cfg...)
+	return dialFleet(t, e.fleet, e.url, user, cfg...)
 }
 
-func newAccessEnv(t *testing.T, auth authMode) *accessEnv {
+func newAccessEnv(t *testing.T) *accessEnv { return newFleetAccessEnv(t, fleet) }
+
+func newFleetAccessEnv(t *testing.T, d *natscreds.Dir) *accessEnv {
 	t.Helper()
-	s := start(t, auth.options(t))
-	e := &accessEnv{url: s.ClientURL(), auth: auth}
+	s := start(t, loadFleetConfig(t, "single.conf", d))
+	e := &accessEnv{url: s.ClientURL(), fleet: d}
 	e.ops = e.dial(t, "ops")
 	e.ops.permitted(t, "bootstrap the layout", func(ctx context.Context) error {
 		return bus.Bootstrap(ctx, e.ops.js, 1)
 	})
 	return e
-}
-
-// forEachAuth runs f once per way of setting up users.
-func forEachAuth(t *testing.T, f func(t *testing.T, e *accessEnv)) {
-	for _, auth := range authModes(t) {
-		t.Run(auth.name(), func(t *testing.T) { f(t, newAccessEnv(t, auth)) })
-	}
 }
 
 func kv(t *testing.T, c *conn, bucket string) jetstream.KeyValue {
@@ -149,476 +144,472 @@ func fetchOne(c *conn, stream, durable string) func(ctx context.Context) ([]byte
 }
 
 func TestAgentSeesOnlyItsOwnNotices(t *testing.T) {
-	forEachAuth(t, func(t *testing.T, e *accessEnv) {
-		notifier := e.dial(t, "notifier")
-		a1 := e.dial(t, "agent-1")
-		a2 := e.dial(t, "agent-2")
+	e := newAccessEnv(t)
+	notifier := e.dial(t, "notifier")
+	a1 := e.dial(t, "agent-1")
+	a2 := e.dial(t, "agent-2")
 
-		// The notifier sends each agent a notice.
-		n1, n2 := notice("agent-1", "cam-1"), notice("agent-2", "cam-2")
-		notifier.permitted(t, "send agent-1 a notice", publish(notifier, n1))
-		notifier.permitted(t, "send agent-2 a notice", publish(notifier, n2))
+	// The notifier sends each agent a notice.
+	n1, n2 := notice("agent-1", "cam-1"), notice("agent-2", "cam-2")
+	notifier.permitted(t, "send agent-1 a notice", publish(notifier, n1))
+	notifier.permitted(t, "send agent-2 a notice", publish(notifier, n2))
 
-		// agent-2 binds its own consumer first (agent-1 must not be able to use it).
-		a2.permitted(t, "agent-2 creates its notice consumer", createConsumer(a2, bus.StreamCommands, noticeConsumer("agent-2")))
+	// agent-2 binds its own consumer first (agent-1 must not be able to use it).
+	a2.permitted(t, "agent-2 creates its notice consumer", createConsumer(a2, bus.StreamCommands, noticeConsumer("agent-2")))
 
-		refusals := []struct {
-			name, subj string
-			op         func(ctx context.Context) error
-		}{
-			{"subscribe to agent-2's notice subject", subject.ClientNotice("agent-2"), subscribe(a1, subject.ClientNotice("agent-2"))},
-			{"subscribe to every notice", subject.ClientNoticeAll, subscribe(a1, subject.ClientNoticeAll)},
-			{"subscribe to every inbox", "_INBOX.>", subscribe(a1, "_INBOX.>")},
-			{"subscribe to agent-2's inbox", "_INBOX_agent-2.>", subscribe(a1, "_INBOX_agent-2.>")},
-			{"create agent-2's consumer", "$JS.API.CONSUMER.CREATE.FERRY_COMMANDS.client-agent-2.ferry.cmd.client.agent-2.notice",
-				createConsumer(a1, bus.StreamCommands, noticeConsumer("agent-2"))},
-			{"point its own consumer at agent-2's notices", "$JS.API.CONSUMER.CREATE.FERRY_COMMANDS.client-agent-1.ferry.cmd.client.agent-2.notice",
-				createConsumer(a1, bus.StreamCommands, jetstream.ConsumerConfig{Durable: "client-agent-1", FilterSubject: subject.ClientNotice("agent-2")})},
-			{"create its consumer without the filter in the subject", "$JS.API.CONSUMER.CREATE.FERRY_COMMANDS.client-agent-1",
-				createConsumer(a1, bus.StreamCommands, jetstream.ConsumerConfig{Durable: "client-agent-1", FilterSubjects: []string{subject.ClientNotice("agent-1")}})},
-			{"pull from agent-2's consumer", "$JS.API.CONSUMER.MSG.NEXT.FERRY_COMMANDS.client-agent-2",
-				func(ctx context.Context) error {
-					return a1.nc.PublishRequest("$JS.API.CONSUMER.MSG.NEXT.FERRY_COMMANDS.client-agent-2", a1.nc.NewRespInbox(), []byte(`{"batch":1}`))
-				}},
-			{"ack for agent-2", "ferry.ack.client.agent-2", corePublish(a1, subject.NoticeAck("agent-2"))},
-			{"read sessions", "$JS.API.STREAM.INFO.KV_sessions", func(ctx context.Context) error {
-				_, err := a1.js.KeyValue(ctx, bus.BucketSessions)
-				return err
+	refusals := []struct {
+		name, subj string
+		op         func(ctx context.Context) error
+	}{
+		{"subscribe to agent-2's notice subject", subject.ClientNotice("agent-2"), subscribe(a1, subject.ClientNotice("agent-2"))},
+		{"subscribe to every notice", subject.ClientNoticeAll, subscribe(a1, subject.ClientNoticeAll)},
+		{"subscribe to every inbox", "_INBOX.>", subscribe(a1, "_INBOX.>")},
+		{"subscribe to agent-2's inbox", "_INBOX_agent-2.>", subscribe(a1, "_INBOX_agent-2.>")},
+		{"create agent-2's consumer", "$JS.API.CONSUMER.CREATE.FERRY_COMMANDS.client-agent-2.ferry.cmd.client.agent-2.notice",
+			createConsumer(a1, bus.StreamCommands, noticeConsumer("agent-2"))},
+		{"point its own consumer at agent-2's notices", "$JS.API.CONSUMER.CREATE.FERRY_COMMANDS.client-agent-1.ferry.cmd.client.agent-2.notice",
+			createConsumer(a1, bus.StreamCommands, jetstream.ConsumerConfig{Durable: "client-agent-1", FilterSubject: subject.ClientNotice("agent-2")})},
+		{"create its consumer without the filter in the subject", "$JS.API.CONSUMER.CREATE.FERRY_COMMANDS.client-agent-1",
+			createConsumer(a1, bus.StreamCommands, jetstream.ConsumerConfig{Durable: "client-agent-1", FilterSubjects: []string{subject.ClientNotice("agent-1")}})},
+		{"pull from agent-2's consumer", "$JS.API.CONSUMER.MSG.NEXT.FERRY_COMMANDS.client-agent-2",
+			func(ctx context.Context) error {
+				return a1.nc.PublishRequest("$JS.API.CONSUMER.MSG.NEXT.FERRY_COMMANDS.client-agent-2", a1.nc.NewRespInbox(), []byte(`{"batch":1}`))
 			}},
-			{"get a session directly", "$JS.API.DIRECT.GET.KV_sessions.$KV.sessions.s-0123456789abcdef",
-				corePublish(a1, "$JS.API.DIRECT.GET.KV_sessions.$KV.sessions.s-0123456789abcdef")},
-		}
-		for _, tc := range refusals {
-			t.Run("refused/"+tc.name, func(t *testing.T) { a1.refused(t, tc.subj, tc.op) })
-		}
+		{"ack for agent-2", "ferry.ack.client.agent-2", corePublish(a1, subject.NoticeAck("agent-2"))},
+		{"read sessions", "$JS.API.STREAM.INFO.KV_sessions", func(ctx context.Context) error {
+			_, err := a1.js.KeyValue(ctx, bus.BucketSessions)
+			return err
+		}},
+		{"get a session directly", "$JS.API.DIRECT.GET.KV_sessions.$KV.sessions.s-0123456789abcdef",
+			corePublish(a1, "$JS.API.DIRECT.GET.KV_sessions.$KV.sessions.s-0123456789abcdef")},
+	}
+	for _, tc := range refusals {
+		t.Run("refused/"+tc.name, func(t *testing.T) { a1.refused(t, tc.subj, tc.op) })
+	}
 
-		t.Run("permitted/receive and ack its own notice", func(t *testing.T) {
-			a1.permitted(t, "create its notice consumer", createConsumer(a1, bus.StreamCommands, noticeConsumer("agent-1")))
-			var body []byte
-			a1.permitted(t, "fetch and ack", func(ctx context.Context) (err error) {
-				body, err = fetchOne(a1, bus.StreamCommands, "client-agent-1")(ctx)
-				return err
-			})
-			_, got, err := events.DecodeAs[events.MoveNotice](body)
+	t.Run("permitted/receive and ack its own notice", func(t *testing.T) {
+		a1.permitted(t, "create its notice consumer", createConsumer(a1, bus.StreamCommands, noticeConsumer("agent-1")))
+		var body []byte
+		a1.permitted(t, "fetch and ack", func(ctx context.Context) (err error) {
+			body, err = fetchOne(a1, bus.StreamCommands, "client-agent-1")(ctx)
+			return err
+		})
+		_, got, err := events.DecodeAs[events.MoveNotice](body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.ClientID != "agent-1" || got.NoticeID != n1.NoticeID {
+			t.Fatalf("agent-1 received %+v, want its own notice %s", got, n1.NoticeID)
+		}
+		a1.permitted(t, "ack on the core ack subject", corePublish(a1, subject.NoticeAck("agent-1")))
+		// The notifier can see that the notice was acked (the work queue removed it).
+		notifier.permitted(t, "read agent-1's consumer", func(ctx context.Context) error {
+			cons, err := notifier.js.Consumer(ctx, bus.StreamCommands, "client-agent-1")
 			if err != nil {
-				t.Fatal(err)
-			}
-			if got.ClientID != "agent-1" || got.NoticeID != n1.NoticeID {
-				t.Fatalf("agent-1 received %+v, want its own notice %s", got, n1.NoticeID)
-			}
-			a1.permitted(t, "ack on the core ack subject", corePublish(a1, subject.NoticeAck("agent-1")))
-			// The notifier can see that the notice was acked (the work queue removed it).
-			notifier.permitted(t, "read agent-1's consumer", func(ctx context.Context) error {
-				cons, err := notifier.js.Consumer(ctx, bus.StreamCommands, "client-agent-1")
-				if err != nil {
-					return err
-				}
-				if info := cons.CachedInfo(); info.NumAckPending != 0 || info.AckFloor.Consumer != 1 {
-					return fmt.Errorf("consumer state %+v, want one acked message", info)
-				}
-				return nil
-			})
-		})
-
-		t.Run("permitted/agent-2 still gets its notice", func(t *testing.T) {
-			var body []byte
-			a2.permitted(t, "fetch and ack", func(ctx context.Context) (err error) {
-				body, err = fetchOne(a2, bus.StreamCommands, "client-agent-2")(ctx)
 				return err
-			})
-			if _, got, err := events.DecodeAs[events.MoveNotice](body); err != nil || got.NoticeID != n2.NoticeID {
-				t.Fatalf("agent-2 received %+v (%v), want %s", got, err, n2.NoticeID)
 			}
+			if info := cons.CachedInfo(); info.NumAckPending != 0 || info.AckFloor.Consumer != 1 {
+				return fmt.Errorf("consumer state %+v, want one acked message", info)
+			}
+			return nil
 		})
+	})
+
+	t.Run("permitted/agent-2 still gets its notice", func(t *testing.T) {
+		var body []byte
+		a2.permitted(t, "fetch and ack", func(ctx context.Context) (err error) {
+			body, err = fetchOne(a2, bus.StreamCommands, "client-agent-2")(ctx)
+			return err
+		})
+		if _, got, err := events.DecodeAs[events.MoveNotice](body); err != nil || got.NoticeID != n2.NoticeID {
+			t.Fatalf("agent-2 received %+v (%v), want %s", got, err, n2.NoticeID)
+		}
 	})
 }
 
 func TestOnlyOpsSchedulesMaintenanceAndDrains(t *testing.T) {
-	forEachAuth(t, func(t *testing.T, e *accessEnv) {
-		drain := events.DrainCommand{CommandID: fmt.Sprintf("d-%d", time.Now().UnixNano()), Host: "ingest-1", Reason: "access test"}
-		for _, user := range []string{"agent-1", "monitor", "ingest", "healthpredict", "placement", "notifier"} {
-			c := e.dial(t, user)
-			t.Run(user+"/maintenance refused", func(t *testing.T) {
-				c.refused(t, subject.MaintenanceScheduled("ingest-1"), publish(c, maintenance("ingest-1")))
-			})
-			t.Run(user+"/drain refused", func(t *testing.T) {
-				c.refused(t, subject.IngestDrain("ingest-1"), publish(c, drain))
-			})
-		}
-		t.Run("ops/maintenance and drain permitted", func(t *testing.T) {
-			e.ops.permitted(t, "schedule maintenance", publish(e.ops, maintenance("ingest-1")))
-			e.ops.permitted(t, "drain a host", publish(e.ops, drain))
-			e.ops.permitted(t, "write a maintenance window", func(ctx context.Context) error {
-				_, err := kv(t, e.ops, bus.BucketMaintenance).Put(ctx, "ingest-1", []byte(`{}`))
-				return err
-			})
+	e := newAccessEnv(t)
+	drain := events.DrainCommand{CommandID: fmt.Sprintf("d-%d", time.Now().UnixNano()), Host: "ingest-1", Reason: "access test"}
+	for _, user := range []string{"agent-1", "monitor", "ingest", "healthpredict", "placement", "notifier"} {
+		c := e.dial(t, user)
+		t.Run(user+"/maintenance refused", func(t *testing.T) {
+			c.refused(t, subject.MaintenanceScheduled("ingest-1"), publish(c, maintenance("ingest-1")))
+		})
+		t.Run(user+"/drain refused", func(t *testing.T) {
+			c.refused(t, subject.IngestDrain("ingest-1"), publish(c, drain))
+		})
+	}
+	t.Run("ops/maintenance and drain permitted", func(t *testing.T) {
+		e.ops.permitted(t, "schedule maintenance", publish(e.ops, maintenance("ingest-1")))
+		e.ops.permitted(t, "drain a host", publish(e.ops, drain))
+		e.ops.permitted(t, "write a maintenance window", func(ctx context.Context) error {
+			_, err := kv(t, e.ops, bus.BucketMaintenance).Put(ctx, "ingest-1", []byte(`{}`))
+			return err
 		})
 	})
 }
 
 func TestOnlyPlacementWritesPlacements(t *testing.T) {
-	forEachAuth(t, func(t *testing.T, e *accessEnv) {
-		placement := e.dial(t, "placement")
-		key := events.PlacementKey("cam-1")
-		var rev uint64
-		placement.permitted(t, "create a placement", func(ctx context.Context) (err error) {
-			rev, err = kv(t, placement, bus.BucketPlacements).Create(ctx, key, placementRecord("cam-1", "ingest-1"))
-			return err
-		})
-		placement.permitted(t, "compare-and-set a placement", func(ctx context.Context) (err error) {
-			_, err = kv(t, placement, bus.BucketPlacements).Update(ctx, key, placementRecord("cam-1", "ingest-2"), rev)
-			return err
-		})
-		for _, user := range []string{"ingest", "healthpredict", "notifier", "monitor", "agent-1"} {
-			c := e.dial(t, user)
-			t.Run(user, func(t *testing.T) {
-				c.refused(t, "$KV.placements."+key, func(ctx context.Context) error {
-					return c.nc.Publish("$KV.placements."+key, placementRecord("cam-1", "ingest-3"))
-				})
-				if user == "agent-1" {
-					return // cannot even look the bucket up (checked in TestAgentSeesOnlyItsOwnNotices)
-				}
-				b := kv(t, c, bus.BucketPlacements)
-				c.refused(t, "$KV.placements."+key, func(ctx context.Context) error {
-					_, err := b.Put(ctx, key, placementRecord("cam-1", "ingest-3"))
-					return err
-				})
-				c.refused(t, "$KV.placements."+key, func(ctx context.Context) error { return b.Delete(ctx, key) })
-				// A stream update could add a source that copies writable subjects into the bucket.
-				c.refused(t, "$JS.API.STREAM.UPDATE.KV_placements", func(ctx context.Context) error {
-					_, err := c.js.UpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bus.BucketPlacements, History: 10})
-					return err
-				})
-				c.refused(t, "$JS.API.STREAM.PURGE.KV_placements", func(ctx context.Context) error {
-					st, err := c.js.Stream(ctx, "KV_placements")
-					if err != nil {
-						return err
-					}
-					return st.Purge(ctx)
-				})
-				c.refused(t, "$JS.API.STREAM.MSG.DELETE.KV_placements", func(ctx context.Context) error {
-					st, err := c.js.Stream(ctx, "KV_placements")
-					if err != nil {
-						return err
-					}
-					return st.DeleteMsg(ctx, 1)
-				})
-				// A new stream could capture other users' inboxes.
-				c.refused(t, "$JS.API.STREAM.CREATE.SNOOP", func(ctx context.Context) error {
-					_, err := c.js.CreateStream(ctx, jetstream.StreamConfig{Name: "SNOOP", Subjects: []string{"_INBOX_placement.>"}})
-					return err
-				})
+	e := newAccessEnv(t)
+	placement := e.dial(t, "placement")
+	key := events.PlacementKey("cam-1")
+	var rev uint64
+	placement.permitted(t, "create a placement", func(ctx context.Context) (err error) {
+		rev, err = kv(t, placement, bus.BucketPlacements).Create(ctx, key, placementRecord("cam-1", "ingest-1"))
+		return err
+	})
+	placement.permitted(t, "compare-and-set a placement", func(ctx context.Context) (err error) {
+		_, err = kv(t, placement, bus.BucketPlacements).Update(ctx, key, placementRecord("cam-1", "ingest-2"), rev)
+		return err
+	})
+	for _, user := range []string{"ingest", "healthpredict", "notifier", "monitor", "agent-1"} {
+		c := e.dial(t, user)
+		t.Run(user, func(t *testing.T) {
+			c.refused(t, "$KV.placements."+key, func(ctx context.Context) error {
+				return c.nc.Publish("$KV.placements."+key, placementRecord("cam-1", "ingest-3"))
 			})
-		}
-		t.Run("the record is placement's last write", func(t *testing.T) {
-			placement.permitted(t, "read back", func(ctx context.Context) error {
-				en, err := kv(t, placement, bus.BucketPlacements).Get(ctx, key)
+			if user == "agent-1" {
+				return // cannot even look the bucket up (checked in TestAgentSeesOnlyItsOwnNotices)
+			}
+			b := kv(t, c, bus.BucketPlacements)
+			c.refused(t, "$KV.placements."+key, func(ctx context.Context) error {
+				_, err := b.Put(ctx, key, placementRecord("cam-1", "ingest-3"))
+				return err
+			})
+			c.refused(t, "$KV.placements."+key, func(ctx context.Context) error { return b.Delete(ctx, key) })
+			// A stream update could add a source that copies writable subjects into the bucket.
+			c.refused(t, "$JS.API.STREAM.UPDATE.KV_placements", func(ctx context.Context) error {
+				_, err := c.js.UpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bus.BucketPlacements, History: 10})
+				return err
+			})
+			c.refused(t, "$JS.API.STREAM.PURGE.KV_placements", func(ctx context.Context) error {
+				st, err := c.js.Stream(ctx, "KV_placements")
 				if err != nil {
 					return err
 				}
-				var p events.Placement
-				if err := json.Unmarshal(en.Value(), &p); err != nil {
+				return st.Purge(ctx)
+			})
+			c.refused(t, "$JS.API.STREAM.MSG.DELETE.KV_placements", func(ctx context.Context) error {
+				st, err := c.js.Stream(ctx, "KV_placements")
+				if err != nil {
 					return err
 				}
-				if p.Host != "ingest-2" || en.Revision() != rev+1 {
-					return fmt.Errorf("placement %+v at revision %d, want ingest-2 at %d", p, en.Revision(), rev+1)
-				}
-				return nil
+				return st.DeleteMsg(ctx, 1)
 			})
+			// A new stream could capture other users' inboxes.
+			c.refused(t, "$JS.API.STREAM.CREATE.SNOOP", func(ctx context.Context) error {
+				_, err := c.js.CreateStream(ctx, jetstream.StreamConfig{Name: "SNOOP", Subjects: []string{"_INBOX_placement.>"}})
+				return err
+			})
+		})
+	}
+	t.Run("the record is placement's last write", func(t *testing.T) {
+		placement.permitted(t, "read back", func(ctx context.Context) error {
+			en, err := kv(t, placement, bus.BucketPlacements).Get(ctx, key)
+			if err != nil {
+				return err
+			}
+			var p events.Placement
+			if err := json.Unmarshal(en.Value(), &p); err != nil {
+				return err
+			}
+			if p.Host != "ingest-2" || en.Revision() != rev+1 {
+				return fmt.Errorf("placement %+v at revision %d, want ingest-2 at %d", p, en.Revision(), rev+1)
+			}
+			return nil
 		})
 	})
 }
 
 // TestServicesCanDoTheirJobs checks, user by user, what each service needs.
 func TestServicesCanDoTheirJobs(t *testing.T) {
-	forEachAuth(t, func(t *testing.T, e *accessEnv) {
-		now := time.Now().UTC()
+	e := newAccessEnv(t)
+	now := time.Now().UTC()
 
-		t.Run("ingest", func(t *testing.T) {
-			c := e.dial(t, "ingest")
-			c.permitted(t, "heartbeat with a TTL", func(ctx context.Context) error {
-				_, err := events.Publish(ctx, c.js, "ingest-1", events.Heartbeat{Host: "ingest-1", Seq: 1, At: now}, jetstream.WithMsgTTL(3*time.Second))
-				return err
-			})
-			c.permitted(t, "telemetry", publish(c, events.Telemetry{Host: "ingest-1", At: now, MemLimit: 1 << 30, FDLimit: 1024}))
-			c.permitted(t, "publisher attached", publish(c, events.PublisherAttached{Stream: "cam-1", Host: "ingest-1",
-				SessionID: "s-0123456789abcdef", ClientID: "agent-1", Capabilities: events.Capabilities{CanMove: true, Channels: []string{"nats"}},
-				Mode: "push", At: now}))
-			c.permitted(t, "register in ingest_hosts", func(ctx context.Context) error {
-				b, _ := json.Marshal(events.HostRecord{Host: "ingest-1", RTSPURL: "rtsp://ingest-1:8554", Zone: "zone-a", Role: "origin", Status: "ok"})
-				_, err := kv(t, c, bus.BucketHosts).Put(ctx, "ingest-1", b)
-				return err
-			})
-			c.permitted(t, "watch and get its streams' placements", func(ctx context.Context) error {
-				placements := kv(t, c, bus.BucketPlacements)
-				w, err := placements.Watch(ctx, events.PlacementKey("cam-1"))
-				if err != nil {
-					return err
-				}
-				defer w.Stop()
-				select { // the initial state ends with a nil entry
-				case <-w.Updates():
-				case <-ctx.Done():
-					return ctx.Err()
-				}
-				if _, err := placements.Get(ctx, events.PlacementKey("cam-1")); !errors.Is(err, jetstream.ErrKeyNotFound) {
-					return fmt.Errorf("get: %v, want not found", err)
-				}
-				return nil
-			})
-			e.ops.permitted(t, "ops drains ingest-1", publish(e.ops, events.DrainCommand{CommandID: "d-ingest-1", Host: "ingest-1"}))
-			c.permitted(t, "consume its own commands", func(ctx context.Context) error {
-				cfg := jetstream.ConsumerConfig{Durable: "ingest-ingest-1", FilterSubject: subject.IngestCommands("ingest-1"),
-					AckPolicy: jetstream.AckExplicitPolicy}
-				if _, err := c.js.CreateOrUpdateConsumer(ctx, bus.StreamCommands, cfg); err != nil {
-					return err
-				}
-				body, err := fetchOne(c, bus.StreamCommands, "ingest-ingest-1")(ctx)
-				if err != nil {
-					return err
-				}
-				_, d, err := events.DecodeAs[events.DrainCommand](body)
-				if err != nil || d.Host != "ingest-1" {
-					return fmt.Errorf("got %+v (%v), want the drain of ingest-1", d, err)
-				}
-				return nil
-			})
-			c.refused(t, "$JS.API.CONSUMER.CREATE.FERRY_COMMANDS.ingest-ingest-1.ferry.cmd.client.agent-1.notice",
-				createConsumer(c, bus.StreamCommands, jetstream.ConsumerConfig{Durable: "ingest-ingest-1", FilterSubject: subject.ClientNotice("agent-1")}))
-			c.refused(t, "$JS.API.CONSUMER.MSG.NEXT.FERRY_COMMANDS.client-agent-1", corePublish(c, "$JS.API.CONSUMER.MSG.NEXT.FERRY_COMMANDS.client-agent-1"))
-			c.refused(t, subject.ClientNotice("agent-1"), subscribe(c, subject.ClientNotice("agent-1")))
-			c.permitted(t, "read a publisher's session", func(ctx context.Context) error {
-				_, err := kv(t, c, bus.BucketSessions).Get(ctx, "s-0123456789abcdef")
-				if errors.Is(err, jetstream.ErrKeyNotFound) {
-					return nil
-				}
-				return err
-			})
-			c.refused(t, "$KV.sessions.s-0123456789abcdef", corePublish(c, "$KV.sessions.s-0123456789abcdef"))
-			c.refused(t, subject.OutagePredicted("ingest-2"), corePublish(c, subject.OutagePredicted("ingest-2")))
-			c.refused(t, subject.Reassigned("cam-1"), corePublish(c, subject.Reassigned("cam-1")))
+	t.Run("ingest", func(t *testing.T) {
+		c := e.dial(t, "ingest")
+		c.permitted(t, "heartbeat with a TTL", func(ctx context.Context) error {
+			_, err := events.Publish(ctx, c.js, "ingest-1", events.Heartbeat{Host: "ingest-1", Seq: 1, At: now}, jetstream.WithMsgTTL(3*time.Second))
+			return err
 		})
-
-		t.Run("healthpredict", func(t *testing.T) {
-			c := e.dial(t, "healthpredict")
-			c.permitted(t, "predict an outage", publish(c, events.OutagePredicted{PredictionID: "p-1", Host: "ingest-1", Cause: "maintenance",
-				ExpectedOfflineAt: now.Add(time.Minute), Confidence: 1, Evidence: map[string]any{"maintenance_id": "mw-1"}, Revision: 1}))
-			c.permitted(t, "declare a host down", publish(c, events.HostDown{Host: "ingest-1", LastSeen: now, DetectedAt: now, Reason: "heartbeat silence"}))
-			c.permitted(t, "watch heartbeats and their silence markers", func(ctx context.Context) error {
-				cons, err := c.js.OrderedConsumer(ctx, bus.StreamHeartbeats, jetstream.OrderedConsumerConfig{})
-				if err != nil {
-					return err
-				}
-				m, err := cons.Next(jetstream.FetchMaxWait(3 * time.Second))
-				if err != nil {
-					return err
-				}
-				if m.Subject() != subject.Heartbeat("ingest-1") && m.Subject() != "" {
-					return fmt.Errorf("heartbeat on %s", m.Subject())
-				}
-				return nil
-			})
-			c.permitted(t, "durable telemetry consumer", createConsumer(c, bus.StreamTelemetry, bus.ConsumerSpec{
-				Stream: bus.StreamTelemetry, Durable: "healthpredict-telemetry", Filters: []string{subject.AllTelemetry}}.Config()))
-			c.permitted(t, "take its lease", func(ctx context.Context) error {
-				_, err := kv(t, c, bus.BucketLeases).Create(ctx, "healthpredict.leader", []byte("healthpredict-1"))
-				return err
-			})
-			c.permitted(t, "record a maintenance window", func(ctx context.Context) error {
-				_, err := kv(t, c, bus.BucketMaintenance).Put(ctx, "ingest-1", []byte(`{}`))
-				return err
-			})
-			c.permitted(t, "read the registry", func(ctx context.Context) error {
-				_, err := kv(t, c, bus.BucketHosts).Keys(ctx)
-				if errors.Is(err, jetstream.ErrNoKeysFound) {
-					return nil
-				}
-				return err
-			})
-			c.refused(t, "$KV.leases.placement.leader", func(ctx context.Context) error {
-				_, err := kv(t, c, bus.BucketLeases).Create(ctx, "placement.leader", []byte("thief"))
-				return err
-			})
-			c.refused(t, subject.Reassigned("cam-1"), corePublish(c, subject.Reassigned("cam-1")))
+		c.permitted(t, "telemetry", publish(c, events.Telemetry{Host: "ingest-1", At: now, MemLimit: 1 << 30, FDLimit: 1024}))
+		c.permitted(t, "publisher attached", publish(c, events.PublisherAttached{Stream: "cam-1", Host: "ingest-1",
+			SessionID: "s-0123456789abcdef", ClientID: "agent-1", Capabilities: events.Capabilities{CanMove: true, Channels: []string{"nats"}},
+			Mode: "push", At: now}))
+		c.permitted(t, "register in ingest_hosts", func(ctx context.Context) error {
+			b, _ := json.Marshal(events.HostRecord{Host: "ingest-1", RTSPURL: "rtsp://ingest-1:8554", Zone: "zone-a", Role: "origin", Status: "ok"})
+			_, err := kv(t, c, bus.BucketHosts).Put(ctx, "ingest-1", b)
+			return err
 		})
-
-		t.Run("placement", func(t *testing.T) {
-			c := e.dial(t, "placement")
-			agent := e.dial(t, "agent-1")
-			svc, err := micro.AddService(c.nc, micro.Config{Name: subject.PlacementService, Version: "1.0.0"})
+		c.permitted(t, "watch and get its streams' placements", func(ctx context.Context) error {
+			placements := kv(t, c, bus.BucketPlacements)
+			w, err := placements.Watch(ctx, events.PlacementKey("cam-1"))
 			if err != nil {
-				t.Fatal(err)
+				return err
 			}
-			defer svc.Stop()
-			g := svc.AddGroup(subject.PlacementGroup)
-			if err := g.AddEndpoint("choose", micro.HandlerFunc(func(r micro.Request) {
-				_ = r.Respond([]byte(`{"stream":"cam-1","host":"ingest-1"}`))
-			})); err != nil {
-				t.Fatal(err)
+			defer w.Stop()
+			select { // the initial state ends with a nil entry
+			case <-w.Updates():
+			case <-ctx.Done():
+				return ctx.Err()
 			}
-			c.permitted(t, "serve placement.v1.choose", func(ctx context.Context) error { return c.nc.FlushWithContext(ctx) })
-			agent.permitted(t, "ask placement.v1.choose", func(ctx context.Context) error {
-				m, err := agent.nc.RequestWithContext(ctx, subject.PlacementChoose, []byte(`{"stream":"cam-1","client_id":"agent-1"}`))
-				if err != nil {
-					return err
-				}
-				if string(m.Data) != `{"stream":"cam-1","host":"ingest-1"}` {
-					return fmt.Errorf("reply %q", m.Data)
-				}
+			if _, err := placements.Get(ctx, events.PlacementKey("cam-1")); !errors.Is(err, jetstream.ErrKeyNotFound) {
+				return fmt.Errorf("get: %v, want not found", err)
+			}
+			return nil
+		})
+		e.ops.permitted(t, "ops drains ingest-1", publish(e.ops, events.DrainCommand{CommandID: "d-ingest-1", Host: "ingest-1"}))
+		c.permitted(t, "consume its own commands", func(ctx context.Context) error {
+			cfg := jetstream.ConsumerConfig{Durable: "ingest-ingest-1", FilterSubject: subject.IngestCommands("ingest-1"),
+				AckPolicy: jetstream.AckExplicitPolicy}
+			if _, err := c.js.CreateOrUpdateConsumer(ctx, bus.StreamCommands, cfg); err != nil {
+				return err
+			}
+			body, err := fetchOne(c, bus.StreamCommands, "ingest-ingest-1")(ctx)
+			if err != nil {
+				return err
+			}
+			_, d, err := events.DecodeAs[events.DrainCommand](body)
+			if err != nil || d.Host != "ingest-1" {
+				return fmt.Errorf("got %+v (%v), want the drain of ingest-1", d, err)
+			}
+			return nil
+		})
+		c.refused(t, "$JS.API.CONSUMER.CREATE.FERRY_COMMANDS.ingest-ingest-1.ferry.cmd.client.agent-1.notice",
+			createConsumer(c, bus.StreamCommands, jetstream.ConsumerConfig{Durable: "ingest-ingest-1", FilterSubject: subject.ClientNotice("agent-1")}))
+		c.refused(t, "$JS.API.CONSUMER.MSG.NEXT.FERRY_COMMANDS.client-agent-1", corePublish(c, "$JS.API.CONSUMER.MSG.NEXT.FERRY_COMMANDS.client-agent-1"))
+		c.refused(t, subject.ClientNotice("agent-1"), subscribe(c, subject.ClientNotice("agent-1")))
+		c.permitted(t, "read a publisher's session", func(ctx context.Context) error {
+			_, err := kv(t, c, bus.BucketSessions).Get(ctx, "s-0123456789abcdef")
+			if errors.Is(err, jetstream.ErrKeyNotFound) {
 				return nil
-			})
-			e.ops.permitted(t, "ops pings the micro service", func(ctx context.Context) error {
-				_, err := e.ops.nc.RequestWithContext(ctx, "$SRV.PING.placement", nil)
-				return err
-			})
-			c.permitted(t, "write a session and a migration", func(ctx context.Context) error {
-				if _, err := kv(t, c, bus.BucketSessions).Put(ctx, "s-0123456789abcdef", []byte(`{}`)); err != nil {
-					return err
-				}
-				_, err := kv(t, c, bus.BucketMigrations).Put(ctx, "m-0123456789abcdef", []byte(`{}`))
-				return err
-			})
-			c.permitted(t, "take its lease", func(ctx context.Context) error {
-				_, err := kv(t, c, bus.BucketLeases).Create(ctx, "placement.leader", []byte("placement-1"))
-				return err
-			})
-			c.permitted(t, "reassign", publish(c, events.Reassigned{MigrationID: "m-0123456789abcdef", Stream: "cam-1", FromHost: "ingest-1",
-				ToHost: "ingest-2", ToURL: "rtsp://ingest-2:8554/cam-1", Epoch: 2, Deadline: now.Add(time.Minute), Reason: "maintenance", Mode: "push"}))
-			c.permitted(t, "send a pull command", corePublish(c, subject.IngestPull("ingest-2")))
-			c.permitted(t, "bind durable event consumers", createConsumer(c, bus.StreamEvents, bus.ConsumerSpec{Stream: bus.StreamEvents,
-				Durable: "placement-evacuate", Filters: []string{subject.OutagePredicted("*"), subject.HostDown("*")}}.Config()))
-			c.refused(t, subject.Heartbeat("ingest-1"), corePublish(c, subject.Heartbeat("ingest-1")))
-			c.refused(t, subject.ClientNotice("agent-1"), corePublish(c, subject.ClientNotice("agent-1")))
+			}
+			return err
 		})
+		c.refused(t, "$KV.sessions.s-0123456789abcdef", corePublish(c, "$KV.sessions.s-0123456789abcdef"))
+		c.refused(t, subject.OutagePredicted("ingest-2"), corePublish(c, subject.OutagePredicted("ingest-2")))
+		c.refused(t, subject.Reassigned("cam-1"), corePublish(c, subject.Reassigned("cam-1")))
+	})
 
-		t.Run("notifier", func(t *testing.T) {
-			c := e.dial(t, "notifier")
-			agent := e.dial(t, "agent-1")
-			c.permitted(t, "read a session", func(ctx context.Context) error {
-				_, err := kv(t, c, bus.BucketSessions).Get(ctx, "s-0123456789abcdef")
-				return err
-			})
-			c.permitted(t, "keep a notice's delivery state", func(ctx context.Context) error {
-				_, err := kv(t, c, bus.BucketNotices).Put(ctx, "n-1", []byte(`{}`))
-				return err
-			})
-			c.permitted(t, "report an outcome", publish(c, events.NoticeOutcome{NoticeID: "n-1", MigrationID: "m-0123456789abcdef",
-				Stream: "cam-1", ClientID: "agent-1", Channel: "nats", Attempts: 1, At: now, Outcome: "acked"}))
-			acks, err := c.nc.SubscribeSync(subject.NoticeAckAll)
+	t.Run("healthpredict", func(t *testing.T) {
+		c := e.dial(t, "healthpredict")
+		c.permitted(t, "predict an outage", publish(c, events.OutagePredicted{PredictionID: "p-1", Host: "ingest-1", Cause: "maintenance",
+			ExpectedOfflineAt: now.Add(time.Minute), Confidence: 1, Evidence: map[string]any{"maintenance_id": "mw-1"}, Revision: 1}))
+		c.permitted(t, "declare a host down", publish(c, events.HostDown{Host: "ingest-1", LastSeen: now, DetectedAt: now, Reason: "heartbeat silence"}))
+		c.permitted(t, "watch heartbeats and their silence markers", func(ctx context.Context) error {
+			cons, err := c.js.OrderedConsumer(ctx, bus.StreamHeartbeats, jetstream.OrderedConsumerConfig{})
 			if err != nil {
-				t.Fatal(err)
-			}
-			c.permitted(t, "listen to client acks", func(ctx context.Context) error { return c.nc.FlushWithContext(ctx) })
-			agent.permitted(t, "ack a notice on the core subject", corePublish(agent, subject.NoticeAck("agent-1")))
-			if m, err := acks.NextMsg(3 * time.Second); err != nil || m.Subject != subject.NoticeAck("agent-1") {
-				t.Fatalf("notifier did not hear agent-1's ack: %v", err)
-			}
-			c.permitted(t, "bind its reassigned consumer", createConsumer(c, bus.StreamEvents, bus.ConsumerSpec{Stream: bus.StreamEvents,
-				Durable: "notifier-reassigned", Filters: []string{subject.Reassigned("*")}}.Config()))
-			c.refused(t, subject.IngestDrain("ingest-1"), corePublish(c, subject.IngestDrain("ingest-1")))
-			c.refused(t, "$KV.sessions.s-0123456789abcdef", corePublish(c, "$KV.sessions.s-0123456789abcdef"))
-			for _, user := range []string{"ingest", "monitor", "agent-1"} {
-				o := e.dial(t, user)
-				o.refused(t, "$JS.API.DIRECT.GET.KV_notices.$KV.notices.n-1", corePublish(o, "$JS.API.DIRECT.GET.KV_notices.$KV.notices.n-1"))
-			}
-		})
-
-		t.Run("monitor", func(t *testing.T) {
-			c := e.dial(t, "monitor")
-			// The ordered consumer works; only its delete on stop may be refused
-			// (monitor may not delete consumers: they could be a service's durable).
-			n := c.errCount()
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			cons, err := c.js.OrderedConsumer(ctx, bus.StreamEvents, jetstream.OrderedConsumerConfig{})
-			if err != nil {
-				t.Fatal(err)
+				return err
 			}
 			m, err := cons.Next(jetstream.FetchMaxWait(3 * time.Second))
 			if err != nil {
-				t.Fatalf("monitor: follow events: %v", err)
+				return err
 			}
-			if _, err := events.Decode(m.Data()); err != nil {
-				t.Fatalf("monitor read a non-event on %s: %v", m.Subject(), err)
+			if m.Subject() != subject.Heartbeat("ingest-1") && m.Subject() != "" {
+				return fmt.Errorf("heartbeat on %s", m.Subject())
 			}
-			// The ordered consumer deletes itself after Next; monitor may not
-			// delete consumers, so that (and nothing else) is refused.
-			testutil.CheckFor(t, 3*time.Second, 5*time.Millisecond, func() error {
-				v := c.violationsSince(n)
-				if len(v) == 0 {
-					return errors.New("no refused delete yet")
-				}
-				for _, x := range v {
-					if !strings.Contains(x, `"$JS.API.CONSUMER.DELETE.FERRY_EVENTS.`) {
-						t.Fatalf("monitor: follow events: %s", x)
-					}
-				}
+			return nil
+		})
+		c.permitted(t, "durable telemetry consumer", createConsumer(c, bus.StreamTelemetry, bus.ConsumerSpec{
+			Stream: bus.StreamTelemetry, Durable: "healthpredict-telemetry", Filters: []string{subject.AllTelemetry}}.Config()))
+		c.permitted(t, "take its lease", func(ctx context.Context) error {
+			_, err := kv(t, c, bus.BucketLeases).Create(ctx, "healthpredict.leader", []byte("healthpredict-1"))
+			return err
+		})
+		c.permitted(t, "record a maintenance window", func(ctx context.Context) error {
+			_, err := kv(t, c, bus.BucketMaintenance).Put(ctx, "ingest-1", []byte(`{}`))
+			return err
+		})
+		c.permitted(t, "read the registry", func(ctx context.Context) error {
+			_, err := kv(t, c, bus.BucketHosts).Keys(ctx)
+			if errors.Is(err, jetstream.ErrNoKeysFound) {
 				return nil
-			})
-			c.permitted(t, "list placements", func(ctx context.Context) error {
-				_, err := kv(t, c, bus.BucketPlacements).Keys(ctx)
-				if errors.Is(err, jetstream.ErrNoKeysFound) {
+			}
+			return err
+		})
+		c.refused(t, "$KV.leases.placement.leader", func(ctx context.Context) error {
+			_, err := kv(t, c, bus.BucketLeases).Create(ctx, "placement.leader", []byte("thief"))
+			return err
+		})
+		c.refused(t, subject.Reassigned("cam-1"), corePublish(c, subject.Reassigned("cam-1")))
+	})
+
+	t.Run("placement", func(t *testing.T) {
+		c := e.dial(t, "placement")
+		agent := e.dial(t, "agent-1")
+		svc, err := micro.AddService(c.nc, micro.Config{Name: subject.PlacementService, Version: "1.0.0"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer svc.Stop()
+		g := svc.AddGroup(subject.PlacementGroup)
+		if err := g.AddEndpoint("choose", micro.HandlerFunc(func(r micro.Request) {
+			_ = r.Respond([]byte(`{"stream":"cam-1","host":"ingest-1"}`))
+		})); err != nil {
+			t.Fatal(err)
+		}
+		c.permitted(t, "serve placement.v1.choose", func(ctx context.Context) error { return c.nc.FlushWithContext(ctx) })
+		agent.permitted(t, "ask placement.v1.choose", func(ctx context.Context) error {
+			m, err := agent.nc.RequestWithContext(ctx, subject.PlacementChoose, []byte(`{"stream":"cam-1","client_id":"agent-1"}`))
+			if err != nil {
+				return err
+			}
+			if string(m.Data) != `{"stream":"cam-1","host":"ingest-1"}` {
+				return fmt.Errorf("reply %q", m.Data)
+			}
+			return nil
+		})
+		e.ops.permitted(t, "ops pings the micro service", func(ctx context.Context) error {
+			_, err := e.ops.nc.RequestWithContext(ctx, "$SRV.PING.placement", nil)
+			return err
+		})
+		c.permitted(t, "write a session and a migration", func(ctx context.Context) error {
+			if _, err := kv(t, c, bus.BucketSessions).Put(ctx, "s-0123456789abcdef", []byte(`{}`)); err != nil {
+				return err
+			}
+			_, err := kv(t, c, bus.BucketMigrations).Put(ctx, "m-0123456789abcdef", []byte(`{}`))
+			return err
+		})
+		c.permitted(t, "take its lease", func(ctx context.Context) error {
+			_, err := kv(t, c, bus.BucketLeases).Create(ctx, "placement.leader", []byte("placement-1"))
+			return err
+		})
+		c.permitted(t, "reassign", publish(c, events.Reassigned{MigrationID: "m-0123456789abcdef", Stream: "cam-1", FromHost: "ingest-1",
+			ToHost: "ingest-2", ToURL: "rtsp://ingest-2:8554/cam-1", Epoch: 2, Deadline: now.Add(time.Minute), Reason: "maintenance", Mode: "push"}))
+		c.permitted(t, "send a pull command", corePublish(c, subject.IngestPull("ingest-2")))
+		c.permitted(t, "bind durable event consumers", createConsumer(c, bus.StreamEvents, bus.ConsumerSpec{Stream: bus.StreamEvents,
+			Durable: "placement-evacuate", Filters: []string{subject.OutagePredicted("*"), subject.HostDown("*")}}.Config()))
+		c.refused(t, subject.Heartbeat("ingest-1"), corePublish(c, subject.Heartbeat("ingest-1")))
+		c.refused(t, subject.ClientNotice("agent-1"), corePublish(c, subject.ClientNotice("agent-1")))
+	})
+
+	t.Run("notifier", func(t *testing.T) {
+		c := e.dial(t, "notifier")
+		agent := e.dial(t, "agent-1")
+		c.permitted(t, "read a session", func(ctx context.Context) error {
+			_, err := kv(t, c, bus.BucketSessions).Get(ctx, "s-0123456789abcdef")
+			return err
+		})
+		c.permitted(t, "keep a notice's delivery state", func(ctx context.Context) error {
+			_, err := kv(t, c, bus.BucketNotices).Put(ctx, "n-1", []byte(`{}`))
+			return err
+		})
+		c.permitted(t, "report an outcome", publish(c, events.NoticeOutcome{NoticeID: "n-1", MigrationID: "m-0123456789abcdef",
+			Stream: "cam-1", ClientID: "agent-1", Channel: "nats", Attempts: 1, At: now, Outcome: "acked"}))
+		acks, err := c.nc.SubscribeSync(subject.NoticeAckAll)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.permitted(t, "listen to client acks", func(ctx context.Context) error { return c.nc.FlushWithContext(ctx) })
+		agent.permitted(t, "ack a notice on the core subject", corePublish(agent, subject.NoticeAck("agent-1")))
+		if m, err := acks.NextMsg(3 * time.Second); err != nil || m.Subject != subject.NoticeAck("agent-1") {
+			t.Fatalf("notifier did not hear agent-1's ack: %v", err)
+		}
+		c.permitted(t, "bind its reassigned consumer", createConsumer(c, bus.StreamEvents, bus.ConsumerSpec{Stream: bus.StreamEvents,
+			Durable: "notifier-reassigned", Filters: []string{subject.Reassigned("*")}}.Config()))
+		c.refused(t, subject.IngestDrain("ingest-1"), corePublish(c, subject.IngestDrain("ingest-1")))
+		c.refused(t, "$KV.sessions.s-0123456789abcdef", corePublish(c, "$KV.sessions.s-0123456789abcdef"))
+		for _, user := range []string{"ingest", "monitor", "agent-1"} {
+			o := e.dial(t, user)
+			o.refused(t, "$JS.API.DIRECT.GET.KV_notices.$KV.notices.n-1", corePublish(o, "$JS.API.DIRECT.GET.KV_notices.$KV.notices.n-1"))
+		}
+	})
+
+	t.Run("monitor", func(t *testing.T) {
+		c := e.dial(t, "monitor")
+		// The ordered consumer works; only its delete on stop may be refused
+		// (monitor may not delete consumers: they could be a service's durable).
+		n := c.errCount()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		cons, err := c.js.OrderedConsumer(ctx, bus.StreamEvents, jetstream.OrderedConsumerConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := cons.Next(jetstream.FetchMaxWait(3 * time.Second))
+		if err != nil {
+			t.Fatalf("monitor: follow events: %v", err)
+		}
+		if _, err := events.Decode(m.Data()); err != nil {
+			t.Fatalf("monitor read a non-event on %s: %v", m.Subject(), err)
+		}
+		// The ordered consumer deletes itself after Next; monitor may not
+		// delete consumers, so that (and nothing else) is refused.
+		testutil.CheckFor(t, 3*time.Second, 5*time.Millisecond, func() error {
+			v := c.violationsSince(n)
+			if len(v) == 0 {
+				return errors.New("no refused delete yet")
+			}
+			for _, x := range v {
+				if !strings.Contains(x, `"$JS.API.CONSUMER.DELETE.FERRY_EVENTS.`) {
+					t.Fatalf("monitor: follow events: %s", x)
+				}
+			}
+			return nil
+		})
+		c.permitted(t, "list placements", func(ctx context.Context) error {
+			_, err := kv(t, c, bus.BucketPlacements).Keys(ctx)
+			if errors.Is(err, jetstream.ErrNoKeysFound) {
+				return nil
+			}
+			return err
+		})
+		c.refused(t, "$JS.API.DIRECT.GET.KV_sessions.$KV.sessions.s-0123456789abcdef",
+			corePublish(c, "$JS.API.DIRECT.GET.KV_sessions.$KV.sessions.s-0123456789abcdef"))
+		c.refused(t, "$JS.API.CONSUMER.CREATE.FERRY_COMMANDS.peek", createConsumer(c, bus.StreamCommands, jetstream.ConsumerConfig{Name: "peek"}))
+	})
+
+	t.Run("media hosts do not forward dead letters", func(t *testing.T) {
+		// the forwarder reads any FERRY_COMMANDS message by sequence and
+		// deletes it: the control-plane services run it, ingest hosts do not
+		c := e.dial(t, "ingest")
+		c.refused(t, "$JS.API.CONSUMER.CREATE.FERRY_DLQ_ADVISORIES.dlq-forwarder",
+			createConsumer(c, bus.StreamAdvisories, jetstream.ConsumerConfig{Durable: bus.DeadLetterDurable, AckPolicy: jetstream.AckExplicitPolicy}))
+		c.refused(t, "$JS.API.STREAM.MSG.DELETE.FERRY_COMMANDS", corePublish(c, "$JS.API.STREAM.MSG.DELETE.FERRY_COMMANDS"))
+		c.refused(t, "$JS.API.STREAM.MSG.GET.FERRY_COMMANDS", corePublish(c, "$JS.API.STREAM.MSG.GET.FERRY_COMMANDS"))
+		c.refused(t, "ferry.dlq.FERRY_COMMANDS.x", corePublish(c, "ferry.dlq.FERRY_COMMANDS.x"))
+	})
+
+	t.Run("every control-plane service forwards dead letters", func(t *testing.T) {
+		for _, user := range []string{"healthpredict", "placement", "notifier"} {
+			c := e.dial(t, user)
+			// The forwarders share one durable: remove it so that its existence
+			// shows this user created it.
+			e.ops.permitted(t, "remove the shared forwarder consumer", func(ctx context.Context) error {
+				err := e.ops.js.DeleteConsumer(ctx, bus.StreamAdvisories, bus.DeadLetterDurable)
+				if errors.Is(err, jetstream.ErrConsumerNotFound) {
 					return nil
 				}
 				return err
 			})
-			c.refused(t, "$JS.API.DIRECT.GET.KV_sessions.$KV.sessions.s-0123456789abcdef",
-				corePublish(c, "$JS.API.DIRECT.GET.KV_sessions.$KV.sessions.s-0123456789abcdef"))
-			c.refused(t, "$JS.API.CONSUMER.CREATE.FERRY_COMMANDS.peek", createConsumer(c, bus.StreamCommands, jetstream.ConsumerConfig{Name: "peek"}))
-		})
-
-		t.Run("media hosts do not forward dead letters", func(t *testing.T) {
-			// the forwarder reads any FERRY_COMMANDS message by sequence and
-			// deletes it: the control-plane services run it, ingest hosts do not
-			c := e.dial(t, "ingest")
-			c.refused(t, "$JS.API.CONSUMER.CREATE.FERRY_DLQ_ADVISORIES.dlq-forwarder",
-				createConsumer(c, bus.StreamAdvisories, jetstream.ConsumerConfig{Durable: bus.DeadLetterDurable, AckPolicy: jetstream.AckExplicitPolicy}))
-			c.refused(t, "$JS.API.STREAM.MSG.DELETE.FERRY_COMMANDS", corePublish(c, "$JS.API.STREAM.MSG.DELETE.FERRY_COMMANDS"))
-			c.refused(t, "$JS.API.STREAM.MSG.GET.FERRY_COMMANDS", corePublish(c, "$JS.API.STREAM.MSG.GET.FERRY_COMMANDS"))
-			c.refused(t, "ferry.dlq.FERRY_COMMANDS.x", corePublish(c, "ferry.dlq.FERRY_COMMANDS.x"))
-		})
-
-		t.Run("every control-plane service forwards dead letters", func(t *testing.T) {
-			for _, user := range []string{"healthpredict", "placement", "notifier"} {
-				c := e.dial(t, user)
-				// The forwarders share one durable: remove it so that its existence
-				// shows this user created it.
-				e.ops.permitted(t, "remove the shared forwarder consumer", func(ctx context.Context) error {
-					err := e.ops.js.DeleteConsumer(ctx, bus.StreamAdvisories, bus.DeadLetterDurable)
-					if errors.Is(err, jetstream.ErrConsumerNotFound) {
-						return nil
+			c.permitted(t, "run the dead-letter forwarder", func(ctx context.Context) error {
+				fctx, cancel := context.WithCancel(ctx)
+				done := make(chan error, 1)
+				go func() { done <- bus.RunDeadLetters(fctx, c.js, zerologNop) }()
+				// The consumer exists once the forwarder is up.
+				for {
+					if _, err := c.js.Consumer(ctx, bus.StreamAdvisories, bus.DeadLetterDurable); err == nil {
+						break
 					}
+					select {
+					case err := <-done:
+						cancel()
+						return fmt.Errorf("forwarder stopped: %v", err)
+					case <-ctx.Done():
+						cancel()
+						return ctx.Err()
+					case <-time.After(20 * time.Millisecond):
+					}
+				}
+				cancel()
+				// The consumer can exist before the forwarder's create call
+				// has its answer: cancelled then, the call reports it.
+				if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
 					return err
-				})
-				c.permitted(t, "run the dead-letter forwarder", func(ctx context.Context) error {
-					fctx, cancel := context.WithCancel(ctx)
-					done := make(chan error, 1)
-					go func() { done <- bus.RunDeadLetters(fctx, c.js, zerologNop) }()
-					// The consumer exists once the forwarder is up.
-					for {
-						if _, err := c.js.Consumer(ctx, bus.StreamAdvisories, bus.DeadLetterDurable); err == nil {
-							break
-						}
-						select {
-						case err := <-done:
-							cancel()
-							return fmt.Errorf("forwarder stopped: %v", err)
-						case <-ctx.Done():
-							cancel()
-							return ctx.Err()
-						case <-time.After(20 * time.Millisecond):
-						}
-					}
-					cancel()
-					// The consumer can exist before the forwarder's create call
-					// has its answer: cancelled then, the call reports it.
-					if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-						return err
-					}
-					return nil
-				})
-			}
-		})
+				}
+				return nil
+			})
+		}
 	})
 }
 
@@ -627,27 +618,25 @@ func TestServicesCanDoTheirJobs(t *testing.T) {
 // or update streams (a stream update can add sources, i.e. read or write any
 // stream). It passes once bus.Bootstrap only looks streams up when they exist.
 func TestServicesFindTheLayout(t *testing.T) {
-	forEachAuth(t, func(t *testing.T, e *accessEnv) {
-		for _, user := range []string{"ingest", "healthpredict", "placement", "notifier"} {
-			c := e.dial(t, user)
-			t.Run(user, func(t *testing.T) {
-				c.permitted(t, "bus.Bootstrap", func(ctx context.Context) error { return bus.Bootstrap(ctx, c.js, 1) })
-				c.permitted(t, "bus.OpenStores", func(ctx context.Context) error {
-					_, err := bus.OpenStores(ctx, c.js)
-					return err
-				})
+	e := newAccessEnv(t)
+	for _, user := range []string{"ingest", "healthpredict", "placement", "notifier"} {
+		c := e.dial(t, user)
+		t.Run(user, func(t *testing.T) {
+			c.permitted(t, "bus.Bootstrap", func(ctx context.Context) error { return bus.Bootstrap(ctx, c.js, 1) })
+			c.permitted(t, "bus.OpenStores", func(ctx context.Context) error {
+				_, err := bus.OpenStores(ctx, c.js)
+				return err
 			})
-		}
-	})
+		})
+	}
 }
 
 // TestSingleFilterConsumersPinTheFilter checks the ingest command consumer
 // as bus.ConsumerSpec builds it: with one filter it must travel in the API
 // subject (FilterSubject), or the permissions cannot pin it.
 func TestSingleFilterConsumersPinTheFilter(t *testing.T) {
-	forEachAuth(t, func(t *testing.T, e *accessEnv) {
-		c := e.dial(t, "ingest") // ingest-1 when each host has its own identity
-		spec := bus.ConsumerSpec{Stream: bus.StreamCommands, Durable: "ingest-ingest-1", Filters: []string{subject.IngestCommands("ingest-1")}}
-		c.permitted(t, "bind ingest-ingest-1 through bus.ConsumerSpec", createConsumer(c, bus.StreamCommands, spec.Config()))
-	})
+	e := newAccessEnv(t)
+	c := e.dial(t, "ingest") // ingest-1 when each host has its own identity
+	spec := bus.ConsumerSpec{Stream: bus.StreamCommands, Durable: "ingest-ingest-1", Filters: []string{subject.IngestCommands("ingest-1")}}
+	c.permitted(t, "bind ingest-ingest-1 through bus.ConsumerSpec", createConsumer(c, bus.StreamCommands, spec.Config()))
 }

@@ -23,8 +23,7 @@ import (
 // publish its own heartbeat, telemetry, registry record and drain, and none
 // of ingest-2's; it may read only its own commands.
 func TestHostSpeaksOnlyForItself(t *testing.T) {
-	auth := newJWTAuth(t)
-	e := newAccessEnv(t, auth)
+	e := newAccessEnv(t)
 	h1 := e.dial(t, "ingest-1")
 	now := time.Now().UTC()
 	hb := func(host string) func(ctx context.Context) error {
@@ -79,7 +78,7 @@ func TestHostSpeaksOnlyForItself(t *testing.T) {
 // TestDurablesArePinned: a service cannot read from, ack, create or delete
 // another service's durable consumer on the event stream.
 func TestDurablesArePinned(t *testing.T) {
-	e := newAccessEnv(t, newJWTAuth(t))
+	e := newAccessEnv(t)
 	for _, tc := range []struct{ user, durable string }{
 		{"notifier", "placement-migrations"},
 		{"placement", "notifier-reassigned"},
@@ -111,24 +110,38 @@ func TestDurablesArePinned(t *testing.T) {
 // server's configuration drops its connection and refuses it afterwards;
 // other hosts are untouched.
 func TestRevokedHostIsCutOff(t *testing.T) {
-	auth := newJWTAuth(t)
-	s := start(t, auth.options(t))
-	e := &accessEnv{url: s.ClientURL(), auth: auth}
+	d := newFleet(t)
+	opts := loadFleetConfig(t, "single.conf", d)
+	s := start(t, opts)
+	// What an operator does after revoke or add: copy operator.conf to the
+	// server and reload it.
+	reload := func() {
+		t.Helper()
+		b, err := os.ReadFile(d.ConfPath())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(filepath.Dir(opts.ConfigFile), "operator.conf"), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Reload(); err != nil {
+			t.Fatalf("reload: %v", err)
+		}
+	}
+	e := &accessEnv{url: s.ClientURL(), fleet: d}
 	h2 := e.dial(t, "ingest-2")
 	h3 := e.dial(t, "ingest-3")
 	// What an attacker who took ingest-2 keeps: a copy of its credential.
 	stolen := filepath.Join(t.TempDir(), "ingest-2.creds")
-	if b, err := os.ReadFile(auth.dir.CredsPath("ingest-2")); err != nil {
+	if b, err := os.ReadFile(d.CredsPath("ingest-2")); err != nil {
 		t.Fatal(err)
 	} else if err := os.WriteFile(stolen, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := auth.dir.Revoke("ingest-2"); err != nil {
+	if err := d.Revoke("ingest-2"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Reload(); err != nil {
-		t.Fatalf("reload: %v", err)
-	}
+	reload()
 	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
 		if h2.nc.IsConnected() {
 			return errors.New("ingest-2 still connected after its revocation")
@@ -145,13 +158,11 @@ func TestRevokedHostIsCutOff(t *testing.T) {
 	}
 	t.Logf("connect with ingest-2's revoked credential: refused (%v)", err)
 	// Rotation: a new credential for the same host works once the servers reload.
-	if err := auth.dir.Add("ingest-2", "ingest"); err != nil {
+	if err := d.Add("ingest-2", "ingest"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Reload(); err != nil {
-		t.Fatalf("reload: %v", err)
-	}
-	nc, err := nats.Connect(e.url, nats.UserCredentials(auth.dir.CredsPath("ingest-2")), nats.NoReconnect())
+	reload()
+	nc, err := nats.Connect(e.url, nats.UserCredentials(d.CredsPath("ingest-2")), nats.NoReconnect())
 	if err != nil {
 		t.Fatalf("connect with ingest-2's new credential: %v", err)
 	}
