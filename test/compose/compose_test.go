@@ -200,10 +200,33 @@ func (s *suite) access(t *testing.T) {
 		{ingest, "$KV.placements." + events.PlacementKey(stream), func(ctx context.Context) error {
 			return ingest.nc.Publish("$KV.placements."+events.PlacementKey(stream), []byte(`{"host":"ingest-3"}`))
 		}},
+		// Per-host identity: ingest-1 cannot speak for ingest-2.
+		{ingest, subject.Heartbeat("ingest-2"), func(ctx context.Context) error {
+			_, err := events.Publish(ctx, ingest.js, "ingest-2", events.Heartbeat{Host: "ingest-2", Seq: 1, At: time.Now().UTC()},
+				jetstream.WithMsgTTL(3*time.Second))
+			return err
+		}},
+		{ingest, subject.Telemetry("ingest-2"), func(ctx context.Context) error {
+			_, err := events.Publish(ctx, ingest.js, "ingest-2", events.Telemetry{Host: "ingest-2", At: time.Now().UTC(), MemLimit: 1 << 30, FDLimit: 1024})
+			return err
+		}},
+		{ingest, "$KV.ingest_hosts.ingest-2", func(ctx context.Context) error {
+			return ingest.nc.Publish("$KV.ingest_hosts.ingest-2", []byte(`{"host":"ingest-2","status":"ok"}`))
+		}},
+		{ingest, subject.Draining("ingest-2"), func(ctx context.Context) error {
+			_, err := events.Publish(ctx, ingest.js, "ingest-2", events.Draining{Host: "ingest-2", Deadline: time.Now().Add(time.Minute).UTC(), Streams: 1})
+			return err
+		}},
+		{ingest, "$JS.API.CONSUMER.CREATE.FERRY_COMMANDS.ingest-ingest-2.ferry.cmd.ingest.ingest-2.>", func(ctx context.Context) error {
+			_, err := ingest.js.CreateOrUpdateConsumer(ctx, bus.StreamCommands, jetstream.ConsumerConfig{Durable: "ingest-ingest-2",
+				FilterSubject: subject.IngestCommands("ingest-2"), AckPolicy: jetstream.AckExplicitPolicy})
+			return err
+		}},
 	}
 	var refused []string
 	for _, c := range checks {
 		c.who.refused(t, c.subj, c.op)
+		t.Logf("access: %s -> %s: refused", c.who.name, c.subj)
 		refused = append(refused, c.who.name+" "+c.subj)
 	}
 	t.Logf("refused by the cluster, as expected: %d attempts: %s", len(refused), strings.Join(refused, "; "))
