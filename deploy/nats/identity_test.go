@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -168,4 +169,42 @@ func TestRevokedHostIsCutOff(t *testing.T) {
 	}
 	nc.Close()
 	t.Log("connect with ingest-2's rotated credential: permitted")
+}
+
+// TestNoticeSecretsOutOfIngestReach: placement writes a session's notice
+// secret to session_secrets and the notifier reads it; an ingest host, which
+// reads sessions, and an agent cannot read it.
+func TestNoticeSecretsOutOfIngestReach(t *testing.T) {
+	e := newAccessEnv(t)
+	placement, notifier, h1, agent := e.dial(t, "placement"), e.dial(t, "notifier"), e.dial(t, "ingest-1"), e.dial(t, "agent-1")
+	sid := "s-0123456789abcdef"
+	placement.permitted(t, "write a session and its secret", func(ctx context.Context) error {
+		b, _ := json.Marshal(events.Session{SessionID: sid, Stream: "cam-1", ClientID: "agent-1", CreatedAt: time.Now().UTC()})
+		if _, err := kv(t, placement, bus.BucketSessions).Put(ctx, sid, b); err != nil {
+			return err
+		}
+		sb, _ := json.Marshal(events.SessionSecret{SessionID: sid, NoticeSecret: "s3cret"})
+		_, err := kv(t, placement, bus.BucketSessionSecrets).Put(ctx, sid, sb)
+		return err
+	})
+	notifier.permitted(t, "read the secret", func(ctx context.Context) error {
+		got, err := bus.NoticeSecret(ctx, kv(t, notifier, bus.BucketSessionSecrets), nil, sid)
+		if err == nil && got != "s3cret" {
+			err = fmt.Errorf("secret %q", got)
+		}
+		return err
+	})
+	h1.permitted(t, "read the session (client id, capabilities)", func(ctx context.Context) error {
+		_, err := kv(t, h1, bus.BucketSessions).Get(ctx, sid)
+		return err
+	})
+	get := "$JS.API.DIRECT.GET.KV_session_secrets.$KV.session_secrets." + sid
+	for _, c := range []*conn{h1, agent} {
+		c.refused(t, get, corePublish(c, get))
+		t.Logf("%s -> read a notice secret (%s): refused", c.user, get)
+	}
+	h1.refused(t, get, func(ctx context.Context) error {
+		_, err := kv(t, h1, bus.BucketSessionSecrets).Get(ctx, sid)
+		return err
+	})
 }

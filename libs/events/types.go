@@ -435,8 +435,19 @@ type Session struct {
 	Stream       string       `json:"stream"`
 	ClientID     string       `json:"client_id"`
 	Capabilities Capabilities `json:"capabilities"`
-	// NoticeSecret signs webhook notices and authenticates the client's
-	// server-sent-events stream and acks; placement returns it once, at choose.
+	// NoticeSecret is empty in every session written since the secrets moved
+	// to their own bucket (SessionSecret); an older record may still carry it.
+	NoticeSecret string    `json:"notice_secret,omitempty"`
+	CreatedAt    time.Time `json:"created_at"`
+}
+
+// SessionSecret is the value of session_secrets.<session>: the session's
+// notice secret, which signs webhook notices and authenticates the client's
+// server-sent-events stream and acks. Placement writes it and returns it
+// once, at choose; only the notifier reads it. It lives apart from Session so
+// that ingest hosts, which read sessions, cannot read it.
+type SessionSecret struct {
+	SessionID    string    `json:"session_id"`
 	NoticeSecret string    `json:"notice_secret"`
 	CreatedAt    time.Time `json:"created_at"`
 }
