@@ -50,6 +50,13 @@ func TestHostSpeaksOnlyForItself(t *testing.T) {
 		spec := bus.ConsumerSpec{Stream: bus.StreamCommands, Durable: "ingest-" + host, Filters: []string{subject.IngestCommands(host)}}
 		return createConsumer(h1, bus.StreamCommands, spec.Config())
 	}
+	ceased := func(host string) func(ctx context.Context) error {
+		return publish(h1, events.StreamCeased{Stream: "cam-1", Host: host, NewHost: "ingest-3", MigrationID: "m-0123456789abcdef"})
+	}
+	attached := func(host string) func(ctx context.Context) error {
+		return publish(h1, events.PublisherAttached{Stream: "cam-1", Host: host, SessionID: "s-0123456789abcdef",
+			Capabilities: events.Capabilities{CanMove: true, Channels: []string{"nats"}}, Mode: "push", At: now})
+	}
 	for _, tc := range []struct {
 		what, subj string
 		op         func(string) func(ctx context.Context) error
@@ -58,6 +65,8 @@ func TestHostSpeaksOnlyForItself(t *testing.T) {
 		{"telemetry", subject.Telemetry("ingest-2"), tel},
 		{"drain event", subject.Draining("ingest-2"), drain},
 		{"registry record", "$KV.ingest_hosts.ingest-2", reg},
+		{"stream_ceased", subject.StreamCeased("cam-1", "ingest-2"), ceased},
+		{"publisher_attached", subject.PublisherAttached("cam-1", "ingest-2"), attached},
 		{"command consumer", "$JS.API.CONSUMER.CREATE.FERRY_COMMANDS.ingest-ingest-2.ferry.cmd.ingest.ingest-2.>", cmds},
 	} {
 		t.Run(tc.what, func(t *testing.T) {

@@ -104,7 +104,7 @@ type PublisherAttached struct {
 }
 
 func (e PublisherAttached) EventType() string    { return TypePublisherAttached }
-func (e PublisherAttached) EventSubject() string { return subject.PublisherAttached(e.Stream) }
+func (e PublisherAttached) EventSubject() string { return subject.PublisherAttached(e.Stream, e.Host) }
 func (e PublisherAttached) EventKey() string {
 	return e.Stream + "/" + e.Host + "/" + e.SessionID + "/" + e.MigrationID + "/" + e.At.UTC().Format(time.RFC3339Nano)
 }
@@ -121,7 +121,7 @@ type PublisherDetached struct {
 }
 
 func (e PublisherDetached) EventType() string    { return TypePublisherDetached }
-func (e PublisherDetached) EventSubject() string { return subject.PublisherDetached(e.Stream) }
+func (e PublisherDetached) EventSubject() string { return subject.PublisherDetached(e.Stream, e.Host) }
 func (e PublisherDetached) EventKey() string {
 	return e.Stream + "/" + e.Host + "/" + e.SessionID + "/" + e.At.UTC().Format(time.RFC3339Nano)
 }
@@ -138,7 +138,7 @@ type StreamCeased struct {
 }
 
 func (e StreamCeased) EventType() string    { return TypeStreamCeased }
-func (e StreamCeased) EventSubject() string { return subject.StreamCeased(e.Stream) }
+func (e StreamCeased) EventSubject() string { return subject.StreamCeased(e.Stream, e.Host) }
 func (e StreamCeased) EventKey() string     { return e.Stream + "/" + e.Host + "/" + e.MigrationID }
 
 // Telemetry is one sample of an ingest host's resource use.
@@ -195,7 +195,7 @@ type EdgeSwitched struct {
 }
 
 func (e EdgeSwitched) EventType() string    { return TypeEdgeSwitched }
-func (e EdgeSwitched) EventSubject() string { return subject.EdgeSwitched(e.Stream) }
+func (e EdgeSwitched) EventSubject() string { return subject.EdgeSwitched(e.Stream, e.Edge) }
 func (e EdgeSwitched) EventKey() string {
 	return e.Stream + "/" + e.Edge + "/" + e.ToHost + "/" + e.At.UTC().Format(time.RFC3339Nano)
 }

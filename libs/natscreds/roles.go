@@ -154,18 +154,19 @@ func Permissions(r Role) (jwt.Permissions, error) {
 		pub = append(pub, readKV("ingest_hosts", "placements", "migrations", "maintenance")...)
 		resp = false
 	case RoleIngest:
-		// Its own heartbeat, telemetry, registry record, drain and departure;
-		// lifecycle events name streams, not hosts, so their consumers check
-		// the host they name against the placement record.
+		// Its own heartbeat, telemetry, registry record, drain and departure,
+		// and lifecycle events about any stream but only with its own id as
+		// the reporting host (the subject's last token); their consumers check
+		// that host against the placement record.
 		pub = []string{
 			"ferry.hb.ingest." + name,
 			"ferry.telemetry.ingest." + name,
 			"ferry.evt.ingest.draining." + name,
 			"ferry.evt.ingest.host_left." + name,
-			"ferry.evt.ingest.publisher_attached.*",
-			"ferry.evt.ingest.publisher_detached.*",
-			"ferry.evt.ingest.stream_ceased.*",
-			"ferry.evt.edge.switched.*",
+			"ferry.evt.ingest.publisher_attached.*." + name,
+			"ferry.evt.ingest.publisher_detached.*." + name,
+			"ferry.evt.ingest.stream_ceased.*." + name,
+			"ferry.evt.edge.switched.*." + name,
 			"$KV.ingest_hosts." + name,
 			"$KV.processed.>",
 		}

@@ -133,7 +133,9 @@ func (a Attachments) Wait(ctx context.Context, stream, host, migrationID string,
 		// must not hold the handover until the migration's deadline.
 		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
 		c, err := a.JS.OrderedConsumer(actx, bus.StreamEvents, jetstream.OrderedConsumerConfig{
-			FilterSubjects: []string{subject.PublisherAttached(stream)},
+			// Only host's own report: its subject ends with the reporting
+			// host, which NATS permissions bind to that host's credential.
+			FilterSubjects: []string{subject.PublisherAttached(stream, host)},
 			DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
 			OptStartTime:   &start,
 		})
