@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/nats-io/jwt/v2"
+
+	"github.com/ferrystream/ferry/libs/subject"
 )
 
 // Role is what a user is for; each role has its own scoped signing key in the
@@ -159,20 +161,20 @@ func Permissions(r Role) (jwt.Permissions, error) {
 		// the reporting host (the subject's last token); their consumers check
 		// that host against the placement record.
 		pub = []string{
-			"ferry.hb.ingest." + name,
-			"ferry.telemetry.ingest." + name,
-			"ferry.evt.ingest.draining." + name,
+			subject.Heartbeat(name),
+			subject.Telemetry(name),
+			subject.Draining(name),
 			"ferry.evt.ingest.host_left." + name,
-			"ferry.evt.ingest.publisher_attached.*." + name,
-			"ferry.evt.ingest.publisher_detached.*." + name,
-			"ferry.evt.ingest.stream_ceased.*." + name,
-			"ferry.evt.edge.switched.*." + name,
+			subject.PublisherAttached("*", name),
+			subject.PublisherDetached("*", name),
+			subject.StreamCeased("*", name),
+			subject.EdgeSwitched("*", name),
 			"$KV.ingest_hosts." + name,
 			"$KV.processed.>",
 		}
 		pub = append(pub, jsBase()...)
 		pub = append(pub, readStream("FERRY_EVENTS")...)
-		pub = append(pub, durable("FERRY_COMMANDS", "ingest-"+name, "ferry.cmd.ingest."+name+".>")...)
+		pub = append(pub, durable("FERRY_COMMANDS", "ingest-"+name, subject.IngestCommands(name))...)
 		pub = append(pub, readKV("placements", "ingest_hosts", "sessions", "processed")...)
 		sub = append(sub, "$SRV.>")
 	case RoleHealthpredict:
@@ -208,8 +210,8 @@ func Permissions(r Role) (jwt.Permissions, error) {
 		sub = append(sub, "ferry.ack.client.*", "$SRV.>")
 	case RoleAgent:
 		// Only its own notices: one durable, client-<id>, filter pinned.
-		pub = []string{"placement.v1.choose", "placement.v1.get", "ferry.ack.client." + name}
-		pub = append(pub, durable("FERRY_COMMANDS", "client-"+name, "ferry.cmd.client."+name+".notice")...)
+		pub = []string{"placement.v1.choose", "placement.v1.get", subject.NoticeAck(name)}
+		pub = append(pub, durable("FERRY_COMMANDS", "client-"+name, subject.ClientNotice(name))...)
 		resp = false
 	default:
 		return jwt.Permissions{}, fmt.Errorf("unknown role %q", r)

@@ -66,7 +66,9 @@ func StreamCeased(stream, host string) string {
 }
 
 // EdgeSwitched is ferry.evt.edge.switched.<stream>.<edge>
-func EdgeSwitched(stream, edge string) string { return prefix + "evt.edge.switched." + stream + "." + edge }
+func EdgeSwitched(stream, edge string) string {
+	return prefix + "evt.edge.switched." + stream + "." + edge
+}
 
 // ReportingHost returns the host a lifecycle subject ends with (the last of
 // its six tokens), or "" for any other subject.

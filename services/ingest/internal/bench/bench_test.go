@@ -33,8 +33,8 @@ import (
 	"github.com/pion/rtp"
 
 	"github.com/ferrystream/ferry/libs/events"
-	"github.com/ferrystream/ferry/libs/subject"
 	"github.com/ferrystream/ferry/libs/media"
+	"github.com/ferrystream/ferry/libs/subject"
 	"github.com/ferrystream/ferry/libs/testutil"
 	"github.com/ferrystream/ferry/libs/token"
 	"github.com/ferrystream/ferry/services/ingest"
