@@ -13,12 +13,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=deploy/compose/secrets
-if [ -f "$dir/stack.env" ] && [ -f "$dir/creds/fleet.json" ]; then
-	exit 0
-fi
 if [ ! -x bin/ferryctl ]; then
 	echo "compose-secrets: bin/ferryctl is missing: run make build" >&2
 	exit 1
+fi
+if [ -f "$dir/stack.env" ] && [ -f "$dir/creds/fleet.json" ]; then
+	# Kept from an earlier run: re-sign the account with this version's role
+	# permissions (users' credentials stay valid).
+	bin/ferryctl creds update --dir "$dir/creds" >/dev/null
+	exit 0
 fi
 rm -rf "$dir"
 mkdir -p "$dir"

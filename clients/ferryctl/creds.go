@@ -11,7 +11,7 @@ import (
 
 func cmdCreds(e *env) error {
 	if len(e.args) == 0 || strings.HasPrefix(e.args[0], "-") {
-		return usageErr("creds: missing subcommand (init, add, revoke, list); see ferryctl creds -h or ferryctl help creds")
+		return usageErr("creds: missing subcommand (init, add, revoke, update, list); see ferryctl creds -h or ferryctl help creds")
 	}
 	sub, args := e.args[0], e.args[1:]
 	const common = `Mints the NATS credentials of a fleet with decentralized JWT authentication:
@@ -26,7 +26,9 @@ The directory holds keys/ (seeds: keep them offline), users/<name>.creds (give
 each process only its own, with FERRY_NATS_CREDS and
 FERRY_NATS_INBOX_PREFIX=_INBOX_<name>), nats/operator.conf (include it in every
 nats-server's configuration) and fleet.json (public keys, revocations).
-After add or revoke, copy nats/operator.conf to every server and reload it
+update re-signs the account with this version's role permissions (after an
+upgrade whose roles changed; user credentials stay valid). After add, revoke or
+update, copy nats/operator.conf to every server and reload it
 (nats-server --signal reload): a revoked user's connections are closed.`
 	var (
 		fsName, synopsis string
@@ -38,10 +40,12 @@ After add or revoke, copy nats/operator.conf to every server and reload it
 		fsName, synopsis = "creds add", "ferryctl creds add --dir DIR (--host H | --agent C)"
 	case "revoke":
 		fsName, synopsis = "creds revoke", "ferryctl creds revoke --dir DIR <name>"
+	case "update":
+		fsName, synopsis = "creds update", "ferryctl creds update --dir DIR"
 	case "list":
 		fsName, synopsis = "creds list", "ferryctl creds list --dir DIR"
 	default:
-		return usageErr("creds: unknown subcommand %q (init, add, revoke, list)", sub)
+		return usageErr("creds: unknown subcommand %q (init, add, revoke, update, list)", sub)
 	}
 	fs := e.newFlags(fsName, synopsis, common+`
 
@@ -113,6 +117,19 @@ Examples:
 			return err
 		}
 		fmt.Fprintf(e.stdout, "revoked %s\nnext: copy %s to every NATS server and reload it (nats-server --signal reload); its connections are closed\n", pos[0], d.ConfPath())
+		return nil
+	case "update":
+		if err := positional(pos, 0, ""); err != nil {
+			return err
+		}
+		d, err := natscreds.Load(*dir, m)
+		if err != nil {
+			return err
+		}
+		if err := d.Update(); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "updated %s with this version's role permissions\nnext: copy it to every NATS server and reload it\n", d.ConfPath())
 		return nil
 	default: // list
 		if err := positional(pos, 0, ""); err != nil {

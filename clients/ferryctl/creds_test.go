@@ -70,6 +70,20 @@ func TestCreds(t *testing.T) {
 		t.Errorf("operator.conf: the account does not revoke ingest-2's key %s", h2.Subject)
 	}
 
+	// update re-signs the account with the current role templates: a stale
+	// operator.conf (an older version's roles) is replaced.
+	if err := os.WriteFile(filepath.Join(dir, "nats", "operator.conf"), []byte("# stale\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustCtl(t, "", "creds", "update", "--dir", dir)
+	conf, err = os.ReadFile(filepath.Join(dir, "nats", "operator.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !revokedIn(t, string(conf), h2.Subject) || !strings.Contains(ingestTemplate(t, string(conf)), "ferry.hb.ingest.{{name()}}") {
+		t.Errorf("update did not re-sign the account with the ingest template and the revocation:\n%s", conf)
+	}
+
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -99,6 +113,30 @@ func TestCreds(t *testing.T) {
 func ctlList(t *testing.T, dir string) string {
 	t.Helper()
 	return mustCtl(t, "", "creds", "list", "--dir", dir).stdout
+}
+
+// ingestTemplate returns the publish permissions of the ingest role's
+// signing key in the FERRY account of conf, joined by spaces.
+func ingestTemplate(t *testing.T, conf string) string {
+	t.Helper()
+	for _, line := range strings.Split(conf, "\n") {
+		_, v, ok := strings.Cut(strings.TrimSpace(line), ": ")
+		if !ok || !strings.HasPrefix(v, `"eyJ`) {
+			continue
+		}
+		ac, err := jwt.DecodeAccountClaims(strings.Trim(v, `"`))
+		if err != nil || ac.Name != "FERRY" {
+			continue
+		}
+		for _, k := range ac.SigningKeys.Keys() {
+			if sc, ok := ac.SigningKeys.GetScope(k); ok {
+				if us, ok := sc.(*jwt.UserScope); ok && us.Role == "ingest" {
+					return strings.Join(us.Template.Pub.Allow, " ")
+				}
+			}
+		}
+	}
+	return ""
 }
 
 // revokedIn reports whether the FERRY account JWT preloaded in conf revokes key.

@@ -186,6 +186,12 @@ func (d *Dir) Revoke(n string) error {
 	return d.save()
 }
 
+// Update re-signs the account with this version's role templates and
+// rewrites operator.conf: every user's permissions follow (they come from
+// the role's signing key, not from the user's JWT), so a new Ferry version
+// whose roles changed needs no new user credentials, only a server reload.
+func (d *Dir) Update() error { return d.save() }
+
 // CredsPath is the .creds file of the user named n.
 func (d *Dir) CredsPath(n string) string { return filepath.Join(d.Path, "users", n+".creds") }
 
