@@ -40,10 +40,10 @@ dc ps
 cat <<INFO
 
 Ferry is up.
-  NATS (nats-1)  nats://127.0.0.1:${FERRY_NATS_PORT:-14222}   users: see deploy/compose/dev.env (DEV ONLY)
+  NATS (nats-1)  nats://127.0.0.1:${FERRY_NATS_PORT:-14222}   credentials: ${FERRY_COMPOSE_CREDS}/users/<user>.creds
   edge RTSP      rtsp://127.0.0.1:${FERRY_EDGE_RTSP_PORT:-18554}/cam-1
-  status         FERRY_NATS_URL=nats://127.0.0.1:${FERRY_NATS_PORT:-14222} FERRY_NATS_USER=monitor \\
-                 FERRY_NATS_PASSWORD=<FERRY_NATS_PASSWORD_MONITOR> FERRY_NATS_INBOX_PREFIX=_INBOX_monitor bin/ferryctl status
+  status         FERRY_NATS_URL=nats://127.0.0.1:${FERRY_NATS_PORT:-14222} FERRY_NATS_CREDS=${FERRY_COMPOSE_CREDS}/users/monitor.creds \\
+                 FERRY_NATS_INBOX_PREFIX=_INBOX_monitor bin/ferryctl status
   probe report   docker logs -f ferry-probe
   stop           make down
 INFO

@@ -58,7 +58,7 @@ Examples:
 	}
 	o := replayOpts{since: start, follow: *follow}
 	if *stream != "" {
-		o.filters = []string{subject.EventsAbout(*stream)}
+		o.filters = subject.EventsAbout(*stream)
 	}
 	keep := func(ev timeline.Event) bool {
 		// the consumer starts by storage time; the event's own time decides

@@ -43,6 +43,7 @@ func commands() []command {
 		{"place", "place a stream and print its publish URL and an ffmpeg command", cmdPlace},
 		{"events", "print (or follow) the event log", cmdEvents},
 		{"trace", "the steps of one migration with their timings", cmdTrace},
+		{"creds", "mint, add and revoke the fleet's NATS credentials (per-host identity)", cmdCreds},
 		{"probe", "read an RTSP stream and report frames lost, gaps, jumps", cmdProbe},
 		{"dev", "run the local stack (NATS, ingest hosts, services) until Ctrl-C", cmdDev},
 		{"demo", "run the stack, a camera and a viewer, and move the camera", cmdDemo},

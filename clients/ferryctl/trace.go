@@ -72,9 +72,9 @@ func (c *conn) trace(ctx context.Context, id string) (timeline.Trace, error) {
 	}
 	o := replayOpts{}
 	if stream != "" {
-		o.filters = []string{subject.EventsAbout(stream)}
+		o.filters = subject.EventsAbout(stream)
 		if from != "" && from != stream {
-			o.filters = append(o.filters, subject.EventsAbout(from))
+			o.filters = append(o.filters, subject.EventsAbout(from)...)
 		}
 	}
 	var evs []timeline.Event

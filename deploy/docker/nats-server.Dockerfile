@@ -6,7 +6,7 @@
 FROM scratch
 COPY deploy/docker/passwd deploy/docker/group /etc/
 COPY bin/nats-server bin/ferry-bootstrap bin/ferry-healthcheck /usr/local/bin/
-COPY deploy/nats/auth.conf deploy/nats/cluster.conf deploy/nats/single.conf deploy/nats/single-tls.conf /etc/nats/
+COPY deploy/nats/cluster.conf deploy/nats/single.conf deploy/nats/single-tls.conf /etc/nats/
 # /data, owned by the non-root user: a named volume mounted there (the
 # compose stack's nats-N volumes) starts as a copy of it, so it is writable.
 # No VOLUME line: the bootstrap, which runs this image too, needs none.

@@ -16,24 +16,35 @@ import (
 
 	"github.com/ferrystream/ferry/libs/bus"
 	"github.com/ferrystream/ferry/libs/events"
+	"github.com/ferrystream/ferry/libs/natscreds"
 	"github.com/ferrystream/ferry/libs/subject"
 	"github.com/ferrystream/ferry/libs/testutil"
 )
 
 var zerologNop = zerolog.Nop()
 
-// accessEnv is a single server started from single.conf with the layout
-// bootstrapped by ops.
+// accessEnv is a single server started from single.conf, with the users of
+// the test fleet (per-host JWT credentials minted by natscreds, as `ferryctl
+// creds init` does) and the layout bootstrapped by ops.
 type accessEnv struct {
-	url string
-	ops *conn
+	url   string
+	ops   *conn
+	fleet *natscreds.Dir
 }
 
-func newAccessEnv(t *testing.T) *accessEnv {
+// dial connects as one of the fleet's users; "ingest" is the host ingest-1.
+func (e *accessEnv) dial(t *testing.T, user string, cfg ...func(*bus.Config)) *conn {
 	t.Helper()
-	s := start(t, loadConfig(t, "single.conf"))
-	e := &accessEnv{url: s.ClientURL()}
-	e.ops = dial(t, e.url, "ops")
+	return dialFleet(t, e.fleet, e.url, user, cfg...)
+}
+
+func newAccessEnv(t *testing.T) *accessEnv { return newFleetAccessEnv(t, fleet) }
+
+func newFleetAccessEnv(t *testing.T, d *natscreds.Dir) *accessEnv {
+	t.Helper()
+	s := start(t, loadFleetConfig(t, "single.conf", d))
+	e := &accessEnv{url: s.ClientURL(), fleet: d}
+	e.ops = e.dial(t, "ops")
 	e.ops.permitted(t, "bootstrap the layout", func(ctx context.Context) error {
 		return bus.Bootstrap(ctx, e.ops.js, 1)
 	})
@@ -134,9 +145,9 @@ func fetchOne(c *conn, stream, durable string) func(ctx context.Context) ([]byte
 
 func TestAgentSeesOnlyItsOwnNotices(t *testing.T) {
 	e := newAccessEnv(t)
-	notifier := dial(t, e.url, "notifier")
-	a1 := dial(t, e.url, "agent-1")
-	a2 := dial(t, e.url, "agent-2")
+	notifier := e.dial(t, "notifier")
+	a1 := e.dial(t, "agent-1")
+	a2 := e.dial(t, "agent-2")
 
 	// The notifier sends each agent a notice.
 	n1, n2 := notice("agent-1", "cam-1"), notice("agent-2", "cam-2")
@@ -220,7 +231,7 @@ func TestOnlyOpsSchedulesMaintenanceAndDrains(t *testing.T) {
 	e := newAccessEnv(t)
 	drain := events.DrainCommand{CommandID: fmt.Sprintf("d-%d", time.Now().UnixNano()), Host: "ingest-1", Reason: "access test"}
 	for _, user := range []string{"agent-1", "monitor", "ingest", "healthpredict", "placement", "notifier"} {
-		c := dial(t, e.url, user)
+		c := e.dial(t, user)
 		t.Run(user+"/maintenance refused", func(t *testing.T) {
 			c.refused(t, subject.MaintenanceScheduled("ingest-1"), publish(c, maintenance("ingest-1")))
 		})
@@ -240,7 +251,7 @@ func TestOnlyOpsSchedulesMaintenanceAndDrains(t *testing.T) {
 
 func TestOnlyPlacementWritesPlacements(t *testing.T) {
 	e := newAccessEnv(t)
-	placement := dial(t, e.url, "placement")
+	placement := e.dial(t, "placement")
 	key := events.PlacementKey("cam-1")
 	var rev uint64
 	placement.permitted(t, "create a placement", func(ctx context.Context) (err error) {
@@ -252,7 +263,7 @@ func TestOnlyPlacementWritesPlacements(t *testing.T) {
 		return err
 	})
 	for _, user := range []string{"ingest", "healthpredict", "notifier", "monitor", "agent-1"} {
-		c := dial(t, e.url, user)
+		c := e.dial(t, user)
 		t.Run(user, func(t *testing.T) {
 			c.refused(t, "$KV.placements."+key, func(ctx context.Context) error {
 				return c.nc.Publish("$KV.placements."+key, placementRecord("cam-1", "ingest-3"))
@@ -316,7 +327,7 @@ func TestServicesCanDoTheirJobs(t *testing.T) {
 	now := time.Now().UTC()
 
 	t.Run("ingest", func(t *testing.T) {
-		c := dial(t, e.url, "ingest")
+		c := e.dial(t, "ingest")
 		c.permitted(t, "heartbeat with a TTL", func(ctx context.Context) error {
 			_, err := events.Publish(ctx, c.js, "ingest-1", events.Heartbeat{Host: "ingest-1", Seq: 1, At: now}, jetstream.WithMsgTTL(3*time.Second))
 			return err
@@ -381,7 +392,7 @@ func TestServicesCanDoTheirJobs(t *testing.T) {
 	})
 
 	t.Run("healthpredict", func(t *testing.T) {
-		c := dial(t, e.url, "healthpredict")
+		c := e.dial(t, "healthpredict")
 		c.permitted(t, "predict an outage", publish(c, events.OutagePredicted{PredictionID: "p-1", Host: "ingest-1", Cause: "maintenance",
 			ExpectedOfflineAt: now.Add(time.Minute), Confidence: 1, Evidence: map[string]any{"maintenance_id": "mw-1"}, Revision: 1}))
 		c.permitted(t, "declare a host down", publish(c, events.HostDown{Host: "ingest-1", LastSeen: now, DetectedAt: now, Reason: "heartbeat silence"}))
@@ -424,8 +435,8 @@ func TestServicesCanDoTheirJobs(t *testing.T) {
 	})
 
 	t.Run("placement", func(t *testing.T) {
-		c := dial(t, e.url, "placement")
-		agent := dial(t, e.url, "agent-1")
+		c := e.dial(t, "placement")
+		agent := e.dial(t, "agent-1")
 		svc, err := micro.AddService(c.nc, micro.Config{Name: subject.PlacementService, Version: "1.0.0"})
 		if err != nil {
 			t.Fatal(err)
@@ -473,8 +484,8 @@ func TestServicesCanDoTheirJobs(t *testing.T) {
 	})
 
 	t.Run("notifier", func(t *testing.T) {
-		c := dial(t, e.url, "notifier")
-		agent := dial(t, e.url, "agent-1")
+		c := e.dial(t, "notifier")
+		agent := e.dial(t, "agent-1")
 		c.permitted(t, "read a session", func(ctx context.Context) error {
 			_, err := kv(t, c, bus.BucketSessions).Get(ctx, "s-0123456789abcdef")
 			return err
@@ -499,13 +510,13 @@ func TestServicesCanDoTheirJobs(t *testing.T) {
 		c.refused(t, subject.IngestDrain("ingest-1"), corePublish(c, subject.IngestDrain("ingest-1")))
 		c.refused(t, "$KV.sessions.s-0123456789abcdef", corePublish(c, "$KV.sessions.s-0123456789abcdef"))
 		for _, user := range []string{"ingest", "monitor", "agent-1"} {
-			o := dial(t, e.url, user)
+			o := e.dial(t, user)
 			o.refused(t, "$JS.API.DIRECT.GET.KV_notices.$KV.notices.n-1", corePublish(o, "$JS.API.DIRECT.GET.KV_notices.$KV.notices.n-1"))
 		}
 	})
 
 	t.Run("monitor", func(t *testing.T) {
-		c := dial(t, e.url, "monitor")
+		c := e.dial(t, "monitor")
 		// The ordered consumer works; only its delete on stop may be refused
 		// (monitor may not delete consumers: they could be a service's durable).
 		n := c.errCount()
@@ -551,7 +562,7 @@ func TestServicesCanDoTheirJobs(t *testing.T) {
 	t.Run("media hosts do not forward dead letters", func(t *testing.T) {
 		// the forwarder reads any FERRY_COMMANDS message by sequence and
 		// deletes it: the control-plane services run it, ingest hosts do not
-		c := dial(t, e.url, "ingest")
+		c := e.dial(t, "ingest")
 		c.refused(t, "$JS.API.CONSUMER.CREATE.FERRY_DLQ_ADVISORIES.dlq-forwarder",
 			createConsumer(c, bus.StreamAdvisories, jetstream.ConsumerConfig{Durable: bus.DeadLetterDurable, AckPolicy: jetstream.AckExplicitPolicy}))
 		c.refused(t, "$JS.API.STREAM.MSG.DELETE.FERRY_COMMANDS", corePublish(c, "$JS.API.STREAM.MSG.DELETE.FERRY_COMMANDS"))
@@ -561,7 +572,7 @@ func TestServicesCanDoTheirJobs(t *testing.T) {
 
 	t.Run("every control-plane service forwards dead letters", func(t *testing.T) {
 		for _, user := range []string{"healthpredict", "placement", "notifier"} {
-			c := dial(t, e.url, user)
+			c := e.dial(t, user)
 			// The forwarders share one durable: remove it so that its existence
 			// shows this user created it.
 			e.ops.permitted(t, "remove the shared forwarder consumer", func(ctx context.Context) error {
@@ -609,7 +620,7 @@ func TestServicesCanDoTheirJobs(t *testing.T) {
 func TestServicesFindTheLayout(t *testing.T) {
 	e := newAccessEnv(t)
 	for _, user := range []string{"ingest", "healthpredict", "placement", "notifier"} {
-		c := dial(t, e.url, user)
+		c := e.dial(t, user)
 		t.Run(user, func(t *testing.T) {
 			c.permitted(t, "bus.Bootstrap", func(ctx context.Context) error { return bus.Bootstrap(ctx, c.js, 1) })
 			c.permitted(t, "bus.OpenStores", func(ctx context.Context) error {
@@ -625,7 +636,7 @@ func TestServicesFindTheLayout(t *testing.T) {
 // subject (FilterSubject), or the permissions cannot pin it.
 func TestSingleFilterConsumersPinTheFilter(t *testing.T) {
 	e := newAccessEnv(t)
-	c := dial(t, e.url, "ingest")
-	spec := bus.ConsumerSpec{Stream: bus.StreamCommands, Durable: "ingest-ingest-2", Filters: []string{subject.IngestCommands("ingest-2")}}
-	c.permitted(t, "bind ingest-ingest-2 through bus.ConsumerSpec", createConsumer(c, bus.StreamCommands, spec.Config()))
+	c := e.dial(t, "ingest") // ingest-1 when each host has its own identity
+	spec := bus.ConsumerSpec{Stream: bus.StreamCommands, Durable: "ingest-ingest-1", Filters: []string{subject.IngestCommands("ingest-1")}}
+	c.permitted(t, "bind ingest-ingest-1 through bus.ConsumerSpec", createConsumer(c, bus.StreamCommands, spec.Config()))
 }

@@ -1,11 +1,13 @@
 package nats_test
 
 import (
-	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -17,63 +19,92 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/ferrystream/ferry/libs/bus"
+	"github.com/ferrystream/ferry/libs/natscreds"
 	"github.com/ferrystream/ferry/libs/testutil"
 )
 
-// devEnv is the committed, dev-only credentials file the compose stack uses.
-const devEnv = "../compose/dev.env"
+// fleet is the test fleet's credentials, minted once by natscreds as
+// `ferryctl creds init` does: hosts ingest-1..3 and edge-1, agents agent-1
+// and agent-2, one user per service.
+var fleet *natscreds.Dir
+
+var (
+	testHosts  = []string{"ingest-1", "ingest-2", "ingest-3", "edge-1"}
+	testAgents = []string{"agent-1", "agent-2"}
+)
 
 func TestMain(m *testing.M) {
-	// The configuration files read passwords from the environment, as the
-	// NATS containers do with dev.env.
-	if err := loadEnvFile(devEnv); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	os.Exit(m.Run())
+	os.Exit(func() int {
+		dir, err := os.MkdirTemp("", "ferry-nats-test-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		if fleet, err = natscreds.Init(filepath.Join(dir, "creds"), testHosts, testAgents, 0); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		// What scripts/compose-secrets.sh generates for the cluster's routes.
+		pw := randomHex(12)
+		os.Setenv("FERRY_NATS_ROUTE_PASSWORD", pw)
+		os.Setenv("FERRY_NATS_ROUTES", fmt.Sprintf(`["nats-route://route:%[1]s@nats-1:6222","nats-route://route:%[1]s@nats-2:6222","nats-route://route:%[1]s@nats-3:6222"]`, pw))
+		return m.Run()
+	}())
 }
 
-// loadEnvFile sets every KEY=VALUE of path that is not already set.
-func loadEnvFile(path string) error {
-	f, err := os.Open(path)
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// newFleet mints a fleet of the test's own (for tests that change it).
+func newFleet(t *testing.T) *natscreds.Dir {
+	t.Helper()
+	d, err := natscreds.Init(filepath.Join(t.TempDir(), "creds"), testHosts, testAgents, 0)
 	if err != nil {
-		return err
+		t.Fatal(err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		k, v, ok := strings.Cut(line, "=")
-		if !ok {
-			return fmt.Errorf("%s: bad line %q", path, line)
-		}
-		if _, set := os.LookupEnv(k); !set {
-			os.Setenv(k, v)
-		}
-	}
-	return sc.Err()
+	return d
 }
 
-// password returns the dev password of a user (FERRY_NATS_PASSWORD_<USER>).
-func password(user string) string {
-	return os.Getenv("FERRY_NATS_PASSWORD_" + strings.ToUpper(strings.ReplaceAll(user, "-", "_")))
-}
-
-// loadConfig parses a configuration file and makes it runnable in a test:
-// loopback, random client port, no monitoring port, a temporary store.
+// loadConfig is loadFleetConfig with the test fleet.
 func loadConfig(t *testing.T, file string) *server.Options {
 	t.Helper()
-	opts, err := server.ProcessConfigFile(file)
+	return loadFleetConfig(t, file, fleet)
+}
+
+// loadFleetConfig parses one of this folder's configuration files, with the
+// fleet's operator.conf beside it (as the compose stack mounts it), and makes
+// it runnable in a test: loopback, random client port, no monitoring port, a
+// temporary store, all written in the copied files so a reload keeps them.
+func loadFleetConfig(t *testing.T, file string, d *natscreds.Dir) *server.Options {
+	t.Helper()
+	dir, store := t.TempDir(), t.TempDir()
+	confs, err := filepath.Glob("*.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range append(confs, d.ConfPath()) {
+		b, err := os.ReadFile(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b = []byte(strings.NewReplacer("listen: 0.0.0.0:4222", "listen: 127.0.0.1:-1",
+			"http: 127.0.0.1:8222", "", "store_dir: /data/jetstream", fmt.Sprintf("store_dir: %q", store)).Replace(string(b)))
+		if err := os.WriteFile(filepath.Join(dir, filepath.Base(c)), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	opts, err := server.ProcessConfigFile(filepath.Join(dir, file))
 	if err != nil {
 		t.Fatalf("%s: %v", file, err)
 	}
 	opts.Host = "127.0.0.1"
 	opts.Port = -1
 	opts.HTTPHost, opts.HTTPPort = "", 0
-	opts.StoreDir = t.TempDir()
+	opts.StoreDir = store
 	opts.NoLog, opts.NoSigs = true, true
 	return opts
 }
@@ -106,11 +137,26 @@ type conn struct {
 	errs []error
 }
 
-// dial connects as user with its dev password and its own inbox prefix,
-// through libs/bus's options (cfg adjusts the bus.Config first).
+// fleetUser maps the role names the tests use onto the fleet's users:
+// "ingest" is the host ingest-1.
+func fleetUser(u string) string {
+	if u == "ingest" {
+		return "ingest-1"
+	}
+	return u
+}
+
+// dial connects as a user of the test fleet.
 func dial(t *testing.T, url, user string, cfg ...func(*bus.Config)) *conn {
 	t.Helper()
-	c, err := tryDial(url, user, cfg...)
+	return dialFleet(t, fleet, url, user, cfg...)
+}
+
+// dialFleet connects as a user of fleet d with its credential and its own
+// inbox prefix, through libs/bus's options (cfg adjusts the bus.Config first).
+func dialFleet(t *testing.T, d *natscreds.Dir, url, user string, cfg ...func(*bus.Config)) *conn {
+	t.Helper()
+	c, err := tryDial(d, url, user, cfg...)
 	if err != nil {
 		t.Fatalf("connect as %s: %v", user, err)
 	}
@@ -118,8 +164,9 @@ func dial(t *testing.T, url, user string, cfg ...func(*bus.Config)) *conn {
 	return c
 }
 
-func tryDial(url, user string, cfg ...func(*bus.Config)) (*conn, error) {
-	bc := bus.Config{URL: url, Name: "access-test-" + user, User: user, Password: password(user), Replicas: 1}
+func tryDial(d *natscreds.Dir, url, user string, cfg ...func(*bus.Config)) (*conn, error) {
+	user = fleetUser(user)
+	bc := bus.Config{URL: url, Name: "access-test-" + user, CredsFile: d.CredsPath(user), Replicas: 1}
 	for _, f := range cfg {
 		f(&bc)
 	}
@@ -129,7 +176,7 @@ func tryDial(url, user string, cfg ...func(*bus.Config)) (*conn, error) {
 	}
 	c := &conn{user: user}
 	opts = append(opts,
-		nats.CustomInboxPrefix("_INBOX_"+user),
+		nats.CustomInboxPrefix(natscreds.InboxPrefix(user)),
 		nats.Timeout(3*time.Second),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			c.mu.Lock()

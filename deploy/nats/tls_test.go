@@ -88,6 +88,7 @@ func TestTLS(t *testing.T) {
 	other := newPKI(t, dir, "other")
 	t.Setenv("FERRY_NATS_TLS_CERT", pki.Cert)
 	t.Setenv("FERRY_NATS_TLS_KEY", pki.Key)
+	stranger := newFleet(t) // a fleet whose operator the server does not trust
 	opts := loadConfig(t, "single-tls.conf")
 	if opts.TLSConfig == nil {
 		t.Fatal("single-tls.conf does not enable TLS")
@@ -98,7 +99,7 @@ func TestTLS(t *testing.T) {
 	t.Run("libs/bus with the CA connects over TLS", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		cfg := bus.Config{URL: url, User: "ops", Password: password("ops"), TLSCA: pki.CA, Replicas: 1}
+		cfg := bus.Config{URL: url, CredsFile: fleet.CredsPath("ops"), TLSCA: pki.CA, Replicas: 1}
 		nc, _, err := bus.Connect(ctx, cfg, zerolog.Nop())
 		if err != nil {
 			t.Fatal(err)
@@ -127,10 +128,10 @@ func TestTLS(t *testing.T) {
 	}{
 		{"refused without a CA (unknown authority)", func(c *bus.Config) {}},
 		{"refused with another CA", func(c *bus.Config) { c.TLSCA = other.CA }},
-		{"refused with a wrong password", func(c *bus.Config) { c.TLSCA = pki.CA; c.Password = "wrong" }},
+		{"refused with another fleet's credential", func(c *bus.Config) { c.TLSCA = pki.CA; c.CredsFile = stranger.CredsPath("ops") }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := tryDial(url, "ops", tc.cfg)
+			c, err := tryDial(fleet, url, "ops", tc.cfg)
 			if err == nil {
 				c.nc.Close()
 				t.Fatal("connected")

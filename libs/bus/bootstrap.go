@@ -26,13 +26,16 @@ const (
 
 // Bucket names.
 const (
-	BucketHosts       = "ingest_hosts"
-	BucketPlacements  = "placements"
-	BucketSessions    = "sessions"
-	BucketLeases      = "leases"
-	BucketProcessed   = "processed"
-	BucketMigrations  = "migrations"
-	BucketMaintenance = "maintenance"
+	BucketHosts      = "ingest_hosts"
+	BucketPlacements = "placements"
+	BucketSessions   = "sessions"
+	// BucketSessionSecrets holds each session's notice secret (events.SessionSecret),
+	// apart from sessions so that ingest hosts cannot read it.
+	BucketSessionSecrets = "session_secrets"
+	BucketLeases         = "leases"
+	BucketProcessed      = "processed"
+	BucketMigrations     = "migrations"
+	BucketMaintenance    = "maintenance"
 	// BucketNotices holds the notifier's delivery state, one key per move notice.
 	BucketNotices = "notices"
 )
@@ -76,6 +79,7 @@ func Buckets(replicas int) []jetstream.KeyValueConfig {
 		{Bucket: BucketHosts, Description: "ingest host registry", History: 5, Replicas: replicas},
 		{Bucket: BucketPlacements, Description: "authoritative home of each stream (CAS writes only)", History: 10, Replicas: replicas},
 		{Bucket: BucketSessions, Description: "publisher sessions and declared capabilities", History: 1, TTL: 7 * 24 * time.Hour, Replicas: replicas},
+		{Bucket: BucketSessionSecrets, Description: "notice secrets of publisher sessions (placement writes, the notifier reads)", History: 1, TTL: 7 * 24 * time.Hour, Replicas: replicas},
 		{Bucket: BucketLeases, Description: "single active decider leases", History: 1, TTL: LeaseTTL, LimitMarkerTTL: time.Minute, Replicas: replicas},
 		{Bucket: BucketProcessed, Description: "consumer idempotency records", History: 1, TTL: ProcessedTTL, Replicas: replicas},
 		{Bucket: BucketMigrations, Description: "migration state machines", History: 5, TTL: 7 * 24 * time.Hour, Replicas: replicas},
@@ -170,7 +174,7 @@ func sameLayout(have, want jetstream.StreamConfig) bool {
 
 // Stores are the Key-Value buckets.
 type Stores struct {
-	Hosts, Placements, Sessions, Leases, Processed, Migrations, Maintenance jetstream.KeyValue
+	Hosts, Placements, Sessions, SessionSecrets, Leases, Processed, Migrations, Maintenance jetstream.KeyValue
 }
 
 // OpenStores binds every bucket (Bootstrap must have run).
@@ -180,7 +184,7 @@ func OpenStores(ctx context.Context, js jetstream.JetStream) (*Stores, error) {
 		name string
 		dst  *jetstream.KeyValue
 	}{
-		{BucketHosts, &s.Hosts}, {BucketPlacements, &s.Placements}, {BucketSessions, &s.Sessions},
+		{BucketHosts, &s.Hosts}, {BucketPlacements, &s.Placements}, {BucketSessions, &s.Sessions}, {BucketSessionSecrets, &s.SessionSecrets},
 		{BucketLeases, &s.Leases}, {BucketProcessed, &s.Processed}, {BucketMigrations, &s.Migrations},
 		{BucketMaintenance, &s.Maintenance},
 	} {

@@ -104,7 +104,7 @@ type PublisherAttached struct {
 }
 
 func (e PublisherAttached) EventType() string    { return TypePublisherAttached }
-func (e PublisherAttached) EventSubject() string { return subject.PublisherAttached(e.Stream) }
+func (e PublisherAttached) EventSubject() string { return subject.PublisherAttached(e.Stream, e.Host) }
 func (e PublisherAttached) EventKey() string {
 	return e.Stream + "/" + e.Host + "/" + e.SessionID + "/" + e.MigrationID + "/" + e.At.UTC().Format(time.RFC3339Nano)
 }
@@ -121,7 +121,7 @@ type PublisherDetached struct {
 }
 
 func (e PublisherDetached) EventType() string    { return TypePublisherDetached }
-func (e PublisherDetached) EventSubject() string { return subject.PublisherDetached(e.Stream) }
+func (e PublisherDetached) EventSubject() string { return subject.PublisherDetached(e.Stream, e.Host) }
 func (e PublisherDetached) EventKey() string {
 	return e.Stream + "/" + e.Host + "/" + e.SessionID + "/" + e.At.UTC().Format(time.RFC3339Nano)
 }
@@ -138,7 +138,7 @@ type StreamCeased struct {
 }
 
 func (e StreamCeased) EventType() string    { return TypeStreamCeased }
-func (e StreamCeased) EventSubject() string { return subject.StreamCeased(e.Stream) }
+func (e StreamCeased) EventSubject() string { return subject.StreamCeased(e.Stream, e.Host) }
 func (e StreamCeased) EventKey() string     { return e.Stream + "/" + e.Host + "/" + e.MigrationID }
 
 // Telemetry is one sample of an ingest host's resource use.
@@ -195,7 +195,7 @@ type EdgeSwitched struct {
 }
 
 func (e EdgeSwitched) EventType() string    { return TypeEdgeSwitched }
-func (e EdgeSwitched) EventSubject() string { return subject.EdgeSwitched(e.Stream) }
+func (e EdgeSwitched) EventSubject() string { return subject.EdgeSwitched(e.Stream, e.Edge) }
 func (e EdgeSwitched) EventKey() string {
 	return e.Stream + "/" + e.Edge + "/" + e.ToHost + "/" + e.At.UTC().Format(time.RFC3339Nano)
 }
@@ -435,8 +435,19 @@ type Session struct {
 	Stream       string       `json:"stream"`
 	ClientID     string       `json:"client_id"`
 	Capabilities Capabilities `json:"capabilities"`
-	// NoticeSecret signs webhook notices and authenticates the client's
-	// server-sent-events stream and acks; placement returns it once, at choose.
+	// NoticeSecret is empty in every session written since the secrets moved
+	// to their own bucket (SessionSecret); an older record may still carry it.
+	NoticeSecret string    `json:"notice_secret,omitempty"`
+	CreatedAt    time.Time `json:"created_at"`
+}
+
+// SessionSecret is the value of session_secrets.<session>: the session's
+// notice secret, which signs webhook notices and authenticates the client's
+// server-sent-events stream and acks. Placement writes it and returns it
+// once, at choose; only the notifier reads it. It lives apart from Session so
+// that ingest hosts, which read sessions, cannot read it.
+type SessionSecret struct {
+	SessionID    string    `json:"session_id"`
 	NoticeSecret string    `json:"notice_secret"`
 	CreatedAt    time.Time `json:"created_at"`
 }

@@ -5,6 +5,8 @@
 // filter on them.
 package subject
 
+import "strings"
+
 const prefix = "ferry."
 
 // Wildcards for consumers and stream definitions.
@@ -21,9 +23,19 @@ const (
 	AllDeadLetters = prefix + "dlq.>"
 )
 
-// EventsAbout is ferry.evt.*.*.<id>: every event whose subject ends with one
-// entity id (a host or a stream), e.g. for `ferryctl events --stream cam-1`.
-func EventsAbout(id string) string { return prefix + "evt.*.*." + id }
+// EventsAbout is ferry.evt.*.*.<id> and ferry.evt.*.*.<id>.*: every event
+// about one entity id (a host or a stream), e.g. for `ferryctl events
+// --stream cam-1`; the second form is the lifecycle events a host reports
+// about a stream, whose subject ends with the reporting host. The two never
+// overlap (different token counts), so they can be one consumer's filters.
+func EventsAbout(id string) []string {
+	return []string{prefix + "evt.*.*." + id, prefix + "evt.*.*." + id + ".*"}
+}
+
+// Lifecycle events reported by a host about a stream end with the reporting
+// host, so that NATS permissions bind the reporter: a host's credential may
+// publish them only with its own id last, and their consumers check that
+// this host is the stream's home (or previous home) for the migration named.
 
 // MaintenanceScheduled is ferry.evt.ops.maintenance_scheduled.<host>
 func MaintenanceScheduled(host string) string {
@@ -38,21 +50,35 @@ func MaintenanceCancelled(host string) string {
 // Draining is ferry.evt.ingest.draining.<host>
 func Draining(host string) string { return prefix + "evt.ingest.draining." + host }
 
-// PublisherAttached is ferry.evt.ingest.publisher_attached.<stream>
-func PublisherAttached(stream string) string {
-	return prefix + "evt.ingest.publisher_attached." + stream
+// PublisherAttached is ferry.evt.ingest.publisher_attached.<stream>.<host>
+func PublisherAttached(stream, host string) string {
+	return prefix + "evt.ingest.publisher_attached." + stream + "." + host
 }
 
-// PublisherDetached is ferry.evt.ingest.publisher_detached.<stream>
-func PublisherDetached(stream string) string {
-	return prefix + "evt.ingest.publisher_detached." + stream
+// PublisherDetached is ferry.evt.ingest.publisher_detached.<stream>.<host>
+func PublisherDetached(stream, host string) string {
+	return prefix + "evt.ingest.publisher_detached." + stream + "." + host
 }
 
-// StreamCeased is ferry.evt.ingest.stream_ceased.<stream>
-func StreamCeased(stream string) string { return prefix + "evt.ingest.stream_ceased." + stream }
+// StreamCeased is ferry.evt.ingest.stream_ceased.<stream>.<host>
+func StreamCeased(stream, host string) string {
+	return prefix + "evt.ingest.stream_ceased." + stream + "." + host
+}
 
-// EdgeSwitched is ferry.evt.edge.switched.<stream>
-func EdgeSwitched(stream string) string { return prefix + "evt.edge.switched." + stream }
+// EdgeSwitched is ferry.evt.edge.switched.<stream>.<edge>
+func EdgeSwitched(stream, edge string) string {
+	return prefix + "evt.edge.switched." + stream + "." + edge
+}
+
+// ReportingHost returns the host a lifecycle subject ends with (the last of
+// its six tokens), or "" for any other subject.
+func ReportingHost(subj string) string {
+	t := strings.Split(subj, ".")
+	if len(t) != 6 || t[0] != "ferry" || t[1] != "evt" {
+		return ""
+	}
+	return t[5]
+}
 
 // Telemetry is ferry.telemetry.ingest.<host>
 func Telemetry(host string) string { return prefix + "telemetry.ingest." + host }

@@ -91,13 +91,18 @@ func (h *harness) startNotifier(name string, mod func(*notifier.Config)) *runnin
 	return &runningNotifier{svc: svc, stop: stop, crash: crash}
 }
 
-// session stores a publisher session and returns it.
+// session stores a publisher session as placement does (its notice secret in
+// session_secrets) and returns it with the secret filled in.
 func (h *harness) session(id, client string, caps events.Capabilities) events.Session {
 	h.t.Helper()
-	s := events.Session{SessionID: id, Stream: "cam-" + id, ClientID: client, Capabilities: caps,
-		NoticeSecret: "secret-" + id, CreatedAt: time.Now().UTC()}
+	s := events.Session{SessionID: id, Stream: "cam-" + id, ClientID: client, Capabilities: caps, CreatedAt: time.Now().UTC()}
 	b, _ := json.Marshal(s)
 	if _, err := h.env.Stores.Sessions.Put(h.ctx, id, b); err != nil {
+		h.t.Fatal(err)
+	}
+	s.NoticeSecret = "secret-" + id
+	sb, _ := json.Marshal(events.SessionSecret{SessionID: id, NoticeSecret: s.NoticeSecret, CreatedAt: s.CreatedAt})
+	if _, err := h.env.Stores.SessionSecrets.Put(h.ctx, id, sb); err != nil {
 		h.t.Fatal(err)
 	}
 	return s

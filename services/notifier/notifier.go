@@ -141,6 +141,11 @@ func (s *Service) Run(ctx context.Context) error {
 		s.closeListeners()
 		return err
 	}
+	secrets, err := kv(bus.BucketSessionSecrets)
+	if err != nil {
+		s.closeListeners()
+		return err
+	}
 	notices, err := kv(bus.BucketNotices)
 	if err != nil {
 		s.closeListeners()
@@ -155,13 +160,13 @@ func (s *Service) Run(ctx context.Context) error {
 	var hub *httpapi.Hub
 	wh := webhook.New(s.cfg.WebhookTimeout)
 	deps := delivery.Deps{
-		NC: s.nc, JS: s.js, Sessions: sessions, Notices: notices, Processed: processed,
+		NC: s.nc, JS: s.js, Sessions: sessions, Secrets: secrets, Notices: notices, Processed: processed,
 		Webhook: wh.Send, Metrics: s.metrics, Log: s.log,
 	}
 	// SSE notices fan out over NATS to whichever replica holds the stream, so
 	// a replica without an HTTP listener still delivers them.
 	var eng *delivery.Engine
-	hub = httpapi.New(s.nc, sessions, func(ctx context.Context, a events.NoticeAck) events.NoticeAckReply {
+	hub = httpapi.New(s.nc, sessions, secrets, func(ctx context.Context, a events.NoticeAck) events.NoticeAckReply {
 		return eng.Ack(ctx, a)
 	}, s.metrics, s.log, 0)
 	deps.SSE = hub.Send

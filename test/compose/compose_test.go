@@ -66,6 +66,7 @@ func TestCompose(t *testing.T) {
 		t.Run("nats-node-stop", s.natsNodeStopWrites)
 	} else {
 		t.Run("maintenance", s.maintenance)
+		t.Run("forged-cease", s.forgedCease)
 		t.Run("nats-node-stop", s.natsNodeStopMigration)
 		t.Run("placement-failover", s.placementFailover)
 		t.Run("origin-kill", s.originKill)
@@ -200,10 +201,33 @@ func (s *suite) access(t *testing.T) {
 		{ingest, "$KV.placements." + events.PlacementKey(stream), func(ctx context.Context) error {
 			return ingest.nc.Publish("$KV.placements."+events.PlacementKey(stream), []byte(`{"host":"ingest-3"}`))
 		}},
+		// Per-host identity: ingest-1 cannot speak for ingest-2.
+		{ingest, subject.Heartbeat("ingest-2"), func(ctx context.Context) error {
+			_, err := events.Publish(ctx, ingest.js, "ingest-2", events.Heartbeat{Host: "ingest-2", Seq: 1, At: time.Now().UTC()},
+				jetstream.WithMsgTTL(3*time.Second))
+			return err
+		}},
+		{ingest, subject.Telemetry("ingest-2"), func(ctx context.Context) error {
+			_, err := events.Publish(ctx, ingest.js, "ingest-2", events.Telemetry{Host: "ingest-2", At: time.Now().UTC(), MemLimit: 1 << 30, FDLimit: 1024})
+			return err
+		}},
+		{ingest, "$KV.ingest_hosts.ingest-2", func(ctx context.Context) error {
+			return ingest.nc.Publish("$KV.ingest_hosts.ingest-2", []byte(`{"host":"ingest-2","status":"ok"}`))
+		}},
+		{ingest, subject.Draining("ingest-2"), func(ctx context.Context) error {
+			_, err := events.Publish(ctx, ingest.js, "ingest-2", events.Draining{Host: "ingest-2", Deadline: time.Now().Add(time.Minute).UTC(), Streams: 1})
+			return err
+		}},
+		{ingest, "$JS.API.CONSUMER.CREATE.FERRY_COMMANDS.ingest-ingest-2.ferry.cmd.ingest.ingest-2.>", func(ctx context.Context) error {
+			_, err := ingest.js.CreateOrUpdateConsumer(ctx, bus.StreamCommands, jetstream.ConsumerConfig{Durable: "ingest-ingest-2",
+				FilterSubject: subject.IngestCommands("ingest-2"), AckPolicy: jetstream.AckExplicitPolicy})
+			return err
+		}},
 	}
 	var refused []string
 	for _, c := range checks {
 		c.who.refused(t, c.subj, c.op)
+		t.Logf("access: %s -> %s: refused", c.who.name, c.subj)
 		refused = append(refused, c.who.name+" "+c.subj)
 	}
 	t.Logf("refused by the cluster, as expected: %d attempts: %s", len(refused), strings.Join(refused, "; "))
@@ -492,6 +516,75 @@ func (s *suite) maintenance(t *testing.T) {
 	}
 	s.oneHome(t)
 	status(t)
+}
+
+// forgedCease: the host that is neither the stream's old nor its new home in
+// the last migration reports stream_ceased for it, in its own name (its
+// credential cannot publish in another's). Placement dead-letters it with the
+// reason; the placement does not change.
+func (s *suite) forgedCease(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, rev, err := s.placement(ctx)
+	if err != nil || p.MigrationID == "" {
+		t.Fatalf("placement of %s after the maintenance: %+v %v, want one naming its migration", stream, p, err)
+	}
+	kv, err := s.monitor.js.KeyValue(ctx, bus.BucketMigrations)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := kv.Get(ctx, p.MigrationID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec struct{ FromHost, ToHost string }
+	var raw map[string]any
+	_ = json.Unmarshal(e.Value(), &raw)
+	rec.FromHost, _ = raw["from_host"].(string)
+	rec.ToHost, _ = raw["to_host"].(string)
+	bystander := ""
+	for _, h := range []string{"ingest-1", "ingest-2", "ingest-3"} {
+		if h != rec.FromHost && h != rec.ToHost {
+			bystander = h
+		}
+	}
+	forger := dialUser(t, bystander)
+	dlq, err := s.monitor.js.Stream(ctx, bus.StreamDeadLetter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := dlq.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := info.State.LastSeq
+	if _, err := events.Publish(ctx, forger.js, "compose-test/forger", events.StreamCeased{Stream: stream, Host: bystander,
+		NewHost: bystander, MigrationID: p.MigrationID, At: time.Now().UTC()}); err != nil {
+		t.Fatalf("%s publishes stream_ceased in its own name: %v", bystander, err)
+	}
+	var reason string
+	testutil.CheckFor(t, 30*time.Second, 200*time.Millisecond, func() error {
+		info, err := dlq.Info(ctx)
+		if err != nil {
+			return err
+		}
+		for seq := before + 1; seq <= info.State.LastSeq; seq++ {
+			m, err := dlq.GetMsg(ctx, seq)
+			if err == nil && strings.Contains(m.Header.Get(bus.HeaderDLQReason), "forged lifecycle event") &&
+				m.Header.Get(bus.HeaderDLQSubject) == subject.StreamCeased(stream, bystander) {
+				reason = m.Header.Get(bus.HeaderDLQReason)
+				return nil
+			}
+		}
+		return fmt.Errorf("no dead letter for the forged stream_ceased of %s yet", bystander)
+	})
+	after, rev2, err := s.placement(ctx)
+	if err != nil || rev2 != rev || after.Host != p.Host {
+		t.Fatalf("placement after the forgery: %+v rev %d (%v), want unchanged %s at rev %d", after, rev2, err, p.Host, rev)
+	}
+	t.Logf("access: %s -> forged stream_ceased of %s (migration %s, %s -> %s): dead-lettered (%s); placement unchanged",
+		bystander, stream, p.MigrationID, rec.FromHost, rec.ToHost, reason)
+	s.put("forged_cease", map[string]any{"forger": bystander, "dead_lettered": true, "placement_unchanged": true})
 }
 
 // natsNodeStopMigration: a NATS node (the placements bucket's leader when

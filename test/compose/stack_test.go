@@ -3,7 +3,6 @@
 package compose
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -32,8 +31,8 @@ import (
 const project = "ferry"
 
 var (
-	root     string            // repository root
-	creds    map[string]string // deploy/compose/dev.env
+	root     string // repository root
+	credsDir string // the fleet's credentials (scripts/compose-secrets.sh)
 	onlyNATS = os.Getenv("FERRY_COMPOSE_ONLY_NATS") == "1"
 	natsURL  = "nats://127.0.0.1:" + envOr("FERRY_NATS_PORT", "14222")
 	edgeURL  = "rtsp://127.0.0.1:" + envOr("FERRY_EDGE_RTSP_PORT", "18554")
@@ -58,7 +57,13 @@ func TestMain(m *testing.M) {
 	var err error
 	root, err = filepath.Abs("../..")
 	if err == nil {
-		creds, err = readEnvFile(filepath.Join(root, "deploy/compose/dev.env"))
+		// The stack's secrets, generated once (git-ignored): JWT credentials
+		// per service, host and agent, random route and token secrets.
+		var out string
+		if out, err = run("bash", "scripts/compose-secrets.sh"); err != nil {
+			err = fmt.Errorf("%w\n%s", err, out)
+		}
+		credsDir = filepath.Join(root, envOr("FERRY_COMPOSE_CREDS", "deploy/compose/secrets/creds"))
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "compose:", err)
@@ -96,28 +101,16 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func readEnvFile(path string) (map[string]string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	out := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		if k, v, ok := strings.Cut(line, "="); ok {
-			out[k] = v
-		}
-	}
-	return out, sc.Err()
+// credsFile is the credential of a fleet user; "ingest" is the host ingest-1.
+func credsFile(user string) string {
+	return filepath.Join(credsDir, "users", fleetUser(user)+".creds")
 }
 
-func password(user string) string {
-	return creds["FERRY_NATS_PASSWORD_"+strings.ToUpper(strings.ReplaceAll(user, "-", "_"))]
+func fleetUser(user string) string {
+	if user == "ingest" {
+		return "ingest-1"
+	}
+	return user
 }
 
 func run(name string, args ...string) (string, error) {
@@ -133,7 +126,8 @@ func run(name string, args ...string) (string, error) {
 }
 
 func dc(args ...string) (string, error) {
-	return run("docker-compose", append([]string{"-p", project, "--env-file", "deploy/compose/dev.env", "-f", "docker-compose.yml"}, args...)...)
+	env := envOr("FERRY_COMPOSE_ENV_FILE", "deploy/compose/secrets/stack.env")
+	return run("docker-compose", append([]string{"-p", project, "--env-file", env, "-f", "docker-compose.yml"}, args...)...)
 }
 
 func docker(args ...string) (string, error) { return run("docker", args...) }
@@ -228,8 +222,9 @@ type user struct {
 
 func dialUser(t *testing.T, name string) *user {
 	t.Helper()
+	name = fleetUser(name)
 	u := &user{name: name}
-	cfg := bus.Config{URL: natsURL, Name: "compose-test-" + name, User: name, Password: password(name), Replicas: 3}
+	cfg := bus.Config{URL: natsURL, Name: "compose-test-" + name, CredsFile: credsFile(name), Replicas: 3}
 	opts, err := cfg.Options(zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
@@ -296,7 +291,7 @@ func ferryctl(t *testing.T, as string, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(),
-		"FERRY_NATS_URL="+natsURL, "FERRY_NATS_USER="+as, "FERRY_NATS_PASSWORD="+password(as),
+		"FERRY_NATS_URL="+natsURL, "FERRY_NATS_CREDS="+credsFile(as),
 		"FERRY_NATS_INBOX_PREFIX=_INBOX_"+as, "FERRY_NATS_REPLICAS=3", "FERRY_LOG_LEVEL=warn")
 	out, err := cmd.CombinedOutput()
 	if err != nil {

@@ -5,21 +5,34 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/ferrystream/ferry/libs/bus"
+	"github.com/ferrystream/ferry/libs/natscreds"
 )
 
-func startNATS(t *testing.T) string {
+// startNATS runs single.conf with a freshly minted fleet's operator.conf
+// beside it and returns the URL and the fleet.
+func startNATS(t *testing.T) (string, *natscreds.Dir) {
 	t.Helper()
-	t.Setenv("FERRY_NATS_PASSWORD_OPS", "pw-ops")
-	for _, u := range []string{"MONITOR", "INGEST", "HEALTHPREDICT", "PLACEMENT", "NOTIFIER", "AGENT_1", "AGENT_2"} {
-		t.Setenv("FERRY_NATS_PASSWORD_"+u, "pw")
+	d, err := natscreds.Init(filepath.Join(t.TempDir(), "creds"), []string{"ingest-1"}, nil, 0)
+	if err != nil {
+		t.Fatal(err)
 	}
-	opts, err := server.ProcessConfigFile("../../single.conf")
+	b, err := os.ReadFile("../../single.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(filepath.Dir(d.ConfPath()), "single.conf")
+	if err := os.WriteFile(conf, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := server.ProcessConfigFile(conf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,23 +46,24 @@ func startNATS(t *testing.T) string {
 		t.Fatal("not ready")
 	}
 	t.Cleanup(s.Shutdown)
-	return s.ClientURL()
+	return s.ClientURL(), d
 }
 
 func TestRun(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
+		user    string
 		env     map[string]string
 		wantErr bool
 	}{
-		{"ops bootstraps", map[string]string{"FERRY_NATS_USER": "ops", "FERRY_NATS_PASSWORD": "pw-ops", "FERRY_NATS_INBOX_PREFIX": "_INBOX_ops"}, false},
-		{"a service may not create the layout", map[string]string{"FERRY_NATS_USER": "ingest", "FERRY_NATS_PASSWORD": "pw", "FERRY_NATS_INBOX_PREFIX": "_INBOX_ingest"}, true},
-		{"3 replicas on one node time out", map[string]string{"FERRY_NATS_USER": "ops", "FERRY_NATS_PASSWORD": "pw-ops",
-			"FERRY_NATS_INBOX_PREFIX": "_INBOX_ops", "FERRY_NATS_REPLICAS": "3"}, true},
+		{"ops bootstraps", "ops", nil, false},
+		{"a service may not create the layout", "ingest-1", nil, true},
+		{"3 replicas on one node time out", "ops", map[string]string{"FERRY_NATS_REPLICAS": "3"}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			url := startNATS(t)
-			env := map[string]string{"FERRY_NATS_URL": url, "FERRY_BOOTSTRAP_TIMEOUT": "3s", "FERRY_LOG_LEVEL": "error"}
+			url, d := startNATS(t)
+			env := map[string]string{"FERRY_NATS_URL": url, "FERRY_BOOTSTRAP_TIMEOUT": "3s", "FERRY_LOG_LEVEL": "error",
+				"FERRY_NATS_CREDS": d.CredsPath(tc.user), "FERRY_NATS_INBOX_PREFIX": natscreds.InboxPrefix(tc.user)}
 			for k, v := range tc.env {
 				env[k] = v
 			}

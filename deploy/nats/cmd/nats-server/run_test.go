@@ -12,53 +12,53 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/ferrystream/ferry/libs/natscreds"
 	"github.com/ferrystream/ferry/libs/testutil"
 )
 
-func setPasswords(t *testing.T) {
+// fleetConf mints a fleet (as `ferryctl creds init` does) and returns
+// single.conf copied beside its operator.conf, with a temporary store.
+func fleetConf(t *testing.T) (conf string, d *natscreds.Dir) {
 	t.Helper()
-	for _, u := range []string{"OPS", "MONITOR", "INGEST", "HEALTHPREDICT", "PLACEMENT", "NOTIFIER", "AGENT_1", "AGENT_2"} {
-		t.Setenv("FERRY_NATS_PASSWORD_"+u, "pw-"+strings.ToLower(u))
+	d, err := natscreds.Init(filepath.Join(t.TempDir(), "creds"), []string{"ingest-1"}, nil, 0)
+	if err != nil {
+		t.Fatal(err)
 	}
+	b, err := os.ReadFile("../../single.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = []byte(strings.Replace(string(b), "store_dir: /data/jetstream", fmt.Sprintf("store_dir: %q", t.TempDir()), 1))
+	conf = filepath.Join(filepath.Dir(d.ConfPath()), "single.conf")
+	if err := os.WriteFile(conf, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return conf, d
 }
 
 func TestRunChecksTheConfig(t *testing.T) {
-	setPasswords(t)
+	conf, d := fleetConf(t)
 	var out bytes.Buffer
-	if err := Run(context.Background(), []string{"-t", "-c", "../../single.conf"}, &out); err != nil {
+	if err := Run(context.Background(), []string{"-t", "-c", conf}, &out); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out.String(), "is valid") {
 		t.Fatalf("output %q", out.String())
 	}
-	t.Setenv("FERRY_NATS_PASSWORD_OPS", "")
-	os.Unsetenv("FERRY_NATS_PASSWORD_OPS")
-	err := Run(context.Background(), []string{"-t", "-c", "../../single.conf"}, &out)
-	if err == nil || !strings.Contains(err.Error(), "FERRY_NATS_PASSWORD_OPS") {
-		t.Fatalf("a missing password: %v, want an error naming FERRY_NATS_PASSWORD_OPS", err)
+	if err := os.Remove(d.ConfPath()); err != nil {
+		t.Fatal(err)
+	}
+	err := Run(context.Background(), []string{"-t", "-c", conf}, &out)
+	if err == nil || !strings.Contains(err.Error(), "operator.conf") {
+		t.Fatalf("a missing operator.conf: %v, want an error naming it", err)
 	}
 }
 
 func TestRunServesUntilCancelled(t *testing.T) {
-	setPasswords(t)
 	port := testutil.FreePort(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	// auth.conf's users with a temporary store (an include is relative to
-	// the including file, so auth.conf is copied beside it).
-	auth, err := os.ReadFile("../../auth.conf")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	conf := filepath.Join(dir, "test.conf")
-	body := fmt.Sprintf("jetstream { store_dir: %q }\ninclude ./auth.conf\n", filepath.Join(dir, "js"))
-	if err := os.WriteFile(filepath.Join(dir, "auth.conf"), auth, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	conf, d := fleetConf(t)
 	go func() {
 		done <- Run(ctx, []string{"-c", conf, "-a", "127.0.0.1", "-p", fmt.Sprint(port), "-m", fmt.Sprint(testutil.FreePort(t))}, &bytes.Buffer{})
 	}()
@@ -69,7 +69,7 @@ func TestRunServesUntilCancelled(t *testing.T) {
 			t.Fatalf("Run returned early: %v", err)
 		default:
 		}
-		nc, err := nats.Connect(url, nats.UserInfo("ops", "pw-ops"), nats.CustomInboxPrefix("_INBOX_ops"))
+		nc, err := nats.Connect(url, nats.UserCredentials(d.CredsPath("ops")), nats.CustomInboxPrefix(natscreds.InboxPrefix("ops")))
 		if err != nil {
 			return err
 		}
@@ -78,8 +78,8 @@ func TestRunServesUntilCancelled(t *testing.T) {
 		_, err = nc.Request("$JS.API.INFO", nil, 2*time.Second)
 		return err
 	})
-	if _, err := nats.Connect(url, nats.UserInfo("ops", "wrong")); err == nil {
-		t.Fatal("a wrong password was accepted")
+	if _, err := nats.Connect(url, nats.UserInfo("ops", "a-password")); err == nil {
+		t.Fatal("a password was accepted by a server that trusts only the fleet's operator")
 	}
 	cancel()
 	select {

@@ -34,6 +34,7 @@ import (
 
 	"github.com/ferrystream/ferry/libs/events"
 	"github.com/ferrystream/ferry/libs/media"
+	"github.com/ferrystream/ferry/libs/subject"
 	"github.com/ferrystream/ferry/libs/testutil"
 	"github.com/ferrystream/ferry/libs/token"
 	"github.com/ferrystream/ferry/services/ingest"
@@ -456,7 +457,7 @@ func BenchmarkEdge(b *testing.B) {
 		var mu sync.Mutex
 		var gaps []float64
 		var missing, dups int64
-		sub, err := env.NC.Subscribe("ferry.evt.edge.switched.cam", func(m *nats.Msg) {
+		sub, err := env.NC.Subscribe(subject.EdgeSwitched("cam", "*"), func(m *nats.Msg) {
 			_, ev, err := events.DecodeAs[events.EdgeSwitched](m.Data)
 			if err != nil {
 				return

@@ -130,7 +130,9 @@ func (a Attachments) Wait(ctx context.Context, stream, host, migrationID string,
 		return ctx.Err()
 	}
 	start := since.Add(-time.Minute) // tolerate clock skew between hosts
-	err := bus.Replay(ctx, a.JS, bus.ReplaySpec{Stream: bus.StreamEvents, Filters: []string{subject.PublisherAttached(stream)},
+	// Only host's own report: its subject ends with the reporting host,
+	// which NATS permissions bind to that host's credential.
+	err := bus.Replay(ctx, a.JS, bus.ReplaySpec{Stream: bus.StreamEvents, Filters: []string{subject.PublisherAttached(stream, host)},
 		DeliverPolicy: jetstream.DeliverByStartTimePolicy, StartTime: start, Follow: true,
 		AttemptTimeout: attemptTimeout}, func(msg jetstream.Msg) error {
 		_, ev, derr := events.DecodeAs[events.PublisherAttached](msg.Data())

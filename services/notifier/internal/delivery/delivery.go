@@ -71,9 +71,11 @@ type SSEFunc func(ctx context.Context, client string, body []byte) error
 
 // Deps are the Engine's collaborators.
 type Deps struct {
-	NC        *nats.Conn
-	JS        jetstream.JetStream
-	Sessions  jetstream.KeyValue
+	NC       *nats.Conn
+	JS       jetstream.JetStream
+	Sessions jetstream.KeyValue
+	// Secrets is the session_secrets bucket (webhook signing keys).
+	Secrets   jetstream.KeyValue
 	Notices   jetstream.KeyValue
 	Processed jetstream.KeyValue
 	Webhook   WebhookFunc
@@ -103,8 +105,8 @@ type Engine struct {
 
 // New returns an Engine.
 func New(cfg Config, d Deps) (*Engine, error) {
-	if d.NC == nil || d.JS == nil || d.Sessions == nil || d.Notices == nil || d.Processed == nil {
-		return nil, errors.New("delivery: NC, JS and the sessions, notices and processed buckets are required")
+	if d.NC == nil || d.JS == nil || d.Sessions == nil || d.Secrets == nil || d.Notices == nil || d.Processed == nil {
+		return nil, errors.New("delivery: NC, JS and the sessions, session_secrets, notices and processed buckets are required")
 	}
 	if len(cfg.TokenSecret) == 0 {
 		return nil, errors.New("delivery: token secret is required")
@@ -489,12 +491,8 @@ func (e *Engine) drive(ctx context.Context, m jetstream.Msg, env events.Envelope
 
 	var secret []byte
 	if slices.Contains(rec.Channels, ChannelWebhook) {
-		ent, err := e.d.Sessions.Get(ctx, rec.Notice.SessionID)
-		if err == nil {
-			var s events.Session
-			if json.Unmarshal(ent.Value(), &s) == nil {
-				secret = []byte(s.NoticeSecret)
-			}
+		if sec, err := bus.NoticeSecret(ctx, e.d.Secrets, e.d.Sessions, rec.Notice.SessionID); err == nil {
+			secret = []byte(sec)
 		}
 	}
 	_, body, err := events.Marshal(e.source, rec.Notice)

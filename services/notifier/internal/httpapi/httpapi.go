@@ -32,6 +32,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/ferrystream/ferry/libs/bus"
 	"github.com/ferrystream/ferry/libs/events"
 	"github.com/ferrystream/ferry/libs/obs"
 	"github.com/ferrystream/ferry/libs/subject"
@@ -50,6 +51,7 @@ type AckFunc func(ctx context.Context, a events.NoticeAck) events.NoticeAckReply
 type Hub struct {
 	nc        *nats.Conn
 	sessions  jetstream.KeyValue
+	secrets   jetstream.KeyValue
 	ack       AckFunc
 	log       zerolog.Logger
 	metrics   *metrics.Metrics
@@ -75,7 +77,7 @@ type push struct {
 }
 
 // New returns a Hub. keepalive is the interval of SSE comment lines (0: 15s).
-func New(nc *nats.Conn, sessions jetstream.KeyValue, ack AckFunc, m *metrics.Metrics, log zerolog.Logger, keepalive time.Duration) *Hub {
+func New(nc *nats.Conn, sessions, secrets jetstream.KeyValue, ack AckFunc, m *metrics.Metrics, log zerolog.Logger, keepalive time.Duration) *Hub {
 	if keepalive <= 0 {
 		keepalive = 15 * time.Second
 	}
@@ -83,7 +85,7 @@ func New(nc *nats.Conn, sessions jetstream.KeyValue, ack AckFunc, m *metrics.Met
 		m = metrics.New(nil)
 	}
 	return &Hub{
-		nc: nc, sessions: sessions, ack: ack, metrics: m, keepalive: keepalive,
+		nc: nc, sessions: sessions, secrets: secrets, ack: ack, metrics: m, keepalive: keepalive,
 		log:     log.With().Str(obs.FieldComponent, "httpapi").Logger(),
 		clients: map[string]*clientStreams{},
 	}
@@ -143,7 +145,8 @@ func (h *Hub) authenticate(r *http.Request, client string) (events.Session, stri
 	if s.ClientID != client {
 		return events.Session{}, "wrong-client"
 	}
-	if s.NoticeSecret == "" || subtle.ConstantTimeCompare([]byte(s.NoticeSecret), []byte(secret)) != 1 {
+	want, err := bus.NoticeSecret(r.Context(), h.secrets, h.sessions, sid)
+	if err != nil || subtle.ConstantTimeCompare([]byte(want), []byte(secret)) != 1 {
 		return events.Session{}, "wrong-token"
 	}
 	return s, ""

@@ -223,15 +223,17 @@ func (s *Service) session(ctx context.Context, req client.ChooseRequest) (sess e
 		id = "s-" + randomHex(8)
 	}
 	return events.Session{SessionID: id, Stream: req.Stream, ClientID: req.ClientID, Capabilities: req.Capabilities,
-		NoticeSecret: randomHex(16), CreatedAt: now}, 0, true, nil
+		CreatedAt: now}, 0, true, nil
 }
 
 func sameCaps(a, b events.Capabilities) bool {
 	return a.CanMove == b.CanMove && a.WebhookURL == b.WebhookURL && slices.Equal(a.Channels, b.Channels)
 }
 
-// saveSession stores a new session, or the changed capabilities of a known one.
-func (s *Service) saveSession(ctx context.Context, sess events.Session, rev uint64, isNew bool, caps events.Capabilities) error {
+// saveSession stores a new session with its notice secret (the secret first,
+// in its own bucket, so a session never exists without one), or the changed
+// capabilities of a known one.
+func (s *Service) saveSession(ctx context.Context, sess events.Session, rev uint64, isNew bool, caps events.Capabilities, secret string) error {
 	if !isNew && sameCaps(sess.Capabilities, caps) {
 		return nil
 	}
@@ -239,6 +241,10 @@ func (s *Service) saveSession(ctx context.Context, sess events.Session, rev uint
 	b, _ := json.Marshal(sess)
 	var err error
 	if isNew {
+		sb, _ := json.Marshal(events.SessionSecret{SessionID: sess.SessionID, NoticeSecret: secret, CreatedAt: sess.CreatedAt})
+		if _, err := s.st.SessionSecrets.Put(ctx, sess.SessionID, sb); err != nil {
+			return fmt.Errorf("write session secret %s: %w", sess.SessionID, err)
+		}
 		_, err = s.st.Sessions.Create(ctx, sess.SessionID, b)
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			return badRequest("session_id: %s was created concurrently; ask again", sess.SessionID)
@@ -266,7 +272,11 @@ func (s *Service) Choose(ctx context.Context, req client.ChooseRequest) (client.
 	if err != nil {
 		return client.ChooseResponse{}, err
 	}
-	if err := s.saveSession(ctx, sess, srev, isNew, req.Capabilities); err != nil {
+	var secret string
+	if isNew {
+		secret = randomHex(16)
+	}
+	if err := s.saveSession(ctx, sess, srev, isNew, req.Capabilities, secret); err != nil {
 		return client.ChooseResponse{}, err
 	}
 	now := s.now().UTC()
@@ -283,7 +293,7 @@ func (s *Service) Choose(ctx context.Context, req client.ChooseRequest) (client.
 	resp := client.ChooseResponse{Stream: p.Stream, Host: p.Host, SessionID: sess.SessionID, Epoch: p.Epoch, ExpiresAt: exp,
 		URL: strings.TrimRight(base, "/") + "/" + p.Stream + "?" + token.QueryParam + "=" + url.QueryEscape(tok)}
 	if isNew {
-		resp.NoticeSecret = sess.NoticeSecret
+		resp.NoticeSecret = secret
 	}
 	return resp, nil
 }

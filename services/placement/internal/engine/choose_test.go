@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -95,6 +96,16 @@ func TestChooseRespectsCapacityAndSpreads(t *testing.T) {
 	e, err := h.env.Stores.Sessions.Get(ctx, r0.SessionID)
 	if err != nil || !strings.Contains(string(e.Value()), `"can_move":true`) {
 		t.Fatalf("session %s: %v %s", r0.SessionID, err, e.Value())
+	}
+	// The notice secret is not in the session (ingest hosts read sessions)
+	// but in session_secrets, which only the notifier reads.
+	if strings.Contains(string(e.Value()), r0.NoticeSecret) || strings.Contains(string(e.Value()), "notice_secret") {
+		t.Fatalf("session %s holds the notice secret: %s", r0.SessionID, e.Value())
+	}
+	se, err := h.env.Stores.SessionSecrets.Get(ctx, r0.SessionID)
+	var sec events.SessionSecret
+	if err != nil || json.Unmarshal(se.Value(), &sec) != nil || sec.NoticeSecret != r0.NoticeSecret || sec.SessionID != r0.SessionID {
+		t.Fatalf("session secret of %s: %v %+v, want the secret choose returned", r0.SessionID, err, sec)
 	}
 
 	// get answers where the stream lives.

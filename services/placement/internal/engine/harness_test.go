@@ -97,7 +97,7 @@ func (h *harness) silence(name string) {
 func (h *harness) seed(stream, host, clientID string, canMove bool, mut ...func(*events.Placement)) {
 	h.t.Helper()
 	sid := "s-" + randomHex(8)
-	sess := events.Session{SessionID: sid, Stream: stream, ClientID: clientID, NoticeSecret: "x", CreatedAt: time.Now().UTC(),
+	sess := events.Session{SessionID: sid, Stream: stream, ClientID: clientID, CreatedAt: time.Now().UTC(),
 		Capabilities: events.Capabilities{CanMove: canMove, Channels: []string{"nats"}}}
 	b, _ := json.Marshal(sess)
 	if _, err := h.env.Stores.Sessions.Create(h.ctx, sid, b); err != nil {
