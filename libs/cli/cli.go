@@ -207,6 +207,25 @@ func Parse(fs *flag.FlagSet, args []string, out io.Writer) error {
 	return nil
 }
 
+// Exit codes of Ferry's binaries.
+const (
+	ExitOK    = 0
+	ExitError = 1
+	// ExitUsage is a malformed command line (a FlagError).
+	ExitUsage = 2
+)
+
+// ExitCode is the exit code for the error a binary's Run returned.
+func ExitCode(err error) int {
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return ExitOK
+	case errors.Is(err, ErrFlag):
+		return ExitUsage
+	}
+	return ExitError
+}
+
 // ErrFlag is matched by every error FlagError returns.
 var ErrFlag = errors.New("bad flag")
 
