@@ -184,6 +184,18 @@ func Parse(fs *flag.FlagSet, args []string, out io.Writer) error {
 	if fs.Lookup("version") == nil {
 		showVersion = fs.Bool("version", false, "print the version and exit")
 	}
+	if err := ParseFlags(fs, args, out); err != nil {
+		return err
+	}
+	if showVersion != nil && *showVersion {
+		fmt.Fprintln(out, BuildInfo(fs.Name()))
+		return flag.ErrHelp
+	}
+	return nil
+}
+
+// ParseFlags is Parse without the --version flag (for subcommands).
+func ParseFlags(fs *flag.FlagSet, args []string, out io.Writer) error {
 	usage := fs.Usage
 	fs.Usage = func() {}
 	prev := fs.Output()
@@ -199,10 +211,6 @@ func Parse(fs *flag.FlagSet, args []string, out io.Writer) error {
 		return flag.ErrHelp
 	case err != nil:
 		return FlagError(fs, err)
-	}
-	if showVersion != nil && *showVersion {
-		fmt.Fprintln(out, BuildInfo(fs.Name()))
-		return flag.ErrHelp
 	}
 	return nil
 }
