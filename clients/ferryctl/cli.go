@@ -179,7 +179,7 @@ func (c *conn) Close() { c.nc.Close() }
 func (e *env) connect() (*conn, error) {
 	if e.global.nats != "" {
 		if err := bus.CheckURL(e.global.nats); err != nil {
-			return nil, usageErr("--nats: %v", err)
+			return nil, usageError{msg: fmt.Sprintf("--nats: %v", err), flag: true}
 		}
 	}
 	cfg := e.natsConfig()

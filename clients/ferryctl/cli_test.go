@@ -91,7 +91,7 @@ func TestBadInput(t *testing.T) {
 		{"dev bad flag", []string{"dev", "--origins", "three"}, 2, `ferryctl: --origins: "three" is not an integer` + "\n"},
 		{"demo bad flag", []string{"demo", "--in", "10x"}, 2, `ferryctl: --in: "10x" is not a duration like 30s or 2m` + "\n"},
 		{"nats flag scheme", []string{"--nats", "http://127.0.0.1:4222", "status"}, 2,
-			`ferryctl: --nats: "http://127.0.0.1:4222": scheme "http" is not a NATS scheme (nats, tls, ws or wss), e.g. nats://127.0.0.1:4222`},
+			`ferryctl: --nats: "http://127.0.0.1:4222": scheme "http" is not a NATS scheme (nats, tls, ws or wss), e.g. nats://127.0.0.1:4222` + "\n"},
 		{"completion shell", []string{"completion", "fish"}, 2, `completion: unknown shell "fish" (bash or zsh)`},
 		{"missing subcommand", []string{"maintenance"}, 2, "maintenance: missing subcommand (cancel, list, schedule)"},
 		{"unknown subcommand", []string{"maintenance", "postpone"}, 2, `maintenance: unknown subcommand "postpone"`},
@@ -118,6 +118,19 @@ func TestBadInput(t *testing.T) {
 				t.Errorf("stdout %q, want nothing", r.stdout)
 			}
 		})
+	}
+}
+
+// TestNATSURLBlame checks that a non-NATS URL is refused and blamed on
+// where it came from: the --nats flag, or FERRY_NATS_URL.
+func TestNATSURLBlame(t *testing.T) {
+	r := ctl(t, "nats://127.0.0.1:1", "--nats", "https://127.0.0.1:4222", "status")
+	if r.code != 2 || r.stderr != `ferryctl: --nats: "https://127.0.0.1:4222": scheme "https" is not a NATS scheme (nats, tls, ws or wss), e.g. nats://127.0.0.1:4222`+"\n" {
+		t.Errorf("flag: exit %d stderr %q", r.code, r.stderr)
+	}
+	r = ctl(t, "https://127.0.0.1:4222", "status")
+	if r.code != 1 || !strings.HasPrefix(r.stderr, `ferryctl: FERRY_NATS_URL: "https://127.0.0.1:4222": scheme "https"`) {
+		t.Errorf("env: exit %d stderr %q", r.code, r.stderr)
 	}
 }
 

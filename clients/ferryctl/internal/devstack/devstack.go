@@ -124,6 +124,11 @@ func printStack(w io.Writer, s *stack.Stack) {
 	for _, h := range s.Hosts {
 		fmt.Fprintf(w, "  %-12s %-6s %-7s rtsp %s  metrics %s/metrics\n", h.ID, h.Role, h.Zone, h.RTSPURL, h.MetricsURL)
 	}
+	if s.Opts.UDP {
+		fmt.Fprintln(w, "  rtsp         over TCP and UDP (RTP/RTCP port pairs from the free ports)")
+	} else {
+		fmt.Fprintln(w, "  rtsp         over TCP only (--udp to add UDP)")
+	}
 	for _, name := range []string{"healthpredict", "placement", "notifier"} {
 		fmt.Fprintf(w, "  %-12s metrics %s/metrics\n", name, s.Services[name])
 	}
