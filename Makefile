@@ -9,6 +9,10 @@ CMDS       := services/ingest/cmd/ferry-ingest services/healthpredict/cmd/ferry-
               services/placement/cmd/ferry-placement services/notifier/cmd/ferry-notifier \
               clients/publisher/cmd/ferry-publish clients/ferryctl/cmd/ferryctl
 TEST_FLAGS ?= -race -count=1 -timeout 20m
+# --version prints the VCS commit from the build info; builds without it
+# (GOFLAGS=-buildvcs=false in CI, a tree without .git) get it from here.
+COMMIT     := $(shell git rev-parse --short=12 HEAD 2>/dev/null)
+LDFLAGS    := $(if $(COMMIT),-X github.com/ferrystream/ferry/libs/cli.commit=$(COMMIT))
 BENCH_OUT  := $(CURDIR)/bench/results
 
 .PHONY: help build test test-short demo dev bench lint fmt tidy images up down test-compose ensure-ffmpeg clean
@@ -21,7 +25,7 @@ build: ## static binaries into bin/
 	@for c in $(CMDS); do \
 		if [ -d $$c ]; then \
 			echo "build $$(basename $$c)"; \
-			CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./$$c || exit 1; \
+			CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./$$c || exit 1; \
 		else echo "skip $$c (not present)"; fi; \
 	done
 

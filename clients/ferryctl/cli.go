@@ -19,12 +19,13 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/ferrystream/ferry/libs/bus"
+	"github.com/ferrystream/ferry/libs/cli"
 )
 
 var (
 	// errUsage marks a malformed command line (exit code 2).
 	errUsage = errors.New("usage")
-	// errFlagParse is a flag error the flag package already printed.
+	// errFlagParse is a command line the usage text was printed for.
 	errFlagParse = errors.New("bad flags")
 	// errReported is an error whose message was already printed.
 	errReported = errors.New("failed")
@@ -35,8 +36,12 @@ var (
 	ErrNotBootstrapped = errors.New("not set up for Ferry")
 )
 
-// usageError is a malformed command line; it matches errUsage.
-type usageError struct{ msg string }
+// usageError is a malformed command line; it matches errUsage. flag is set
+// for a flag error, which is printed as its one line without the hint.
+type usageError struct {
+	msg  string
+	flag bool
+}
 
 func (u usageError) Error() string        { return u.msg }
 func (u usageError) Is(target error) bool { return target == errUsage }
@@ -66,7 +71,7 @@ func (g *globalFlags) register(fs *flag.FlagSet) {
 // newFlags returns a flag set for a command with the connection flags when
 // withConn, and a usage text made of synopsis, description and the flags.
 func (e *env) newFlags(name, synopsis, description string, withConn bool) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs := flag.NewFlagSet("ferryctl "+name, flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
 	if withConn {
 		e.global.register(fs)
@@ -78,7 +83,7 @@ func (e *env) newFlags(name, synopsis, description string, withConn bool) *flag.
 		fs.VisitAll(func(*flag.Flag) { n++ })
 		if n > 0 {
 			fmt.Fprintln(w, "\nFlags:")
-			fs.PrintDefaults()
+			cli.PrintDefaults(w, fs)
 		}
 	}
 	return fs
@@ -90,11 +95,8 @@ func (e *env) newFlags(name, synopsis, description string, withConn bool) *flag.
 func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, err
-			}
-			return nil, errFlagParse
+		if err := parseFlags(fs, args); err != nil {
+			return nil, err
 		}
 		rest := fs.Args()
 		if len(rest) == 0 {
@@ -106,6 +108,18 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 		pos = append(pos, rest[0])
 		args = rest[1:]
 	}
+}
+
+// parseFlags is fs.Parse with Ferry's conventions: -h prints the usage and
+// returns flag.ErrHelp; a malformed flag is one line naming the flag and the
+// expected form (`--in: "10x" is not a duration like 30s or 2m`), a usage
+// error, with nothing else printed.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	err := cli.ParseFlags(fs, args, fs.Output())
+	if errors.Is(err, cli.ErrFlag) {
+		return usageError{msg: err.Error(), flag: true}
+	}
+	return err
 }
 
 // positional checks the number of positional arguments.
@@ -163,6 +177,11 @@ func (c *conn) Close() { c.nc.Close() }
 
 // connect dials NATS. Failing to reach it gives one line naming the URL.
 func (e *env) connect() (*conn, error) {
+	if e.global.nats != "" {
+		if err := bus.CheckURL(e.global.nats); err != nil {
+			return nil, usageError{msg: fmt.Sprintf("--nats: %v", err), flag: true}
+		}
+	}
 	cfg := e.natsConfig()
 	if err := cfg.Validate(); err != nil {
 		return nil, err

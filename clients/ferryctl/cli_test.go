@@ -38,7 +38,8 @@ func TestDrain(t *testing.T) {
 
 	// no grace: the host's own; an unregistered host gets a warning
 	r = mustCtl(t, env.URL, "drain", "ingest-9")
-	if !strings.Contains(r.stderr, "warning: host ingest-9 is not registered") || !strings.Contains(r.stdout, "grace the host's configured grace") {
+	if !strings.Contains(r.stderr, "warning: host ingest-9 is not registered") ||
+		!regexp.MustCompile(`^drain cmd-[0-9a-f]{16} sent to ingest-9 on ferry\.cmd\.ingest\.ingest-9\.drain \(the host's own grace, INGEST_DRAIN_GRACE\)\n$`).MatchString(r.stdout) {
 		t.Errorf("stdout %q stderr %q", r.stdout, r.stderr)
 	}
 	_, cmd, err = events.DecodeAs[events.DrainCommand](lastEvent(t, env.JS, bus.StreamCommands, subject.IngestDrain("ingest-9")).Data)
@@ -79,13 +80,19 @@ func TestBadInput(t *testing.T) {
 			"ferryctl: use either --in or --at, not both"},
 		{"neither in nor at", []string{"maintenance", "schedule", "ingest-2"}, 2, "say when the window starts: --in D"},
 		{"bad duration", []string{"maintenance", "schedule", "ingest-2", "--in", "2 minutes"}, 2,
-			`invalid value "2 minutes" for flag -in: parse error`},
+			`ferryctl: --in: "2 minutes" is not a duration like 30s or 2m` + "\n"},
 		{"bad --for", []string{"maintenance", "schedule", "ingest-2", "--in", "2m", "--for", "-5m"}, 2, "--for -5m0s: must be positive"},
 		{"bad --at", []string{"maintenance", "schedule", "ingest-2", "--at", "tomorrow"}, 2, `--at "tomorrow": not an RFC3339 time`},
 		{"--at in the past", []string{"maintenance", "schedule", "ingest-2", "--at", past}, 2, "is in the past"},
 		{"missing host", []string{"maintenance", "schedule", "--in", "2m"}, 2, "missing host"},
 		{"two hosts", []string{"drain", "ingest-1", "ingest-2"}, 2, `unexpected argument "ingest-2"`},
-		{"bad grace", []string{"drain", "ingest-1", "--grace", "soon"}, 2, `invalid value "soon" for flag -grace`},
+		{"bad grace", []string{"drain", "ingest-1", "--grace", "soon"}, 2, `ferryctl: --grace: "soon" is not a duration like 30s or 2m` + "\n"},
+		{"bad global flag", []string{"--timeout", "10x", "status"}, 2, `ferryctl: --timeout: "10x" is not a duration like 30s or 2m` + "\n"},
+		{"dev bad flag", []string{"dev", "--origins", "three"}, 2, `ferryctl: --origins: "three" is not an integer` + "\n"},
+		{"demo bad flag", []string{"demo", "--in", "10x"}, 2, `ferryctl: --in: "10x" is not a duration like 30s or 2m` + "\n"},
+		{"nats flag scheme", []string{"--nats", "http://127.0.0.1:4222", "status"}, 2,
+			`ferryctl: --nats: "http://127.0.0.1:4222": scheme "http" is not a NATS scheme (nats, tls, ws or wss), e.g. nats://127.0.0.1:4222` + "\n"},
+		{"completion shell", []string{"completion", "fish"}, 2, `completion: unknown shell "fish" (bash or zsh)`},
 		{"missing subcommand", []string{"maintenance"}, 2, "maintenance: missing subcommand (cancel, list, schedule)"},
 		{"unknown subcommand", []string{"maintenance", "postpone"}, 2, `maintenance: unknown subcommand "postpone"`},
 		{"bad maintenance id", []string{"maintenance", "cancel", "mw-1 2"}, 2, `maintenance id "mw-1 2"`},
@@ -93,13 +100,17 @@ func TestBadInput(t *testing.T) {
 		{"bad stream name", []string{"events", "--stream", "cam.1"}, 2, `stream name "cam.1"`},
 		{"bad migration id", []string{"trace", "m-1>"}, 2, `migration id "m-1>"`},
 		{"unknown command", []string{"launch"}, 2, `ferryctl: unknown command "launch"`},
-		{"unknown flag", []string{"status", "--colour"}, 2, "flag provided but not defined: -colour"},
+		{"unknown flag", []string{"status", "--colour"}, 2, "ferryctl: --colour: unknown flag (see ferryctl status -h)\n"},
 		{"probe bad url", []string{"probe", "http://cam/x"}, 2, `url "http://cam/x": scheme must be rtsp or rtsps`},
 		{"probe bad transport", []string{"probe", "rtsp://cam/x", "--transport", "quic"}, 2, `transport "quic": must be tcp, udp or auto`},
 		{"place bad stream", []string{"place", "cam 1"}, 2, `stream name "cam 1"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := ctl(t, dead, tc.args...) // validation happens before any connection
+			if strings.HasSuffix(tc.want, "\n") && r.stderr != tc.want {
+				// a flag error: exactly this one line, no usage text
+				t.Errorf("stderr:\n%s\nwant exactly %q", r.stderr, tc.want)
+			}
 			if r.code != tc.code || !strings.Contains(r.stderr, tc.want) {
 				t.Errorf("exit %d, stderr:\n%s\nwant exit %d and %q", r.code, r.stderr, tc.code, tc.want)
 			}
@@ -107,6 +118,19 @@ func TestBadInput(t *testing.T) {
 				t.Errorf("stdout %q, want nothing", r.stdout)
 			}
 		})
+	}
+}
+
+// TestNATSURLBlame checks that a non-NATS URL is refused and blamed on
+// where it came from: the --nats flag, or FERRY_NATS_URL.
+func TestNATSURLBlame(t *testing.T) {
+	r := ctl(t, "nats://127.0.0.1:1", "--nats", "https://127.0.0.1:4222", "status")
+	if r.code != 2 || r.stderr != `ferryctl: --nats: "https://127.0.0.1:4222": scheme "https" is not a NATS scheme (nats, tls, ws or wss), e.g. nats://127.0.0.1:4222`+"\n" {
+		t.Errorf("flag: exit %d stderr %q", r.code, r.stderr)
+	}
+	r = ctl(t, "https://127.0.0.1:4222", "status")
+	if r.code != 1 || !strings.HasPrefix(r.stderr, `ferryctl: FERRY_NATS_URL: "https://127.0.0.1:4222": scheme "https"`) {
+		t.Errorf("env: exit %d stderr %q", r.code, r.stderr)
 	}
 }
 
@@ -167,8 +191,18 @@ func TestHelp(t *testing.T) {
 		{[]string{"status", "-h"}, "MIGRATIONS  migrations in flight"},
 		{[]string{"events", "--help"}, "--follow it prints new events"},
 		{[]string{"trace", "-h"}, "SINCE is the time from the decision"},
-		{[]string{"probe", "-h"}, "-fail-on-loss"},
-		{[]string{"place", "-h"}, "-no-move"},
+		{[]string{"probe", "-h"}, "\n  --fail-on-loss\n"},
+		{[]string{"probe", "-h"}, "\n  --max-gap duration\n"},
+		{[]string{"place", "-h"}, "\n  --no-move\n"},
+		{[]string{"maintenance", "schedule", "-h"}, "\n  --in duration\n"},
+		{[]string{"dev", "-h"}, "Runs Ferry's local stack on loopback until Ctrl-C, without Docker"},
+		{[]string{"dev", "-h"}, "\n  --udp\n    \tserve RTSP over UDP too"},
+		{[]string{"demo", "-h"}, "Runs the local stack (as ferryctl dev), a synthetic camera"},
+		{[]string{"help", "dev"}, "Usage:\n  ferryctl dev [--origins N]"},
+		{[]string{"version"}, "ferryctl devel (commit "},
+		{[]string{"--version"}, "ferryctl devel (commit "},
+		{[]string{"completion", "bash"}, "complete -o default -F _ferryctl ferryctl\n"},
+		{[]string{"completion", "zsh"}, "#compdef ferryctl\n"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			r := ctl(t, "nats://127.0.0.1:1", tc.args...)
@@ -176,6 +210,16 @@ func TestHelp(t *testing.T) {
 				t.Errorf("exit %d, output:\n%s%s\nwant %q", r.code, r.stdout, r.stderr, tc.want)
 			}
 		})
+	}
+	// help spells every flag with two dashes
+	for _, args := range [][]string{{"help"}, {"status", "-h"}, {"probe", "-h"}, {"place", "-h"}, {"dev", "-h"}, {"demo", "-h"},
+		{"events", "-h"}, {"maintenance", "schedule", "-h"}, {"drain", "-h"}, {"trace", "-h"}} {
+		r := ctl(t, "nats://127.0.0.1:1", args...)
+		for _, l := range lines(r.stdout + r.stderr) {
+			if f := strings.Fields(l); len(f) > 0 && regexp.MustCompile(`^-[a-z]`).MatchString(f[0]) {
+				t.Errorf("%v: single-dash flag in %q", args, l)
+			}
+		}
 	}
 	if r := ctl(t, "nats://127.0.0.1:1"); r.code != 2 || !strings.Contains(r.stderr, "Commands:") {
 		t.Errorf("no arguments: exit %d stderr %q", r.code, r.stderr)

@@ -56,10 +56,10 @@ Examples:
 	if _, err := events.Publish(ctx, c.js, eventSource, cmd); err != nil {
 		return err
 	}
-	g := "the host's configured grace"
+	g := "the host's own grace, INGEST_DRAIN_GRACE"
 	if *grace > 0 {
-		g = grace.String()
+		g = "grace " + grace.String()
 	}
-	fmt.Fprintf(e.stdout, "drain %s sent to %s on %s (grace %s)\n", cmd.CommandID, host, subject.IngestDrain(host), g)
+	fmt.Fprintf(e.stdout, "drain %s sent to %s on %s (%s)\n", cmd.CommandID, host, subject.IngestDrain(host), g)
 	return nil
 }

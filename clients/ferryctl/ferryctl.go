@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/ferrystream/ferry/clients/ferryctl/internal/devstack"
+	"github.com/ferrystream/ferry/libs/cli"
 )
 
 // env is what every command gets: arguments after its name, the environment,
@@ -47,6 +48,8 @@ func commands() []command {
 		{"probe", "read an RTSP stream and report frames lost, gaps, jumps", cmdProbe},
 		{"dev", "run the local stack (NATS, ingest hosts, services) until Ctrl-C", cmdDev},
 		{"demo", "run the stack, a camera and a viewer, and move the camera", cmdDemo},
+		{"version", "print ferryctl's version and commit", cmdVersion},
+		{"completion", "print a bash or zsh completion script", cmdCompletion},
 		{"help", "show help for a command", nil},
 	}
 }
@@ -68,7 +71,9 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return ExitOK
 	case errors.Is(err, errUsage):
 		fmt.Fprintf(stderr, "ferryctl: %v\n", err)
-		fmt.Fprintln(stderr, "run `ferryctl help` for usage")
+		if ue, ok := errors.AsType[usageError](err); !ok || !ue.flag {
+			fmt.Fprintln(stderr, "run `ferryctl help` for usage")
+		}
 		return ExitUsage
 	case errors.Is(err, errReported):
 		return ExitError
@@ -96,12 +101,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs := flag.NewFlagSet("ferryctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	e.global.register(fs)
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() { usage(stderr) }
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return errFlagParse
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *showVersion {
+		return cmdVersion(e)
 	}
 	rest := fs.Args()
 	if len(rest) == 0 {
@@ -146,6 +152,7 @@ func usage(w io.Writer) {
 
 Usage:
   ferryctl [--nats URL] [--creds FILE] <command> [arguments]
+  ferryctl --version
 
 Commands:
 `)
@@ -185,14 +192,35 @@ func commandNames(m map[string]func(*env) error) string {
 	return strings.Join(names, ", ")
 }
 
+func cmdVersion(e *env) error {
+	fs := e.newFlags("version", "ferryctl version", "Prints ferryctl's module version, VCS commit and Go version (also: ferryctl --version).", false)
+	pos, err := parse(fs, e.args)
+	if err != nil {
+		return err
+	}
+	if err := positional(pos, 0, ""); err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stdout, cli.BuildInfo("ferryctl"))
+	return nil
+}
+
 func cmdDev(e *env) error {
-	return devstack.Dev(e.ctx, e.args, e.getenv, e.stdout, e.stderr)
+	return flagUsage(devstack.Dev(e.ctx, e.args, e.getenv, e.stdout, e.stderr))
 }
 
 func cmdDemo(e *env) error {
 	err := devstack.Demo(e.ctx, e.args, e.getenv, e.stdout, e.stderr)
 	if errors.Is(err, devstack.ErrDemoFailed) {
 		return errReported // Demo printed its report and the reason
+	}
+	return flagUsage(err)
+}
+
+// flagUsage turns a cli flag error into a one-line usage error (exit 2).
+func flagUsage(err error) error {
+	if errors.Is(err, cli.ErrFlag) {
+		return usageError{msg: err.Error(), flag: true}
 	}
 	return err
 }

@@ -1,14 +1,20 @@
 package ferryctl
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/ferrystream/ferry/libs/bus"
 	"github.com/ferrystream/ferry/libs/events"
 	placement "github.com/ferrystream/ferry/services/placement/client"
 )
@@ -85,31 +91,83 @@ Examples:
 	if err != nil {
 		return placeError(err)
 	}
+	if !req.Capabilities.CanMove {
+		// notices (and their secret) are for clients that move; a plain
+		// ffmpeg, a camera or a pulled source never receives one
+		resp.NoticeSecret = ""
+	}
 	if *asJSON {
 		return writeJSON(e.stdout, resp)
 	}
+	viewers := viewerURLs(ctx, c, stream)
 	w := e.stdout
 	fmt.Fprintf(w, "stream   %s\nhost     %s\nsession  %s\nepoch    %d\n", resp.Stream, resp.Host, resp.SessionID, resp.Epoch)
 	if !resp.ExpiresAt.IsZero() {
-		fmt.Fprintf(w, "expires  %s (%s)\n", stamp(resp.ExpiresAt), relative(time.Now(), resp.ExpiresAt))
+		now := time.Now()
+		fmt.Fprintf(w, "expires  %s (%s; the token is checked when the publisher connects)\n", stamp(resp.ExpiresAt), relative(now, resp.ExpiresAt))
 	}
 	if resp.NoticeSecret != "" {
 		fmt.Fprintf(w, "notice secret (for webhook/SSE notices, shown once): %s\n", resp.NoticeSecret)
 	}
 	if req.Mode == placement.ModePull {
-		fmt.Fprintf(w, "\n%s now pulls %s.\nViewers read rtsp://<edge or host>/%s\n", resp.Host, redact(*pull), stream)
+		fmt.Fprintf(w, "\n%s now pulls %s.\n", resp.Host, redact(*pull))
+		printViewers(w, viewers)
 		return nil
 	}
 	q := shellQuote(resp.URL)
 	fmt.Fprintf(w, "\nPublish URL:\n  %s\n", resp.URL)
-	fmt.Fprintf(w, "\nPublish a test pattern with ffmpeg:\n  ffmpeg -re -f lavfi -i testsrc=size=1280x720:rate=25 -c:v libx264 -preset veryfast -tune zerolatency -g 25 -f rtsp -rtsp_transport %s %s\n", *transport, q)
+	fmt.Fprintf(w, "\nPublish a test pattern with ffmpeg (H.264 4:2:0, a keyframe every 25 frames = 1 s):\n  ffmpeg -re -f lavfi -i testsrc=size=1280x720:rate=25 %s -f rtsp -rtsp_transport %s %s\n", ffmpegH264, *transport, q)
 	fmt.Fprintf(w, "\nRepublish a camera with ffmpeg (no transcoding):\n  ffmpeg -rtsp_transport tcp -i 'rtsp://CAMERA/stream' -c copy -f rtsp -rtsp_transport %s %s\n", *transport, q)
+	fmt.Fprintln(w)
+	printViewers(w, viewers)
 	if *noMove {
 		fmt.Fprintln(w, "\nThis publisher cannot move: when its host goes away it is closed at the host's deadline;\nrun `ferryctl place` again (or supervise ffmpeg with a loop that does) to reconnect elsewhere.")
 	} else {
 		fmt.Fprintf(w, "\nDeclared can_move: move notices go to client %s over NATS; a plain ffmpeg cannot act on them\n(use --no-move for it, or run ferry-publish --client-id %s next to the camera).\n", *client, *client)
 	}
 	return nil
+}
+
+// ffmpegH264 is the encoder part of the printed ffmpeg line: 4:2:0 (without
+// -pix_fmt, libx264 keeps testsrc's 4:4:4 and encodes High 4:4:4, which many
+// players and hardware decoders refuse), low latency, and a fixed keyframe
+// interval of one GOP (25 frames at 25 fps), with no scene-cut keyframes.
+const ffmpegH264 = "-c:v libx264 -preset veryfast -tune zerolatency -pix_fmt yuv420p -g 25 -keyint_min 25 -sc_threshold 0"
+
+// viewerURLs returns rtsp://<edge>/<stream> for every registered host that
+// serves viewers (role edge or both), sorted by host.
+func viewerURLs(ctx context.Context, c *conn, stream string) []string {
+	kv, err := c.js.KeyValue(ctx, bus.BucketHosts)
+	if err != nil {
+		return nil
+	}
+	var urls []string
+	hosts := map[string]string{}
+	_ = eachKey(ctx, kv, func(key string, value []byte) {
+		var h events.HostRecord
+		if json.Unmarshal(value, &h) != nil || h.RTSPURL == "" || (h.Role != "edge" && h.Role != "both") {
+			return
+		}
+		hosts[key] = strings.TrimRight(h.RTSPURL, "/") + "/" + stream
+	})
+	for _, k := range slices.Sorted(maps.Keys(hosts)) {
+		urls = append(urls, hosts[k])
+	}
+	return urls
+}
+
+func printViewers(w io.Writer, urls []string) {
+	switch len(urls) {
+	case 0:
+		fmt.Fprintln(w, "Watch it: no edge is registered (viewers read from a host with INGEST_ROLE=edge or both).")
+	case 1:
+		fmt.Fprintf(w, "Watch it on the edge:\n  ffplay -rtsp_transport tcp %s\n", urls[0])
+	default:
+		fmt.Fprintf(w, "Watch it on an edge:\n")
+		for _, u := range urls {
+			fmt.Fprintf(w, "  ffplay -rtsp_transport tcp %s\n", u)
+		}
+	}
 }
 
 // placeError explains placement's errors in operator terms.

@@ -2,6 +2,7 @@ package ferryctl_test
 
 import (
 	"encoding/json"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -9,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/ferrystream/ferry/libs/bus"
+	"github.com/ferrystream/ferry/libs/events"
 	"github.com/ferrystream/ferry/libs/subject"
 	"github.com/ferrystream/ferry/libs/testutil"
 	placement "github.com/ferrystream/ferry/services/placement/client"
@@ -47,7 +50,7 @@ func startPlacement(t *testing.T, env *testutil.Env) *fakePlacement {
 		default:
 			_ = r.RespondJSON(placement.ChooseResponse{Stream: req.Stream, Host: "ingest-2",
 				URL:       "rtsp://127.0.0.1:8555/" + req.Stream + "?token=tok.en",
-				SessionID: "s-00000000000000aa", Epoch: 1, ExpiresAt: time.Now().Add(time.Hour), NoticeSecret: "secret"})
+				SessionID: "s-00000000000000aa", Epoch: 1, ExpiresAt: time.Now().Add(placementTokenTTL), NoticeSecret: "secret"})
 		}
 	}))
 	if err != nil {
@@ -62,6 +65,11 @@ func (f *fakePlacement) last() placement.ChooseRequest {
 	return f.reqs[len(f.reqs)-1]
 }
 
+// placementTokenTTL is the token lifetime of the real placement service
+// (PLACEMENT_TOKEN_TTL's default; services/placement's TestDocsTokenLifetime
+// checks docs/ferryctl.md against it).
+const placementTokenTTL = 10 * time.Minute
+
 func TestPlace(t *testing.T) {
 	env := testutil.NATS(t)
 
@@ -72,6 +80,12 @@ func TestPlace(t *testing.T) {
 
 	f := startPlacement(t, env)
 	r = mustCtl(t, env.URL, "place", "cam-7", "--no-move", "--client", "ffmpeg-7")
+	if !strings.Contains(r.stdout, "Watch it: no edge is registered (viewers read from a host with INGEST_ROLE=edge or both).\n") {
+		t.Errorf("no edge: output:\n%s", r.stdout)
+	}
+	putJSON(t, env.JS, bus.BucketHosts, "ingest-2", events.HostRecord{Host: "ingest-2", Role: "origin", RTSPURL: "rtsp://127.0.0.1:8555"})
+	putJSON(t, env.JS, bus.BucketHosts, "edge-1", events.HostRecord{Host: "edge-1", Role: "edge", RTSPURL: "rtsp://127.0.0.1:8600"})
+	r = mustCtl(t, env.URL, "place", "cam-7", "--no-move", "--client", "ffmpeg-7")
 	req := f.last()
 	if req.Stream != "cam-7" || req.ClientID != "ffmpeg-7" || req.Capabilities.CanMove || len(req.Capabilities.Channels) != 0 || req.Mode != "push" {
 		t.Errorf("request %+v", req)
@@ -80,13 +94,31 @@ func TestPlace(t *testing.T) {
 		"host     ingest-2\n",
 		"session  s-00000000000000aa\n",
 		"Publish URL:\n  rtsp://127.0.0.1:8555/cam-7?token=tok.en\n",
-		"-f rtsp -rtsp_transport tcp 'rtsp://127.0.0.1:8555/cam-7?token=tok.en'\n",
-		"-c copy -f rtsp -rtsp_transport tcp 'rtsp://127.0.0.1:8555/cam-7?token=tok.en'\n",
+		"\nPublish a test pattern with ffmpeg (H.264 4:2:0, a keyframe every 25 frames = 1 s):\n" +
+			"  ffmpeg -re -f lavfi -i testsrc=size=1280x720:rate=25 -c:v libx264 -preset veryfast -tune zerolatency -pix_fmt yuv420p -g 25 -keyint_min 25 -sc_threshold 0 -f rtsp -rtsp_transport tcp 'rtsp://127.0.0.1:8555/cam-7?token=tok.en'\n",
+		"\nRepublish a camera with ffmpeg (no transcoding):\n  ffmpeg -rtsp_transport tcp -i 'rtsp://CAMERA/stream' -c copy -f rtsp -rtsp_transport tcp 'rtsp://127.0.0.1:8555/cam-7?token=tok.en'\n",
+		"\nWatch it on the edge:\n  ffplay -rtsp_transport tcp rtsp://127.0.0.1:8600/cam-7\n",
 		"This publisher cannot move",
 	} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("output lacks %q:\n%s", want, r.stdout)
 		}
+	}
+	// the lifetime printed is placement's (10 min), as docs/ferryctl.md shows
+	if !regexp.MustCompile(`\nexpires  \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \(in 9m5\ds; the token is checked when the publisher connects\)\n`).MatchString(r.stdout) {
+		t.Errorf("expires line:\n%s", r.stdout)
+	}
+	// a client that cannot move never gets notices: no secret, in text or JSON
+	if strings.Contains(r.stdout, "secret") {
+		t.Errorf("notice secret printed to a --no-move client:\n%s", r.stdout)
+	}
+	r = mustCtl(t, env.URL, "place", "cam-7", "--no-move", "--json")
+	if strings.Contains(r.stdout, "secret") {
+		t.Errorf("notice secret in --no-move --json:\n%s", r.stdout)
+	}
+	r = mustCtl(t, env.URL, "place", "cam-7", "--client", "agent-7")
+	if !strings.Contains(r.stdout, "notice secret (for webhook/SSE notices, shown once): secret\n") {
+		t.Errorf("a client that moves gets the secret:\n%s", r.stdout)
 	}
 
 	r = mustCtl(t, env.URL, "place", "cam-8", "--json", "--session", "s-00000000000000aa")
@@ -98,7 +130,11 @@ func TestPlace(t *testing.T) {
 		t.Errorf("request %+v", req)
 	}
 
-	mustCtl(t, env.URL, "place", "cam-9", "--pull", "rtsp://user:pw@10.0.0.9/stream1")
+	r = mustCtl(t, env.URL, "place", "cam-9", "--pull", "rtsp://user:pw@10.0.0.9/stream1")
+	if !strings.Contains(r.stdout, "\ningest-2 now pulls rtsp://user:xxxxx@10.0.0.9/stream1.\nWatch it on the edge:\n  ffplay -rtsp_transport tcp rtsp://127.0.0.1:8600/cam-9\n") ||
+		strings.Contains(r.stdout, "secret") {
+		t.Errorf("pull output:\n%s", r.stdout)
+	}
 	if req := f.last(); req.Mode != "pull" || req.SourceURL != "rtsp://user:pw@10.0.0.9/stream1" || req.Capabilities.CanMove {
 		t.Errorf("pull request %+v", req)
 	}

@@ -3,6 +3,7 @@ package ferryctl
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/ferrystream/ferry/clients/ferryctl/probe"
@@ -19,13 +20,24 @@ func (d dirtyError) Error() string { return d.msg }
 func (d dirtyError) ExitCode() int { return exitDirty }
 
 func cmdProbe(e *env) error {
-	fs := e.newFlags("probe", "ferryctl probe <rtsp-url> [--duration 30s] [--transport tcp|udp|auto] [--interval 1s] [--json] [--fail-on-loss]",
+	fs := e.newFlags("probe", "ferryctl probe <rtsp-url> [--duration 30s] [--transport tcp|udp|auto] [--interval 1s] [--max-gap 1s] [--json] [--fail-on-loss]",
 		`Reads an RTSP stream like a viewer and reports what it received: frames, frames
 missing and duplicated (when the source carries Ferry's frame counters, as the
 synthetic sources of ferry-publish do), SSRC changes, sequence gaps, timestamps
 going backwards and the largest timestamp step, the longest silence, packets the
 RTP receiver counted lost, and decode errors. It prints a line every --interval
 and a final report. Point it at an edge to watch a stream across a migration.
+
+The result is "clean" only when nothing was missing or duplicated, the SSRC,
+sequence numbers and timestamps ran on, and the stream never stalled: no
+silence longer than --max-gap (default 1s), between two packets or from the
+last packet to the end of the probe. --max-gap 0 does not judge stalls.
+
+Exit codes: 0 when the probe ran (whatever the result, unless --fail-on-loss);
+3 with --fail-on-loss when the result is not clean (frames missing or
+duplicated, a stall, SSRC change, sequence gap, timestamps backwards, nothing
+received); 1 when the stream could not be read or the server ended the
+session; 2 for a malformed command line.
 
 Examples:
   ferryctl probe rtsp://127.0.0.1:8554/cam-1
@@ -34,7 +46,8 @@ Examples:
 	transport := fs.String("transport", probe.TransportTCP, "tcp, udp or auto (UDP, then TCP)")
 	interval := fs.Duration("interval", time.Second, "period of the progress lines (0: none)")
 	asJSON := fs.Bool("json", false, "print only the final report, as JSON")
-	failOnLoss := fs.Bool("fail-on-loss", false, "exit 3 when frames were missing or duplicated, the SSRC changed, or the server ended the session")
+	maxGap := fs.Duration("max-gap", time.Second, "longest silence of a clean stream; longer is a stall (0: stalls are not judged)")
+	failOnLoss := fs.Bool("fail-on-loss", false, "exit 3 when the result is not clean: frames missing or duplicated, a stall longer than --max-gap, an SSRC change, sequence gaps, nothing received")
 	pos, err := parse(fs, e.args)
 	if err != nil {
 		return err
@@ -42,9 +55,12 @@ Examples:
 	if err := positional(pos, 1, "RTSP URL (ferryctl probe rtsp://host:8554/stream)"); err != nil {
 		return err
 	}
-	cfg := probe.Config{URL: pos[0], Transport: *transport, Duration: *dur, Interval: *interval}
+	cfg := probe.Config{URL: pos[0], Transport: *transport, Duration: *dur, Interval: *interval, MaxGap: *maxGap}
 	if *interval < 0 {
 		return usageErr("--interval %v: must not be negative", *interval)
+	}
+	if *maxGap < 0 {
+		return usageErr("--max-gap %v: must not be negative", *maxGap)
 	}
 	if err := cfg.Validate(); err != nil {
 		return usageErr("%v", err)
@@ -119,7 +135,7 @@ func progressLine(r probe.Report, vi int, rate float64) string {
 		s += fmt.Sprintf("  missing %d  dup %d", m.FramesMissing, m.DuplicateFrames)
 	}
 	s += fmt.Sprintf("  ssrc-changes %d  seq-gaps %d  ts-back %d  longest-gap %.0fms  lost-pkts %d  decode-errors %d",
-		m.SSRCChanges, m.SeqGaps, m.TSBackwards, m.LongestGapMS, r.PacketsLost, r.DecodeErrors)
+		m.SSRCChanges, m.SeqGaps, m.TSBackwards, r.StallMS(vi), r.PacketsLost, r.DecodeErrors)
 	return s
 }
 
@@ -134,7 +150,7 @@ func printProbe(e *env, r probe.Report) {
 		}
 		t.row(fmt.Sprint(i), m.Codec, fmt.Sprint(m.Packets), fmt.Sprint(framesOf(r, i)), missing, dup,
 			fmt.Sprint(m.SSRCChanges), fmt.Sprint(m.SeqGaps), fmt.Sprint(m.SeqGapPackets), fmt.Sprint(m.SeqBackwards),
-			fmt.Sprint(m.TSBackwards), fmt.Sprintf("%.1fms", m.MaxTSStepMS), fmt.Sprintf("%.1fms", m.LongestGapMS))
+			fmt.Sprint(m.TSBackwards), fmt.Sprintf("%.1fms", m.MaxTSStepMS), fmt.Sprintf("%.1fms", r.StallMS(i)))
 	}
 	t.flush()
 	fmt.Fprintf(w, "packets lost (RTP receiver): %d, decode errors: %d", r.PacketsLost, r.DecodeErrors)
@@ -153,8 +169,40 @@ func printProbe(e *env, r probe.Report) {
 	case r.Clean():
 		fmt.Fprintln(w, "result: clean")
 	default:
-		fmt.Fprintln(w, "result: NOT clean")
+		fmt.Fprintf(w, "result: NOT clean: %s\n", strings.Join(faults(r), ", "))
 	}
+}
+
+// faults lists why r is not clean, for the result line.
+func faults(r probe.Report) []string {
+	var missing, dup, ssrc, gaps, back uint64
+	stall, stalled := 0.0, false
+	for i, m := range r.Medias {
+		missing += m.FramesMissing
+		dup += m.DuplicateFrames
+		ssrc += m.SSRCChanges
+		gaps += m.SeqGaps
+		back += m.TSBackwards
+		if g := r.StallMS(i); r.MaxGapMS > 0 && g > r.MaxGapMS {
+			stall, stalled = max(stall, g), true
+		}
+	}
+	var out []string
+	add := func(n uint64, what string) {
+		if n > 0 {
+			out = append(out, fmt.Sprintf("%d %s", n, what))
+		}
+	}
+	add(missing, "frames missing")
+	add(dup, "frames duplicated")
+	if stalled {
+		out = append(out, fmt.Sprintf("stalled %.1fs (longer than --max-gap %v)", stall/1000,
+			time.Duration(r.MaxGapMS*float64(time.Millisecond))))
+	}
+	add(ssrc, "SSRC changes")
+	add(gaps, "sequence gaps")
+	add(back, "timestamps backwards")
+	return out
 }
 
 func allZero(ms []media.MediaReport) bool {

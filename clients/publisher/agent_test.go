@@ -27,7 +27,11 @@ func TestConfigErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"no stream", map[string]string{"PUBLISH_CLIENT_ID": "a"}, nil, `PUBLISH_STREAM: must match ^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$, got ""`},
+		{"no stream", map[string]string{"PUBLISH_CLIENT_ID": "a"}, nil, `--stream is required (or set PUBLISH_STREAM)`},
+		{"bad stream", base, []string{"--stream", "a.b"}, `PUBLISH_STREAM: must match ^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$, got "a.b"`},
+		{"no client", map[string]string{"PUBLISH_STREAM": "cam-1"}, nil, `--client-id is required (or set PUBLISH_CLIENT_ID)`},
+		{"flag parse error", base, []string{"--fps", "ten"}, `--fps: "ten" is not an integer`},
+		{"nats flag scheme", base, []string{"--nats", "http://127.0.0.1:4222"}, `--nats: "http://127.0.0.1:4222": scheme "http" is not a NATS scheme (nats, tls, ws or wss), e.g. nats://127.0.0.1:4222`},
 		{"bad client", base, []string{"--client-id", "a.b"}, `PUBLISH_CLIENT_ID: must match ^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$, got "a.b"`},
 		{"bad source", base, []string{"--source", "http://x"}, `PUBLISH_SOURCE: "http://x": must be synthetic, mjpeg, rtsp://... or listen://host:port/path`},
 		{"listen without path", base, []string{"--source", "listen://127.0.0.1:8555"}, `PUBLISH_SOURCE: "listen://127.0.0.1:8555": must be listen://host:port/path (no path)`},
@@ -36,7 +40,8 @@ func TestConfigErrors(t *testing.T) {
 		{"sse without notifier", base, []string{"--channels", "sse"}, "PUBLISH_NOTIFIER_URL: required with the sse channel"},
 		{"webhook listen", base, []string{"--channels", "webhook", "--webhook-listen", "x"}, `PUBLISH_WEBHOOK_LISTEN: must be host:port, got "x"`},
 		{"retry", base, []string{"--retry-min", "2s", "--retry-max", "1s"}, "PUBLISH_RETRY_MAX: must be >= PUBLISH_RETRY_MIN (2s), got 1s"},
-		{"nats url", base, []string{"--nats", "localhost"}, `FERRY_NATS_URL: "localhost" must be a URL like nats://127.0.0.1:4222`},
+		{"nats url", base, []string{"--nats", "localhost"}, `--nats: "localhost" must be a URL like nats://127.0.0.1:4222`},
+		{"nats env", map[string]string{"PUBLISH_STREAM": "cam-1", "PUBLISH_CLIENT_ID": "a", "FERRY_NATS_URL": "http://x:4222"}, nil, `FERRY_NATS_URL: "http://x:4222": scheme "http" is not a NATS scheme (nats, tls, ws or wss), e.g. nats://127.0.0.1:4222`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg, err := publisher.Load(tc.args, func(k string) string { return tc.env[k] }, io.Discard)
@@ -369,4 +374,24 @@ func TestRunServesMetrics(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 	out.waitLine(t, time.Second, `"event":"stopped"`)
+}
+
+// TestHelpAndVersion checks that -h opens with the description paragraph and
+// spells flags with two dashes, and that --version prints one line.
+func TestHelpAndVersion(t *testing.T) {
+	var out strings.Builder
+	if _, err := publisher.Load([]string{"-h"}, func(string) string { return "" }, &out); !errors.Is(err, publisher.ErrHelp) {
+		t.Fatalf("-h: %v", err)
+	}
+	if !strings.HasPrefix(out.String(), "ferry-publish is Ferry's camera-side agent: ") ||
+		!strings.Contains(out.String(), "\n  --stream string\n") || strings.Contains(out.String(), "\n  -stream") {
+		t.Errorf("usage:\n%s", out.String())
+	}
+	out.Reset()
+	if _, err := publisher.Load([]string{"--version"}, func(string) string { return "" }, &out); !errors.Is(err, publisher.ErrHelp) {
+		t.Fatalf("--version: %v", err)
+	}
+	if !strings.HasPrefix(out.String(), "ferry-publish ") || strings.Count(out.String(), "\n") != 1 {
+		t.Errorf("version: %q", out.String())
+	}
 }

@@ -13,10 +13,19 @@ import (
 	"time"
 
 	"github.com/ferrystream/ferry/libs/bus"
+	"github.com/ferrystream/ferry/libs/cli"
 	fenv "github.com/ferrystream/ferry/libs/env"
 )
 
-// ErrHelp is returned by Load when -h or --help was given; usage went to the writer.
+// Description is the paragraph that opens `ferry-publish -h`.
+const Description = `ferry-publish is Ferry's camera-side agent: it asks placement where a stream
+should live, publishes a source there over RTSP (a synthetic test pattern with
+frame counters, a camera it pulls, or what a local encoder pushes to it), and
+when a move notice arrives it connects to the new host and switches
+make-before-break, so viewers see one continuous stream. Settings come from
+the environment (PUBLISH_*, FERRY_*) and then from these flags.`
+
+// ErrHelp is returned by Load when -h, --help or --version was given; the text went to the writer.
 var ErrHelp = flag.ErrHelp
 
 // namePattern is the pattern of stream and client names (they are subject tokens).
@@ -113,7 +122,7 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	}
 
 	fs := flag.NewFlagSet("ferry-publish", flag.ContinueOnError)
-	fs.SetOutput(usage)
+	cli.SetUsage(fs, usage, "ferry-publish --stream NAME --client-id ID [--source synthetic|mjpeg|rtsp://camera/...|listen://127.0.0.1:8555/<path>] [flags]", Description)
 	fs.StringVar(&c.Stream, "stream", c.Stream, "stream name (PUBLISH_STREAM)")
 	fs.StringVar(&c.ClientID, "client-id", c.ClientID, "client id notices are addressed to (PUBLISH_CLIENT_ID)")
 	fs.StringVar(&c.Source, "source", c.Source, "synthetic | mjpeg | rtsp://camera/... | listen://127.0.0.1:8555/<path> (PUBLISH_SOURCE)")
@@ -130,7 +139,10 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	fs.DurationVar(&c.RetryMin, "retry-min", c.RetryMin, "first reconnect delay (PUBLISH_RETRY_MIN)")
 	fs.DurationVar(&c.RetryMax, "retry-max", c.RetryMax, "longest reconnect delay (PUBLISH_RETRY_MAX)")
 	fs.DurationVar(&c.RedirectOverlap, "redirect-overlap", c.RedirectOverlap, "longest overlap after an in-band REDIRECT (PUBLISH_REDIRECT_OVERLAP)")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args, usage); err != nil {
+		return c, err
+	}
+	if err := cli.CheckSet(fs, "nats", bus.CheckURL); err != nil {
 		return c, err
 	}
 	if fs.NArg() > 0 {
@@ -153,10 +165,16 @@ func splitList(s string) []string {
 // Validate checks the configuration; every error names its key.
 func (c Config) Validate() error {
 	var errs []error
-	if !namePattern.MatchString(c.Stream) {
+	switch {
+	case c.Stream == "":
+		errs = append(errs, errors.New("--stream is required (or set PUBLISH_STREAM)"))
+	case !namePattern.MatchString(c.Stream):
 		errs = append(errs, fmt.Errorf("PUBLISH_STREAM: must match %s, got %q", namePattern, c.Stream))
 	}
-	if !namePattern.MatchString(c.ClientID) {
+	switch {
+	case c.ClientID == "":
+		errs = append(errs, errors.New("--client-id is required (or set PUBLISH_CLIENT_ID)"))
+	case !namePattern.MatchString(c.ClientID):
 		errs = append(errs, fmt.Errorf("PUBLISH_CLIENT_ID: must match %s, got %q", namePattern, c.ClientID))
 	}
 	if err := validateSource(c.Source); err != nil {

@@ -289,6 +289,8 @@ func TestConfigValidate(t *testing.T) {
 	}{
 		{"default ok", nil, ""},
 		{"bad url", map[string]string{"FERRY_NATS_URL": "localhost:4222"}, `FERRY_NATS_URL: "localhost:4222" must be a URL like nats://127.0.0.1:4222`},
+		{"not a nats scheme", map[string]string{"FERRY_NATS_URL": "http://127.0.0.1:4222"}, `FERRY_NATS_URL: "http://127.0.0.1:4222": scheme "http" is not a NATS scheme (nats, tls, ws or wss), e.g. nats://127.0.0.1:4222`},
+		{"cluster list, tls", map[string]string{"FERRY_NATS_URL": "nats://a:4222, tls://b:4222,ws://c:80"}, ""},
 		{"bad replicas", map[string]string{"FERRY_NATS_REPLICAS": "7"}, "FERRY_NATS_REPLICAS: must be 1..5, got 7"},
 		{"cert without key", map[string]string{"FERRY_NATS_CERT": "c.pem"}, "FERRY_NATS_CERT, FERRY_NATS_KEY: set both or neither"},
 	} {

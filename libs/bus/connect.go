@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -80,16 +81,41 @@ func ConfigFromEnv(getenv func(string) string, def Config) Config {
 	return c
 }
 
+// natsSchemes are the URL schemes nats.go dials.
+var natsSchemes = []string{"nats", "tls", "ws", "wss"}
+
+// CheckURL checks a comma-separated list of NATS server URLs: each must be
+// a URL with a scheme nats.go dials (nats, tls, ws, wss) and a host. The
+// error does not name a key; callers blame the flag or variable it came from.
+func CheckURL(list string) error {
+	if strings.TrimSpace(list) == "" {
+		return errors.New("must not be empty")
+	}
+	for _, u := range strings.Split(list, ",") {
+		u = strings.TrimSpace(u)
+		if u == "" {
+			continue
+		}
+		scheme, rest, ok := strings.Cut(u, "://")
+		if !ok || rest == "" {
+			return fmt.Errorf("%q must be a URL like nats://127.0.0.1:4222", u)
+		}
+		if !slices.Contains(natsSchemes, strings.ToLower(scheme)) {
+			return fmt.Errorf("%q: scheme %q is not a NATS scheme (nats, tls, ws or wss), e.g. nats://127.0.0.1:4222", u, scheme)
+		}
+	}
+	return nil
+}
+
 // Validate checks the configuration; errors name the environment key.
 func (c Config) Validate() error {
 	var errs []error
 	if c.URL == "" {
 		errs = append(errs, errors.New("FERRY_NATS_URL: must not be empty"))
 	}
-	for _, u := range strings.Split(c.URL, ",") {
-		u = strings.TrimSpace(u)
-		if u != "" && !strings.Contains(u, "://") {
-			errs = append(errs, fmt.Errorf("FERRY_NATS_URL: %q must be a URL like nats://127.0.0.1:4222", u))
+	if c.URL != "" {
+		if err := CheckURL(c.URL); err != nil {
+			errs = append(errs, fmt.Errorf("FERRY_NATS_URL: %w", err))
 		}
 	}
 	if c.Replicas < 1 || c.Replicas > 5 {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ferrystream/ferry/libs/bus"
+	"github.com/ferrystream/ferry/libs/cli"
 	"github.com/ferrystream/ferry/libs/env"
 	"github.com/ferrystream/ferry/services/healthpredict/internal/predict"
 	"github.com/ferrystream/ferry/services/healthpredict/internal/service"
@@ -215,7 +216,17 @@ func flatten(err error) []error {
 	return []error{err}
 }
 
-// ErrHelp is returned by Load for -h/--help (usage was printed).
+// Description is the paragraph that opens `ferry-healthpredict -h`.
+const Description = `ferry-healthpredict predicts ingest outages: it reads every host's telemetry
+and heartbeats from NATS, scores each host with its predictors (memory and
+descriptor leaks, error storms, packet loss, scheduled maintenance, missing
+heartbeats) and publishes health.outage_predicted, with a cause, a confidence
+and an offline time, early enough for placement to move the host's streams.
+eval and gen replay or generate telemetry traces to measure the predictors.
+Settings come from the environment (HEALTHPREDICT_*, FERRY_*) and then from
+these flags.`
+
+// ErrHelp is returned by Load for -h/--help or --version (the text was printed).
 var ErrHelp = flag.ErrHelp
 
 // Load builds the configuration from defaults, getenv and args. Usage and
@@ -249,15 +260,18 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	fs.StringVar(&c.Instance, "instance", c.Instance, "name of this replica (HEALTHPREDICT_INSTANCE; default random)")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", c.MetricsAddr, `metrics/health address, "" disables (HEALTHPREDICT_METRICS_ADDR)`)
 	fs.Usage = func() {
-		fmt.Fprintf(out, "usage: ferry-healthpredict [run] [flags]\n       ferry-healthpredict eval --telemetry FILE --labels FILE\n"+
-			"       ferry-healthpredict gen --telemetry FILE --labels FILE [--hosts N --duration D --interval D --seed N]\n\nflags of run:\n")
-		fs.PrintDefaults()
+		fmt.Fprintf(out, "%s\n\nUsage:\n  ferry-healthpredict [run] [flags]\n  ferry-healthpredict eval --telemetry FILE --labels FILE\n"+
+			"  ferry-healthpredict gen --telemetry FILE --labels FILE [--hosts N --duration D --interval D --seed N]\n\nFlags of run:\n", Description)
+		cli.PrintDefaults(out, fs)
 		fmt.Fprintf(out, "\npredictor settings (environment):\n")
 		for _, k := range Knobs(&c.Predict) {
 			fmt.Fprintf(out, "  %-40s %-18s %s\n", k.Key, k.Value(), k.Doc)
 		}
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args, out); err != nil {
+		return c, err
+	}
+	if err := cli.CheckSet(fs, "nats", bus.CheckURL); err != nil {
 		return c, err
 	}
 	if fs.NArg() > 0 {

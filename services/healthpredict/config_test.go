@@ -62,6 +62,8 @@ func TestConfErrors(t *testing.T) {
 		{"dlq every", map[string]string{"HEALTHPREDICT_DLQ_EVERY": "-1s"}, nil, "HEALTHPREDICT_DLQ_EVERY: must be between 0s and 1h0m0s, got -1s"},
 		{"nats url", map[string]string{"FERRY_NATS_URL": "localhost"}, nil, `FERRY_NATS_URL: "localhost" must be a URL like nats://127.0.0.1:4222`},
 		{"stray argument", nil, []string{"extra"}, "unexpected arguments: extra"},
+		{"nats flag scheme", nil, []string{"--nats", "http://127.0.0.1:4222"}, `--nats: "http://127.0.0.1:4222": scheme "http" is not a NATS scheme`},
+		{"flag parse error", nil, []string{"--instance"}, `--instance: needs a value`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := Load(tc.args, envOf(tc.env), &bytes.Buffer{})
@@ -80,8 +82,12 @@ func TestUsageListsEveryKnob(t *testing.T) {
 	if _, err := Load([]string{"--help"}, envOf(nil), &out); err != ErrHelp {
 		t.Fatalf("err %v", err)
 	}
+	if !strings.HasPrefix(out.String(), "ferry-healthpredict predicts ingest outages: ") {
+		t.Errorf("usage does not open with the description:\n%s", out.String())
+	}
 	for _, want := range []string{"HEALTHPREDICT_HORIZON", "10m0s", "HEALTHPREDICT_WINDOWS", "1m0s,2m0s,4m0s,8m0s",
-		"HEALTHPREDICT_SURGE_HOLD", "ferry-healthpredict eval --telemetry FILE --labels FILE"} {
+		"HEALTHPREDICT_SURGE_HOLD", "ferry-healthpredict eval --telemetry FILE --labels FILE",
+		"\n  --metrics-addr string\n", "\n  --version\n"} {
 		if !strings.Contains(out.String(), want) {
 			t.Fatalf("usage lacks %q:\n%s", want, out.String())
 		}

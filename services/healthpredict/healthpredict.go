@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/ferrystream/ferry/libs/bus"
+	"github.com/ferrystream/ferry/libs/cli"
 	"github.com/ferrystream/ferry/libs/group"
 	"github.com/ferrystream/ferry/libs/obs"
 	"github.com/ferrystream/ferry/services/healthpredict/internal/evaltrace"
@@ -108,19 +109,19 @@ var ErrUsage = errors.New("usage")
 // labels: text, then one JSON line.
 func Eval(args []string, getenv func(string) string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("ferry-healthpredict eval", flag.ContinueOnError)
-	fs.SetOutput(stdout)
+	cli.SetUsage(fs, stdout, "ferry-healthpredict eval --telemetry FILE --labels FILE [flags]",
+		"Replays a telemetry trace through the predictors (configured by HEALTHPREDICT_* like the\nservice) and prints the evaluation against the labels: text, then one JSON line.")
 	telemetry := fs.String("telemetry", "", "trace, JSON lines {host,t,mem_bytes,mem_limit,fds,fd_limit,errors,loss} (required)")
 	labels := fs.String("labels", "", "labels, JSON lines {host,kind,crash_at} (required)")
 	minLead := fs.Duration("min-lead", 30*time.Second, "a prediction counts this long before the crash at the least")
 	targets := fs.String("target-kinds", strings.Join(evaltrace.FastLeakKinds, ","), "kinds the recall target is about")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args, stdout); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
 		return err
 	}
 	if *telemetry == "" || *labels == "" {
-		fs.Usage()
 		return fmt.Errorf("%w: eval needs --telemetry and --labels", ErrUsage)
 	}
 	pc, err := LoadPredict(getenv)
@@ -169,21 +170,21 @@ func Eval(args []string, getenv func(string) string, stdout io.Writer) error {
 func Gen(args []string, stdout io.Writer) error {
 	c := evaltrace.DefaultGen()
 	fs := flag.NewFlagSet("ferry-healthpredict gen", flag.ContinueOnError)
-	fs.SetOutput(stdout)
+	cli.SetUsage(fs, stdout, "ferry-healthpredict gen --telemetry FILE --labels FILE [--hosts N --duration D --interval D --seed N]",
+		"Writes a synthetic telemetry trace of hosts that leak, storm or stay healthy, and its labels.")
 	telemetry := fs.String("telemetry", "", "trace file to write (required)")
 	labels := fs.String("labels", "", "labels file to write (required)")
 	fs.IntVar(&c.Hosts, "hosts", c.Hosts, "hosts")
 	fs.DurationVar(&c.Duration, "duration", c.Duration, "length of the trace")
 	fs.DurationVar(&c.Interval, "interval", c.Interval, "time between samples")
 	fs.Uint64Var(&c.Seed, "seed", c.Seed, "random seed")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args, stdout); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
 		return err
 	}
 	if *telemetry == "" || *labels == "" || c.Hosts < 1 || c.Duration <= 0 || c.Interval <= 0 {
-		fs.Usage()
 		return fmt.Errorf("%w: gen needs --telemetry and --labels, and positive --hosts, --duration and --interval", ErrUsage)
 	}
 	tf, err := os.Create(*telemetry)

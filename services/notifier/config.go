@@ -12,10 +12,19 @@ import (
 	"time"
 
 	"github.com/ferrystream/ferry/libs/bus"
+	"github.com/ferrystream/ferry/libs/cli"
 	fenv "github.com/ferrystream/ferry/libs/env"
 )
 
-// ErrHelp is returned by Load when -h or --help was given; usage went to the writer.
+// Description is the paragraph that opens `ferry-notifier -h`.
+const Description = `ferry-notifier delivers move notices: for every migration placement decides,
+it tells the stream's publisher where to go, over the channels the publisher
+declared (NATS, webhook, server-sent events), with a fresh publish token for
+the new host, retries until the notice is acknowledged or its deadline passes,
+and reports the outcome as events. Settings come from the environment
+(NOTIFIER_*, FERRY_*) and then from these flags.`
+
+// ErrHelp is returned by Load when -h, --help or --version was given; the text went to the writer.
 var ErrHelp = flag.ErrHelp
 
 // namePattern is the pattern of instance names used in event sources.
@@ -96,7 +105,7 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	}
 
 	fs := flag.NewFlagSet("ferry-notifier", flag.ContinueOnError)
-	fs.SetOutput(usage)
+	cli.SetUsage(fs, usage, "ferry-notifier [flags]", Description)
 	fs.StringVar(&c.NATS.URL, "nats", c.NATS.URL, "NATS server URL(s) (FERRY_NATS_URL)")
 	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "listen address for SSE streams and HTTP acks, host:port (NOTIFIER_HTTP_ADDR)")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", c.MetricsAddr, "listen address for /metrics /healthz /readyz (NOTIFIER_METRICS_ADDR)")
@@ -109,7 +118,10 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	fs.DurationVar(&c.WebhookTimeout, "webhook-timeout", c.WebhookTimeout, "timeout of one webhook POST (NOTIFIER_WEBHOOK_TIMEOUT)")
 	fs.DurationVar(&c.Lookback, "lookback", c.Lookback, "how far back a new consumer starts (NOTIFIER_LOOKBACK)")
 	fs.DurationVar(&c.UrgentWindow, "urgent-window", c.UrgentWindow, "offline time given to a move decided after its deadline (NOTIFIER_URGENT_WINDOW)")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args, usage); err != nil {
+		return c, err
+	}
+	if err := cli.CheckSet(fs, "nats", bus.CheckURL); err != nil {
 		return c, err
 	}
 	if fs.NArg() > 0 {

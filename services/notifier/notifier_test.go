@@ -45,7 +45,11 @@ func TestConfigErrors(t *testing.T) {
 		{"bad instance", map[string]string{"FERRY_TOKEN_SECRET": "x", "NOTIFIER_INSTANCE": "a b"}, nil,
 			`NOTIFIER_INSTANCE: must match ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$, got "a b"`},
 		{"bad nats url", map[string]string{"FERRY_TOKEN_SECRET": "x"}, []string{"--nats", "localhost:4222"},
-			`FERRY_NATS_URL: "localhost:4222" must be a URL like nats://127.0.0.1:4222`},
+			`--nats: "localhost:4222" must be a URL like nats://127.0.0.1:4222`},
+		{"nats flag scheme", map[string]string{"FERRY_TOKEN_SECRET": "x"}, []string{"--nats", "http://127.0.0.1:4222"},
+			`--nats: "http://127.0.0.1:4222": scheme "http" is not a NATS scheme (nats, tls, ws or wss), e.g. nats://127.0.0.1:4222`},
+		{"flag parse error", map[string]string{"FERRY_TOKEN_SECRET": "x"}, []string{"--lease", "10x"},
+			`--lease: "10x" is not a duration like 30s or 2m`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			getenv := func(k string) string { return tc.env[k] }

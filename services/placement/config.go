@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ferrystream/ferry/libs/bus"
+	"github.com/ferrystream/ferry/libs/cli"
 	"github.com/ferrystream/ferry/libs/env"
 	"github.com/ferrystream/ferry/services/placement/internal/engine"
 	"github.com/ferrystream/ferry/services/placement/internal/fleet"
@@ -73,7 +74,15 @@ func DefaultConfig() Config {
 	}
 }
 
-// ErrHelp is returned by Load for -h/--help (usage was printed).
+// Description is the paragraph that opens `ferry-placement -h`.
+const Description = `ferry-placement decides where every stream lives: it answers publishers'
+placement.v1.choose requests with a host and a signed publish token, and when
+health-prediction announces an outage (or a host drains) it moves the host's
+streams elsewhere and drives each migration to its end. Replicas elect a
+leader through a NATS Key-Value lease. Settings come from the environment
+(PLACEMENT_*, FERRY_*) and then from these flags.`
+
+// ErrHelp is returned by Load for -h/--help or --version (the text was printed).
 var ErrHelp = flag.ErrHelp
 
 // Load builds the configuration from defaults, getenv and args. Usage and
@@ -101,7 +110,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	}
 
 	fs := flag.NewFlagSet("ferry-placement", flag.ContinueOnError)
-	fs.SetOutput(out)
+	cli.SetUsage(fs, out, "ferry-placement [flags]", Description)
 	fs.StringVar(&c.NATS.URL, "nats", c.NATS.URL, "NATS server URL(s), comma-separated (FERRY_NATS_URL)")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", c.MetricsAddr, "address for /metrics /healthz /readyz, empty to disable (PLACEMENT_METRICS_ADDR)")
 	fs.StringVar(&c.ID, "id", c.ID, "replica id, unique per replica (PLACEMENT_ID; default placement-<random>)")
@@ -114,7 +123,10 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	fs.DurationVar(&c.FallbackGrace, "fallback-grace", c.FallbackGrace, "time past the deadline for a fallback publisher to reconnect (PLACEMENT_FALLBACK_GRACE)")
 	fs.DurationVar(&c.EvacuationLead, "evacuation-lead", c.EvacuationLead, "how long before a predicted outage its evacuation starts (PLACEMENT_EVACUATION_LEAD)")
 	fs.IntVar(&c.Workers, "workers", c.Workers, "concurrent decision writes (PLACEMENT_WORKERS)")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args, out); err != nil {
+		return c, err
+	}
+	if err := cli.CheckSet(fs, "nats", bus.CheckURL); err != nil {
 		return c, err
 	}
 	if fs.NArg() > 0 {

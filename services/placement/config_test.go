@@ -58,7 +58,9 @@ func TestConfigErrors(t *testing.T) {
 			"PLACEMENT_DEFAULT_CAPACITY: must be 1..PLACEMENT_MAX_CAPACITY (100), got 500"},
 		{"bitrate", map[string]string{"PLACEMENT_STREAM_BITRATE": "0"}, nil, "PLACEMENT_STREAM_BITRATE: must be 1..1000000000 bit/s, got 0"},
 		{"stale", map[string]string{"PLACEMENT_STALE_AFTER": "100ms"}, nil, "PLACEMENT_STALE_AFTER: must be between 1s and 5m0s, got 100ms"},
-		{"nats url", nil, []string{"--nats", "localhost:4222"}, `FERRY_NATS_URL: "localhost:4222" must be a URL like nats://127.0.0.1:4222`},
+		{"nats url", nil, []string{"--nats", "localhost:4222"}, `--nats: "localhost:4222" must be a URL like nats://127.0.0.1:4222`},
+		{"nats flag scheme", nil, []string{"--nats", "http://127.0.0.1:4222"}, `--nats: "http://127.0.0.1:4222": scheme "http" is not a NATS scheme (nats, tls, ws or wss), e.g. nats://127.0.0.1:4222`},
+		{"flag parse error", nil, []string{"--token-ttl", "10x"}, `--token-ttl: "10x" is not a duration like 30s or 2m`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env := map[string]string{"FERRY_TOKEN_SECRET": secret}
@@ -69,10 +71,9 @@ func TestConfigErrors(t *testing.T) {
 				env[k] = v
 			}
 			c, err := Load(tc.args, envOf(env), &bytes.Buffer{})
-			if err != nil {
-				t.Fatal(err)
+			if err == nil {
+				err = c.Validate()
 			}
-			err = c.Validate()
 			if err == nil || err.Error() != tc.want {
 				t.Fatalf("got %v, want %q", err, tc.want)
 			}
@@ -82,12 +83,18 @@ func TestConfigErrors(t *testing.T) {
 
 func TestLoadFlagErrorsAndHelp(t *testing.T) {
 	var out bytes.Buffer
-	if _, err := Load([]string{"--nope"}, envOf(nil), &out); err == nil || !strings.Contains(out.String(), "flag provided but not defined") {
+	// one line naming the flag, and no usage dump
+	if _, err := Load([]string{"--nope"}, envOf(nil), &out); err == nil || err.Error() != "--nope: unknown flag (see ferry-placement -h)" || out.Len() != 0 {
 		t.Fatalf("unknown flag: %v %q", err, out.String())
 	}
 	out.Reset()
-	if _, err := Load([]string{"-h"}, envOf(nil), &out); !errors.Is(err, ErrHelp) || !strings.Contains(out.String(), "-token-secret") {
+	if _, err := Load([]string{"-h"}, envOf(nil), &out); !errors.Is(err, ErrHelp) ||
+		!strings.HasPrefix(out.String(), "ferry-placement decides where every stream lives") || !strings.Contains(out.String(), "\n  --token-secret string\n") {
 		t.Fatalf("help: %v %q", err, out.String())
+	}
+	out.Reset()
+	if _, err := Load([]string{"--version"}, envOf(nil), &out); !errors.Is(err, ErrHelp) || !strings.HasPrefix(out.String(), "ferry-placement ") {
+		t.Fatalf("version: %v %q", err, out.String())
 	}
 	if _, err := Load([]string{"extra"}, envOf(nil), &out); err == nil {
 		t.Fatal("positional argument accepted")

@@ -60,6 +60,11 @@ type Config struct {
 	OnTick func(Report)
 	// ReadTimeout is the RTSP read timeout (default gortsplib's 10s).
 	ReadTimeout time.Duration
+	// MaxGap is the longest silence a clean stream may have: a media whose
+	// packets stopped for longer (between two packets, or from its last
+	// packet to the end of the probe) is stalled, and the report not clean.
+	// 0 disables the check.
+	MaxGap time.Duration
 }
 
 // ErrBadConfig is returned for an invalid Config.
@@ -97,6 +102,9 @@ func (c Config) Validate() error {
 	if c.Interval < 0 {
 		errs = append(errs, fmt.Errorf("%w: interval %v: must not be negative", ErrBadConfig, c.Interval))
 	}
+	if c.MaxGap < 0 {
+		errs = append(errs, fmt.Errorf("%w: max gap %v: must not be negative", ErrBadConfig, c.MaxGap))
+	}
 	return errors.Join(errs...)
 }
 
@@ -120,6 +128,38 @@ type Report struct {
 	LastDecodeError string `json:"last_decode_error,omitempty"`
 	// Disconnected is set when the server ended the session.
 	Disconnected string `json:"disconnected,omitempty"`
+	// SilenceMS is, per media, the time from its last packet to this report
+	// (to Close for the final one): a stream that froze and never resumed.
+	SilenceMS []float64 `json:"silence_ms"`
+	// MaxGapMS is Config.MaxGap (0: stalls are not judged).
+	MaxGapMS float64 `json:"max_gap_ms"`
+}
+
+// StallMS is the longest silence of media i: between two packets, or from
+// its last packet to the report.
+func (r Report) StallMS(i int) float64 {
+	if i >= len(r.Medias) {
+		return 0
+	}
+	g := r.Medias[i].LongestGapMS
+	if i < len(r.SilenceMS) && r.Medias[i].Packets > 0 {
+		g = max(g, r.SilenceMS[i])
+	}
+	return g
+}
+
+// Stalled reports whether a media that received packets was silent for
+// longer than MaxGapMS (never when MaxGapMS is 0).
+func (r Report) Stalled() bool {
+	if r.MaxGapMS <= 0 {
+		return false
+	}
+	for i := range r.Medias {
+		if r.StallMS(i) > r.MaxGapMS {
+			return true
+		}
+	}
+	return false
 }
 
 // VideoIndex is the index of the first video media (0 when there is none).
@@ -145,10 +185,11 @@ func (r Report) Video() media.MediaReport {
 func (r Report) HasCounters(i int) bool { return i < len(r.Medias) && r.Medias[i].Frames > 0 }
 
 // Clean reports whether every media arrived without missing or duplicated
-// frames, SSRC changes, sequence gaps or timestamps going backwards, and the
-// session was not ended by the server.
+// frames, SSRC changes, sequence gaps or timestamps going backwards, no
+// media stalled longer than MaxGap, and the session was not ended by the
+// server.
 func (r Report) Clean() bool {
-	if r.Disconnected != "" {
+	if r.Disconnected != "" || r.Stalled() {
 		return false
 	}
 	for _, m := range r.Medias {
@@ -176,6 +217,7 @@ type Probe struct {
 	an      *media.Analyzer
 	started time.Time
 	markers []atomic.Uint64
+	lastPkt []atomic.Int64 // unix nanoseconds of each media's latest packet
 	lost    atomic.Uint64
 	decErrs atomic.Uint64
 
@@ -251,10 +293,14 @@ func Start(ctx context.Context, cfg Config) (*Probe, error) {
 	}
 	p.an = media.NewAnalyzer(desc)
 	p.markers = make([]atomic.Uint64, len(desc.Medias))
+	p.lastPkt = make([]atomic.Int64, len(desc.Medias))
 	c.OnPacketRTPAny(func(medi *description.Media, _ format.Format, pkt *rtp.Packet) {
 		now := time.Now()
 		i := slices.Index(desc.Medias, medi)
 		p.an.Add(i, pkt, now)
+		if i >= 0 {
+			p.lastPkt[i].Store(now.UnixNano())
+		}
 		if pkt.Marker && i >= 0 {
 			p.markers[i].Add(1)
 		}
@@ -302,8 +348,16 @@ func (p *Probe) Report() Report {
 		r.Disconnected = p.endErr.Error()
 	}
 	p.mu.Unlock()
-	r.ElapsedS = time.Since(p.started).Seconds()
+	now := time.Now()
+	r.ElapsedS = now.Sub(p.started).Seconds()
 	r.Report = p.an.Report()
+	r.MaxGapMS = float64(p.cfg.MaxGap) / float64(time.Millisecond)
+	r.SilenceMS = make([]float64, len(p.lastPkt))
+	for i := range p.lastPkt {
+		if t := p.lastPkt[i].Load(); t > 0 {
+			r.SilenceMS[i] = float64(now.UnixNano()-t) / float64(time.Millisecond)
+		}
+	}
 	r.MarkerFrames = make([]uint64, len(p.markers))
 	for i := range p.markers {
 		r.MarkerFrames[i] = p.markers[i].Load()

@@ -183,3 +183,73 @@ func TestNothingListening(t *testing.T) {
 		t.Fatal("probe of a closed port succeeded")
 	}
 }
+
+// TestProbeStall freezes the camera mid-stream and checks that a probe with
+// MaxGap reports the stall (and is not clean) though no frame is missing,
+// that one without MaxGap is clean, and that a source that freezes and never
+// resumes counts as stalled by its silence until the end.
+func TestProbeStall(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		maxGap    time.Duration
+		resume    bool
+		wantStall bool
+		wantClean bool
+	}{
+		{name: "stall then resume, max gap 150ms", maxGap: 150 * time.Millisecond, resume: true, wantStall: true},
+		{name: "stall never resumed, max gap 150ms", maxGap: 150 * time.Millisecond, wantStall: true},
+		{name: "stall, no max gap", resume: true, wantClean: true},
+		{name: "no stall, max gap 1s", maxGap: time.Second, wantClean: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cam := camtest.Start(t, false)
+			p, err := probe.Start(testutil.Context(t), probe.Config{URL: cam.URL, MaxGap: tc.maxGap})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+				if n := p.Report().Video().Frames; n < 10 {
+					return fmt.Errorf("%d frames so far", n)
+				}
+				return nil
+			})
+			stalls := tc.name != "no stall, max gap 1s"
+			if stalls {
+				cam.Pause()
+				// the probe sees the silence grow past 300ms
+				testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+					if s := p.Report().SilenceMS[0]; s < 300 {
+						return fmt.Errorf("silent for %.0fms", s)
+					}
+					return nil
+				})
+			}
+			if !stalls || tc.resume {
+				cam.Resume()
+				target := p.Report().Video().LastFrame + 20
+				testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+					if last := p.Report().Video().LastFrame; last < target {
+						return fmt.Errorf("last frame %d, waiting for %d", last, target)
+					}
+					return nil
+				})
+			}
+			rep := p.Close()
+			v := rep.Video()
+			if v.FramesMissing != 0 || v.DuplicateFrames != 0 {
+				t.Errorf("missing %d dup %d; want 0 (a stall loses nothing)", v.FramesMissing, v.DuplicateFrames)
+			}
+			if stalls && rep.StallMS(0) < 300 {
+				t.Errorf("StallMS = %.0f, want >= 300", rep.StallMS(0))
+			}
+			if stalls && tc.resume && v.LongestGapMS < 300 {
+				t.Errorf("longest gap %.0fms, want >= 300", v.LongestGapMS)
+			}
+			if rep.Stalled() != tc.wantStall || rep.Clean() != tc.wantClean {
+				t.Errorf("Stalled() = %v, Clean() = %v; want %v, %v (stall %.0fms, max gap %.0fms)",
+					rep.Stalled(), rep.Clean(), tc.wantStall, tc.wantClean, rep.StallMS(0), rep.MaxGapMS)
+			}
+		})
+	}
+}

@@ -33,6 +33,8 @@ type procs struct {
 	list   []*proc
 	binDir string
 	logDir string
+	// onExit, if set, is told when a child exits that the stack did not stop.
+	onExit func(name, status string)
 }
 
 // start launches bin with args and env (added to the current environment),
@@ -57,15 +59,30 @@ func (p *procs) start(ctx context.Context, name, bin string, args []string, env 
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	pr := &proc{name: name, cmd: cmd, logPath: logPath, ready: ready, done: make(chan struct{})}
+	onExit := p.onExit
 	go func() {
 		pr.err = cmd.Wait()
 		f.Close()
 		close(pr.done)
+		if onExit != nil && !pr.expected.Load() {
+			onExit(name, exitStatus(cmd.ProcessState, pr.err))
+		}
 	}()
 	p.mu.Lock()
 	p.list = append(p.list, pr)
 	p.mu.Unlock()
 	return pr, nil
+}
+
+// exitStatus renders how a process ended: "exit status 0", "signal: killed".
+func exitStatus(ps *os.ProcessState, err error) string {
+	if ps != nil {
+		return ps.String()
+	}
+	if err != nil {
+		return err.Error()
+	}
+	return "exited"
 }
 
 // exited reports whether the process has ended.

@@ -45,6 +45,11 @@ type Options struct {
 	ExtraEnv []string
 	// LogLevel for the services (default info).
 	LogLevel string
+	// OnExit, if set, is called (from another goroutine) when a process of
+	// the stack exits without the stack having stopped or killed it: a host
+	// that drained and left, or one that failed. status is like
+	// "exit status 0" or "signal: killed".
+	OnExit func(name, status string)
 }
 
 // Host is one ingest process.
@@ -123,7 +128,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	if err := os.MkdirAll(s.LogDir, 0o755); err != nil {
 		return nil, err
 	}
-	s.procs = &procs{binDir: o.BinDir, logDir: s.LogDir}
+	s.procs = &procs{binDir: o.BinDir, logDir: s.LogDir, onExit: o.OnExit}
 	defer func() {
 		if err != nil {
 			s.Stop()

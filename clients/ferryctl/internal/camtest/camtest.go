@@ -1,6 +1,7 @@
 // Package camtest is an in-process RTSP camera for tests: a gortsplib server
 // with one path fed by libs/media's FakeH264 (frame counters, 100 fps, GOP
-// 25) from the first PLAY on, that can drop a frame on request.
+// 25) from the first PLAY on, that can drop a frame or pause (a frozen
+// source: no packets, no frame counted missing) on request.
 package camtest
 
 import (
@@ -27,6 +28,8 @@ type Cam struct {
 
 	drop    atomic.Bool
 	dropped atomic.Int64 // counter of the dropped frame, -1 if none
+	paused  atomic.Bool
+	written atomic.Int64 // frames written so far
 
 	playOnce  sync.Once
 	playing   chan struct{}
@@ -111,6 +114,9 @@ func Start(t testing.TB, udp bool) *Cam {
 				return
 			case <-tick.C:
 			}
+			if c.paused.Load() {
+				continue
+			}
 			frame, pkts, _ := src.NextFrame()
 			if c.drop.CompareAndSwap(true, false) {
 				c.dropped.Store(int64(frame))
@@ -119,6 +125,7 @@ func Start(t testing.TB, udp bool) *Cam {
 			for _, pkt := range pkts {
 				_ = c.stream.WritePacketRTP(c.stream.Desc.Medias[0], pkt)
 			}
+			c.written.Add(1)
 		}
 	}()
 	return c
@@ -129,6 +136,16 @@ func (c *Cam) DropNext() { c.drop.Store(true) }
 
 // Dropped is the counter of the dropped frame, or -1 before it was dropped.
 func (c *Cam) Dropped() int64 { return c.dropped.Load() }
+
+// Pause freezes the camera: it writes nothing until Resume, and then goes
+// on with the next frame counter (nothing is missing, the stream stalled).
+func (c *Cam) Pause() { c.paused.Store(true) }
+
+// Resume ends a Pause.
+func (c *Cam) Resume() { c.paused.Store(false) }
+
+// Written is the number of frames written so far.
+func (c *Cam) Written() int64 { return c.written.Load() }
 
 // Halt stops writing frames.
 func (c *Cam) Halt() { c.stopOnce.Do(func() { close(c.stop) }) }

@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/ferrystream/ferry/clients/publisher"
+	"github.com/ferrystream/ferry/libs/cli"
 )
 
 func main() {
@@ -18,6 +19,6 @@ func main() {
 	defer stop()
 	if err := publisher.Run(ctx, os.Args[1:], os.Getenv, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "ferry-publish:", err)
-		os.Exit(1)
+		os.Exit(cli.ExitCode(err))
 	}
 }

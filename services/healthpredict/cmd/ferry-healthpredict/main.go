@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/ferrystream/ferry/libs/cli"
 	"github.com/ferrystream/ferry/services/healthpredict"
 )
 
@@ -18,6 +19,6 @@ func main() {
 	if err := healthpredict.Run(ctx, os.Args[1:], os.Getenv, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "ferry-healthpredict:", err)
 		stop()
-		os.Exit(1)
+		os.Exit(cli.ExitCode(err))
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/ferrystream/ferry/libs/cli"
 	"github.com/ferrystream/ferry/services/ingest"
 )
 
@@ -19,6 +20,6 @@ func main() {
 	}()
 	if err := ingest.Run(ctx, os.Args[1:], os.Getenv, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+		os.Exit(cli.ExitCode(err))
 	}
 }

@@ -16,8 +16,17 @@ import (
 	"time"
 
 	"github.com/ferrystream/ferry/libs/bus"
+	"github.com/ferrystream/ferry/libs/cli"
 	fenv "github.com/ferrystream/ferry/libs/env"
 )
+
+// Description is the paragraph that opens `ferry-ingest -h`.
+const Description = `ferry-ingest is a Ferry ingest node: an RTSP server that takes streams from
+publishers (origin role) and serves them to viewers, pulling each from its
+current origin (edge role), registering itself in NATS with a heartbeat and
+telemetry. When it is told to drain (a command, or SIGTERM) it refuses new
+publishers and exits once its streams have moved, or at the drain grace.
+Settings come from the environment (INGEST_*, FERRY_*) and then from these flags.`
 
 // Roles of an ingest node.
 const (
@@ -125,11 +134,10 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	}
 
 	fs := flag.NewFlagSet("ferry-ingest", flag.ContinueOnError)
-	if usage != nil {
-		fs.SetOutput(usage)
-	} else {
-		fs.SetOutput(io.Discard)
+	if usage == nil {
+		usage = io.Discard
 	}
+	cli.SetUsage(fs, usage, "ferry-ingest [flags]", Description)
 	fs.StringVar(&c.HostID, "host-id", c.HostID, "host id (INGEST_HOST_ID)")
 	fs.StringVar(&c.RTSPAddr, "rtsp-addr", c.RTSPAddr, "RTSP listen address (INGEST_RTSP_ADDR)")
 	fs.StringVar(&c.PublicURL, "public-url", c.PublicURL, "base RTSP URL of this host (INGEST_PUBLIC_URL)")
@@ -150,7 +158,10 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", c.MetricsAddr, "metrics/health address (INGEST_METRICS_ADDR)")
 	fs.Int64Var(&c.MemLimit, "mem-limit", c.MemLimit, "memory limit in bytes reported in telemetry, 0 = cgroup limit, else machine memory (INGEST_MEM_LIMIT)")
 	fs.StringVar(&c.NATS.URL, "nats", c.NATS.URL, "NATS URL(s) (FERRY_NATS_URL)")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args, usage); err != nil {
+		return c, err
+	}
+	if err := cli.CheckSet(fs, "nats", bus.CheckURL); err != nil {
 		return c, err
 	}
 	if fs.NArg() > 0 {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -25,6 +26,25 @@ func TestLoadOrder(t *testing.T) {
 	}
 	if cfg.Origin() || !cfg.Edge() {
 		t.Fatal("edge role")
+	}
+}
+
+// TestHelpAndVersion checks that -h opens with the description paragraph and
+// spells flags with two dashes, and that --version prints one line.
+func TestHelpAndVersion(t *testing.T) {
+	var out strings.Builder
+	if _, err := Load([]string{"-h"}, env(nil), &out); !errors.Is(err, ErrHelp) {
+		t.Fatalf("-h: %v", err)
+	}
+	if !strings.HasPrefix(out.String(), "ferry-ingest is a Ferry ingest node: ") || !strings.Contains(out.String(), "\n  --drain-grace duration\n") {
+		t.Errorf("usage:\n%s", out.String())
+	}
+	out.Reset()
+	if _, err := Load([]string{"--version"}, env(nil), &out); !errors.Is(err, ErrHelp) {
+		t.Fatalf("--version: %v", err)
+	}
+	if !strings.HasPrefix(out.String(), "ferry-ingest ") || strings.Count(out.String(), "\n") != 1 {
+		t.Errorf("version: %q", out.String())
 	}
 }
 
@@ -54,6 +74,8 @@ func TestConfErrors(t *testing.T) {
 		{"open publish bool", map[string]string{"INGEST_ALLOW_OPEN_PUBLISH": "maybe"}, nil, `INGEST_ALLOW_OPEN_PUBLISH: "maybe" is not a boolean`},
 		{"metrics addr", map[string]string{"INGEST_METRICS_ADDR": "9090"}, nil, `INGEST_METRICS_ADDR: "9090" must be host:port`},
 		{"nats url", map[string]string{"FERRY_NATS_URL": "localhost:4222"}, nil, "FERRY_NATS_URL"},
+		{"nats flag scheme", nil, []string{"--nats", "http://127.0.0.1:4222"}, `--nats: "http://127.0.0.1:4222": scheme "http" is not a NATS scheme`},
+		{"flag parse error", nil, []string{"--drain-grace", "10x"}, `--drain-grace: "10x" is not a duration like 30s or 2m`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := map[string]string{}

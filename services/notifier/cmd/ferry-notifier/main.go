@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/ferrystream/ferry/libs/cli"
 	"github.com/ferrystream/ferry/services/notifier"
 )
 
@@ -17,6 +18,6 @@ func main() {
 	defer stop()
 	if err := notifier.Run(ctx, os.Args[1:], os.Getenv, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "ferry-notifier:", err)
-		os.Exit(1)
+		os.Exit(cli.ExitCode(err))
 	}
 }

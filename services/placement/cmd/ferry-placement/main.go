@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/ferrystream/ferry/libs/cli"
 	"github.com/ferrystream/ferry/services/placement"
 )
 
@@ -17,6 +18,6 @@ func main() {
 	if err := placement.Run(ctx, os.Args[1:], os.Getenv, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "ferry-placement:", err)
 		stop()
-		os.Exit(1)
+		os.Exit(cli.ExitCode(err))
 	}
 }
