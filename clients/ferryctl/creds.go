@@ -10,6 +10,10 @@ import (
 )
 
 func cmdCreds(e *env) error {
+	if len(e.args) > 0 && (e.args[0] == "-h" || e.args[0] == "--help" || e.args[0] == "-help") {
+		fmt.Fprintln(e.stdout, "Usage:\n  ferryctl creds init|add|revoke|update|list --dir DIR ...\n\nMints, adds, revokes and updates the fleet's NATS credentials (JWT, one\nidentity per service, host and agent). ferryctl creds <subcommand> -h for each;\nsee deploy/README.md.")
+		return nil
+	}
 	if len(e.args) == 0 || strings.HasPrefix(e.args[0], "-") {
 		return usageErr("creds: missing subcommand (init, add, revoke, update, list); see ferryctl creds -h or ferryctl help creds")
 	}

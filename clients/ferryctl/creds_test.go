@@ -84,6 +84,9 @@ func TestCreds(t *testing.T) {
 		t.Errorf("update did not re-sign the account with the ingest template and the revocation:\n%s", conf)
 	}
 
+	if r := mustCtl(t, "", "creds", "-h"); !strings.Contains(r.stdout, "ferryctl creds init|add|revoke|update|list") {
+		t.Errorf("creds -h: %q", r.stdout)
+	}
 	for _, tc := range []struct {
 		args []string
 		want string
