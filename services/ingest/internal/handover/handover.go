@@ -86,7 +86,7 @@ func New(cfg Config, table *stream.Table, pl Placements, att Attachments, relay 
 		cfg.DefaultDeadline = 2 * time.Minute
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	mgr := &Manager{cfg: cfg, table: table, pl: pl, att: att, relay: relay, hosts: hosts, emit: em, metrics: m,
+	mgr := &Manager{cfg: cfg, table: table, pl: pl, att: att, relay: relay, hosts: hosts, emit: em, metrics: metrics.OrNop(m),
 		log: log.With().Str("component", "handover").Str("host", cfg.Self).Logger(),
 		ctx: ctx, cancel: cancel, tracked: map[string]*watch{}}
 	mgr.wg.Add(1)
@@ -285,9 +285,7 @@ func publishedHere(st *stream.Stream) bool {
 }
 
 func (m *Manager) result(r string) {
-	if m.metrics != nil {
-		m.metrics.Handovers.WithLabelValues(r).Inc()
-	}
+	m.metrics.Handovers.WithLabelValues(r).Inc()
 }
 
 // closeout ends a handover that missed a step: the local sources close, the

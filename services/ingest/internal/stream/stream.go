@@ -23,6 +23,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/ferrystream/ferry/libs/media"
+	"github.com/ferrystream/ferry/services/ingest/internal/tasks"
 )
 
 // Kind says where a feed's packets come from.
@@ -66,6 +67,9 @@ type Options struct {
 	// RetireAfter and FeedTimeout tune the Splicer (zero: its defaults).
 	RetireAfter int
 	FeedTimeout time.Duration
+	// Tasks runs the feeds' OnRetire callbacks, so that whoever closes it
+	// waits for them (nil, or once it is closed: they run untracked).
+	Tasks *tasks.Group
 }
 
 // Stream is one path: its ServerStream, Splicer, feeds and readers.
@@ -299,7 +303,7 @@ type FeedSpec struct {
 	Label string
 	// Desc is the feed's own description (nil: the stream's).
 	Desc *description.Session
-	// OnRetire is called once, in its own goroutine, when the feed must stop:
+	// OnRetire is called once, in its own goroutine (under Options.Tasks), when the feed must stop:
 	// another feed replaced it, the stream closed, or Retire was called.
 	OnRetire func(reason string)
 }
@@ -618,7 +622,8 @@ func (f *Feed) Reason() string {
 	return f.reason
 }
 
-// Retire tells the feed's owner to stop it (OnRetire runs once, in its own goroutine).
+// Retire tells the feed's owner to stop it (OnRetire runs once, in its own
+// goroutine under Options.Tasks).
 func (f *Feed) Retire(reason string) { f.retire(reason) }
 
 func (f *Feed) retire(reason string) {
@@ -628,7 +633,18 @@ func (f *Feed) retire(reason string) {
 	f.mu.Lock()
 	f.reason = reason
 	f.mu.Unlock()
-	if f.onRetire != nil {
+	if f.onRetire == nil {
+		return
+	}
+	g := f.s.opts.Tasks
+	if g == nil {
+		go f.onRetire(reason)
+		return
+	}
+	if !g.Go(func() { f.onRetire(reason) }) {
+		// after shutdown: nothing waits any more. Never run it here: the
+		// caller may be the very connection's packet callback that OnRetire
+		// closes (and waits for).
 		go f.onRetire(reason)
 	}
 }
