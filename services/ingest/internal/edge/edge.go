@@ -8,6 +8,12 @@
 //
 // The old host of a handover uses the same follower to pull the stream back
 // from its new host for its remaining readers (Follow).
+//
+// Locks, in the order they may be taken: Manager.mu, then follower.mu (follow
+// updates an existing follower under both), then pull.mu. None of them is
+// held while a stream is called, except pull.mu around Feed.Retire in stop
+// (Retire takes only the feed's own leaf lock and starts OnRetire in a
+// goroutine).
 package edge
 
 import (

@@ -6,6 +6,12 @@
 // closes the old publisher session — the signal Ferry's agent waits for —
 // and reports stream_ceased. At the placement's deadline it sends the readers
 // still here an RTSP REDIRECT to the new host and closes them.
+//
+// Locks: the placements hub calls placed with its follower's lock
+// (control.hubSub.mu) held, and placed takes Manager.mu: the order is
+// hubSub.mu, then Manager.mu. Manager.mu is never held while the hub is
+// called back into except in Track, which registers a follower (Hub.Follow
+// takes only the hub's own map lock, not a follower's).
 package handover
 
 import (
