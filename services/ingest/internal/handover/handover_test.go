@@ -82,13 +82,13 @@ func TestHandoverTable(t *testing.T) {
 		wantClosed bool
 	}{
 		{
-			name:   "new host never attaches",
-			attach: func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() },
+			name:       "new host never attaches",
+			attach:     func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() },
 			wantCeased: true, wantClosed: true,
 		},
 		{
-			name:   "attached, no readers: ceased at once",
-			attach: func(context.Context) error { return nil },
+			name:       "attached, no readers: ceased at once",
+			attach:     func(context.Context) error { return nil },
 			wantCeased: true, wantClosed: true,
 		},
 		{
