@@ -138,6 +138,11 @@ const seqWindow = 4096
 // first packets and the output for the feed to count as the same sequence space.
 const maxSameSeqJump = seqWindow / 2
 
+// maxSameTSJumpSeconds is the largest distance, in seconds of the media's
+// clock, between a pending SameSeqSpace feed's first timestamps and the
+// output's for the feed to count as the same space.
+const maxSameTSJumpSeconds = 10
+
 type outMedia struct {
 	clock    int64
 	keyframe func([]byte) bool
@@ -176,6 +181,7 @@ func (m *outMedia) mark(seq uint16) {
 
 type feedMedia struct {
 	on     bool // packets of this media are candidates for the output
+	caught bool // a SameSeqSpace feed delivered a packet at, behind or right after the output
 	seqOff uint16
 	tsOff  uint32
 
@@ -294,8 +300,14 @@ func sameParams(a, b [][]byte) bool {
 	return true
 }
 
-// compatible checks that desc can feed a stream whose medias are ref's.
-func compatible(refDesc []*description.Media, desc *description.Session) error {
+// Compatible checks that desc can feed a stream described by ref (the check
+// AddFeed makes): same number of medias, and per media the same type, codec,
+// payload type and clock rate. The error wraps ErrIncompatible.
+func Compatible(ref, desc *description.Session) error {
+	if desc == nil || len(desc.Medias) == 0 {
+		return fmt.Errorf("%w: no medias", ErrIncompatible)
+	}
+	refDesc := ref.Medias
 	if len(desc.Medias) != len(refDesc) {
 		return fmt.Errorf("%w: %d medias, stream has %d", ErrIncompatible, len(desc.Medias), len(refDesc))
 	}
@@ -331,7 +343,7 @@ func (s *Splicer) AddFeed(id string, mode Mode, desc *description.Session) error
 	}
 	if desc == nil {
 		desc = s.desc
-	} else if err := compatible(s.desc.Medias, desc); err != nil {
+	} else if err := Compatible(s.desc, desc); err != nil {
 		return fmt.Errorf("add feed %q: %w", id, err)
 	}
 	s.mu.Lock()
@@ -399,6 +411,32 @@ func (s *Splicer) RemoveFeed(id string) error {
 	s.mu.Unlock()
 	s.fire(fire)
 	return nil
+}
+
+// Continuity reports how the Splicer judges a feed, the one judge of "same
+// sequence space": same is true for a SameSeqSpace feed switched in by
+// sequence continuity, false for any other feed and for a SameSeqSpace feed
+// whose packets turned out to be nowhere near the output (more than half the
+// duplicate window in sequence numbers, or ten seconds in timestamps, from it:
+// it is spliced at a keyframe instead). caughtUp is true for such a "same"
+// feed once, on every media with output, it delivered a packet at, behind or
+// right after the output: closing the feed it replaces loses nothing.
+func (s *Splicer) Continuity(id string) (same, caughtUp bool, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f := s.find(id)
+	if f == nil {
+		return false, false, ErrUnknownFeed
+	}
+	if f.mode != SameSeqSpace || f.splice {
+		return false, false, nil
+	}
+	for i := range s.medias {
+		if s.medias[i].started && f.medias[i].on && !f.medias[i].caught {
+			return true, false, nil
+		}
+	}
+	return true, true, nil
 }
 
 // Active returns the id of the active feed, or "" when there is none.
@@ -507,7 +545,9 @@ func (s *Splicer) writeSeq(f *feed, mi int, pkt *rtp.Packet, now time.Time) {
 	seq := pkt.SequenceNumber + fm.seqOff
 	if om.started {
 		d := int16(seq - om.hi)
-		if !f.proven && f.state == feedPending && (d > maxSameSeqJump || d < -maxSameSeqJump) {
+		dts := int64(int32(pkt.Timestamp + fm.tsOff - om.lastTS))
+		if !f.proven && f.state == feedPending && (d > maxSameSeqJump || d < -maxSameSeqJump ||
+			(om.clock > 0 && (dts > maxSameTSJumpSeconds*om.clock || dts < -maxSameTSJumpSeconds*om.clock))) {
 			// declared same-sequence, but nowhere near the output: another
 			// sequence space (a restarted publisher). Splice it at a keyframe.
 			f.splice = true
@@ -516,6 +556,9 @@ func (s *Splicer) writeSeq(f *feed, mi int, pkt *rtp.Packet, now time.Time) {
 			}
 			s.stats.Waiting++
 			return
+		}
+		if d <= 1 {
+			fm.caught = true
 		}
 		if d <= 0 {
 			if -int(d) < seqWindow && om.has(seq) {

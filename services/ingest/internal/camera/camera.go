@@ -54,7 +54,7 @@ type pull struct {
 // New returns a camera manager; onHosted is told when a stream gets its camera feed.
 func New(self string, table *stream.Table, em *emit.Emitter, m *metrics.Metrics, log zerolog.Logger, onHosted func(*stream.Stream)) *Manager {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Manager{self: self, table: table, emit: em, metrics: m, onHosted: onHosted,
+	return &Manager{self: self, table: table, emit: em, metrics: metrics.OrNop(m), onHosted: onHosted,
 		log: log.With().Str("component", "camera").Str("host", self).Logger(), ctx: ctx, cancel: cancel,
 		pulls: map[string]*pull{}, MaxBackoff: 5 * time.Second}
 }
@@ -156,9 +156,7 @@ func (m *Manager) run(ctx context.Context, p *pull) {
 		conn, err := upstream.Dial(dctx, p.url, upstream.Options{})
 		cancel()
 		if err != nil {
-			if m.metrics != nil {
-				m.metrics.UpstreamErrors.WithLabelValues("camera").Inc()
-			}
+			m.metrics.UpstreamErrors.WithLabelValues("camera").Inc()
 			log.Warn().Err(err).Int("attempt", attempt+1).Dur("retry_in", backoff).Msg("camera unreachable")
 			continue
 		}

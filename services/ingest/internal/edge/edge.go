@@ -8,6 +8,12 @@
 //
 // The old host of a handover uses the same follower to pull the stream back
 // from its new host for its remaining readers (Follow).
+//
+// Locks, in the order they may be taken: Manager.mu, then follower.mu (follow
+// updates an existing follower under both), then pull.mu. None of them is
+// held while a stream is called, except pull.mu around Feed.Retire in stop
+// (Retire takes only the feed's own leaf lock and starts OnRetire in a
+// goroutine).
 package edge
 
 import (
@@ -28,6 +34,7 @@ import (
 	"github.com/ferrystream/ferry/services/ingest/internal/metrics"
 	"github.com/ferrystream/ferry/services/ingest/internal/origin"
 	"github.com/ferrystream/ferry/services/ingest/internal/stream"
+	"github.com/ferrystream/ferry/services/ingest/internal/tasks"
 	"github.com/ferrystream/ferry/services/ingest/internal/upstream"
 )
 
@@ -71,8 +78,13 @@ type Manager struct {
 	mu        sync.Mutex // guards followers and gaps
 	followers map[string]*follower
 	gaps      map[string]float64
-	wg        sync.WaitGroup
+	// tasks runs the followers, their pulls and watchers, and the delayed
+	// switch reports; Close waits for them and refuses new ones.
+	tasks tasks.Group
 }
+
+// ErrClosed is a follower's failure once the manager is closed.
+var ErrClosed = errors.New("edge manager closed")
 
 var _ origin.Resolver = (*Manager)(nil)
 
@@ -82,7 +94,7 @@ func New(cfg Config, table *stream.Table, pl Placements, hosts HostURLs, em *emi
 		cfg.Settle = time.Second
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Manager{cfg: cfg, table: table, pl: pl, hosts: hosts, emit: em, metrics: m,
+	return &Manager{cfg: cfg, table: table, pl: pl, hosts: hosts, emit: em, metrics: metrics.OrNop(m),
 		log: log.With().Str("component", "edge").Str("host", cfg.Self).Logger(), ctx: ctx, cancel: cancel,
 		followers: map[string]*follower{}, gaps: map[string]float64{}}
 }
@@ -146,7 +158,7 @@ func (m *Manager) Close() {
 	for _, f := range fs {
 		f.stop("shutting down")
 	}
-	m.wg.Wait()
+	m.tasks.Close()
 }
 
 // Serve implements origin.Resolver: it returns the stream once a first
@@ -219,12 +231,14 @@ func (m *Manager) follow(name string, st *stream.Stream, relay bool) *follower {
 		close(f.ready)
 		f.readyOnce.Do(func() {})
 	}
+	if !m.tasks.Go(f.run) {
+		// closed (or closing): a follower that failed at once, never registered
+		f.cancel()
+		f.deadErr = ErrClosed
+		f.deadOnce.Do(func() { close(f.dead) })
+		return f
+	}
 	m.followers[name] = f
-	m.wg.Add(1)
-	go func() {
-		defer m.wg.Done()
-		f.run()
-	}()
 	return f
 }
 
@@ -336,6 +350,7 @@ func (f *follower) Ready(host string) <-chan struct{} {
 
 func (f *follower) run() {
 	defer f.deadOnce.Do(func() { close(f.dead) })
+	defer f.m.forget(f) // also when the manager closed before it started
 	ch, err := f.m.pl.Watch(f.ctx, f.name)
 	if err != nil {
 		f.fail(err)
@@ -420,12 +435,12 @@ func (f *follower) apply() {
 		f.nextPull++
 	}
 	f.mu.Unlock()
-	if starting {
-		f.m.wg.Add(1)
-		go func() {
-			defer f.m.wg.Done()
-			f.runPull(p)
-		}()
+	if starting && !f.m.tasks.Go(func() { f.runPull(p) }) {
+		f.mu.Lock()
+		if f.pulls[p.host] == p {
+			delete(f.pulls, p.host)
+		}
+		f.mu.Unlock()
 	}
 }
 
@@ -501,9 +516,7 @@ func (f *follower) runPull(p *pull) {
 		cancel()
 		if err != nil {
 			f.setErr(err)
-			if f.m.metrics != nil {
-				f.m.metrics.UpstreamErrors.WithLabelValues("edge").Inc()
-			}
+			f.m.metrics.UpstreamErrors.WithLabelValues("edge").Inc()
 			if attempt%10 == 0 {
 				log.Info().Err(err).Int("attempt", attempt+1).Msg("upstream not available yet")
 			}
@@ -533,8 +546,9 @@ func (f *follower) runPull(p *pull) {
 		p.mu.Lock()
 		p.feed = feed
 		p.mu.Unlock()
-		go func() {
+		f.m.tasks.Go(func() {
 			select {
+			case <-f.ctx.Done():
 			case <-feed.Ready():
 				p.mu.Lock()
 				select {
@@ -553,7 +567,7 @@ func (f *follower) runPull(p *pull) {
 				}
 			case <-feed.Done():
 			}
-		}()
+		})
 		if err := conn.Play(func(mi int, pkt *rtp.Packet) { _ = feed.Write(mi, pkt) }); err != nil {
 			st.RemoveFeed(feed)
 			f.setErr(err)
@@ -568,9 +582,7 @@ func (f *follower) runPull(p *pull) {
 			return
 		}
 		f.setErr(werr)
-		if f.m.metrics != nil {
-			f.m.metrics.UpstreamErrors.WithLabelValues("edge").Inc()
-		}
+		f.m.metrics.UpstreamErrors.WithLabelValues("edge").Inc()
 		log.Warn().Err(werr).Msg("upstream lost: re-resolving and re-pulling")
 	}
 }
@@ -628,9 +640,7 @@ func (m *Manager) OnSwitch(s *stream.Stream, info media.SwitchInfo, from, to *st
 	if to == nil || to.Kind != stream.KindUpstream {
 		return
 	}
-	if m.metrics != nil {
-		m.metrics.Switches.WithLabelValues(s.Name, "edge", info.Mode).Inc()
-	}
+	m.metrics.Switches.WithLabelValues(s.Name, "edge", info.Mode).Inc()
 	ev := events.EdgeSwitched{Stream: s.Name, Edge: m.cfg.Self, Mode: info.Mode}
 	if from != nil {
 		ev.FromHost = from.Host
@@ -652,36 +662,51 @@ func (m *Manager) OnSwitch(s *stream.Stream, info media.SwitchInfo, from, to *st
 	if pl, ok := m.placement(s.Name); ok && pl.Host == ev.ToHost {
 		ev.MigrationID = pl.MigrationID
 	}
-	var gap time.Duration
-	gapTaken := make(chan struct{})
-	time.AfterFunc(gapAfter, func() {
+	// One tracked goroutine, not timers: a report still waiting when the
+	// manager closes is dropped, never emitted after Close.
+	m.tasks.Go(func() {
+		if !m.sleep(gapAfter) {
+			return
+		}
 		// the longest output gap from the new upstream's arrival to a few frames
 		// after the switch (the Splicer's own figure ends at the switch)
-		gap = max(info.Gap, s.Gap())
-		close(gapTaken)
-	})
-	time.AfterFunc(max(m.cfg.Settle, gapAfter), func() {
-		<-gapTaken
+		gap := max(info.Gap, s.Gap())
+		if !m.sleep(max(m.cfg.Settle, gapAfter) - gapAfter) {
+			return
+		}
 		ev.GapMS = float64(gap) / float64(time.Millisecond)
 		missing, dup := s.FrameCounts()
 		ev.FramesMissing = int64(missing - missing0)
 		ev.Duplicates = int64(dup - dup0)
 		ev.At = info.At.UTC()
-		if m.metrics != nil {
-			m.metrics.SwitchFramesMissing.WithLabelValues(s.Name, "edge").Add(float64(ev.FramesMissing))
-			m.metrics.SwitchFramesDuplicated.WithLabelValues(s.Name, "edge").Add(float64(ev.Duplicates))
-			m.metrics.SwitchGap.WithLabelValues("edge").Observe(gap.Seconds())
-			m.mu.Lock()
-			if g := gap.Seconds(); g > m.gaps[s.Name] {
-				m.gaps[s.Name] = g
-				m.metrics.LongestGap.WithLabelValues(s.Name, "edge").Set(g)
-			}
-			m.mu.Unlock()
+		m.metrics.SwitchFramesMissing.WithLabelValues(s.Name, "edge").Add(float64(ev.FramesMissing))
+		m.metrics.SwitchFramesDuplicated.WithLabelValues(s.Name, "edge").Add(float64(ev.Duplicates))
+		m.metrics.SwitchGap.WithLabelValues("edge").Observe(gap.Seconds())
+		m.mu.Lock()
+		if g := gap.Seconds(); g > m.gaps[s.Name] {
+			m.gaps[s.Name] = g
+			m.metrics.LongestGap.WithLabelValues(s.Name, "edge").Set(g)
 		}
+		m.mu.Unlock()
 		m.log.Info().Str("stream", s.Name).Str("from_host", ev.FromHost).Str("to_host", ev.ToHost).
 			Str("migration_id", ev.MigrationID).Str("mode", ev.Mode).Bool("break", info.Break).
 			Int64("frames_missing", ev.FramesMissing).Int64("duplicates", ev.Duplicates).Float64("gap_ms", ev.GapMS).
 			Msg("edge switched upstream")
 		m.emit.Emit(ev)
 	})
+}
+
+// sleep waits d; it reports false when the manager closed first.
+func (m *Manager) sleep(d time.Duration) bool {
+	if d <= 0 {
+		return m.ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-m.ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }

@@ -6,6 +6,12 @@
 // closes the old publisher session — the signal Ferry's agent waits for —
 // and reports stream_ceased. At the placement's deadline it sends the readers
 // still here an RTSP REDIRECT to the new host and closes them.
+//
+// Locks: the placements hub calls placed with its follower's lock
+// (control.hubSub.mu) held, and placed takes Manager.mu: the order is
+// hubSub.mu, then Manager.mu. Manager.mu is never held while the hub is
+// called back into except in Track, which registers a follower (Hub.Follow
+// takes only the hub's own map lock, not a follower's).
 package handover
 
 import (
@@ -86,7 +92,7 @@ func New(cfg Config, table *stream.Table, pl Placements, att Attachments, relay 
 		cfg.DefaultDeadline = 2 * time.Minute
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	mgr := &Manager{cfg: cfg, table: table, pl: pl, att: att, relay: relay, hosts: hosts, emit: em, metrics: m,
+	mgr := &Manager{cfg: cfg, table: table, pl: pl, att: att, relay: relay, hosts: hosts, emit: em, metrics: metrics.OrNop(m),
 		log: log.With().Str("component", "handover").Str("host", cfg.Self).Logger(),
 		ctx: ctx, cancel: cancel, tracked: map[string]*watch{}}
 	mgr.wg.Add(1)
@@ -285,9 +291,7 @@ func publishedHere(st *stream.Stream) bool {
 }
 
 func (m *Manager) result(r string) {
-	if m.metrics != nil {
-		m.metrics.Handovers.WithLabelValues(r).Inc()
-	}
+	m.metrics.Handovers.WithLabelValues(r).Inc()
 }
 
 // closeout ends a handover that missed a step: the local sources close, the

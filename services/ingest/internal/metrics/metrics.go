@@ -78,6 +78,18 @@ func New(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
+// Nop returns collectors registered nowhere: a component given no Metrics
+// uses them, so that its code never checks for nil.
+func Nop() *Metrics { return New(prometheus.NewRegistry()) }
+
+// OrNop returns m, or Nop() when m is nil.
+func OrNop(m *Metrics) *Metrics {
+	if m == nil {
+		return Nop()
+	}
+	return m
+}
+
 // RegisterTraffic registers the byte and packet counters of the media path,
 // read from the node's own atomic counters at scrape time (no per-packet
 // metric updates).

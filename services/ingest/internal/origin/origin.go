@@ -34,6 +34,7 @@ import (
 	"github.com/ferrystream/ferry/services/ingest/internal/emit"
 	"github.com/ferrystream/ferry/services/ingest/internal/metrics"
 	"github.com/ferrystream/ferry/services/ingest/internal/stream"
+	"github.com/ferrystream/ferry/services/ingest/internal/tasks"
 	"github.com/ferrystream/ferry/services/ingest/internal/upstream"
 )
 
@@ -65,7 +66,8 @@ type Sessions interface {
 
 // Deps are the node's collaborators.
 type Deps struct {
-	Log        zerolog.Logger
+	Log zerolog.Logger
+	// Metrics receives the node's figures (nil: collectors registered nowhere).
 	Metrics    *metrics.Metrics
 	Placements Placements
 	Sessions   Sessions
@@ -91,6 +93,9 @@ type Node struct {
 
 	ctx    context.Context
 	cancel context.CancelFunc
+	// tasks runs the supersede watchers and the feeds' retire callbacks;
+	// Close waits for them.
+	tasks tasks.Group
 
 	addr      string
 	publicURL string
@@ -111,6 +116,7 @@ func New(cfg config.Config, d Deps) (*Node, error) {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
+	d.Metrics = metrics.OrNop(d.Metrics)
 	n := &Node{cfg: cfg, d: d, log: d.Log.With().Str("component", "origin").Str("host", cfg.HostID).Logger(),
 		secret: []byte(cfg.TokenSecret)}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
@@ -138,21 +144,18 @@ func New(cfg config.Config, d Deps) (*Node, error) {
 	}
 	so := d.StreamOptions
 	so.Log = d.Log
+	so.Tasks = &n.tasks
 	prev := so.OnWriteError
 	so.OnWriteError = func(err error) {
 		n.writeErrs.Add(1)
-		if d.Metrics != nil {
-			d.Metrics.WriteErrors.Inc()
-		}
+		d.Metrics.WriteErrors.Inc()
 		if prev != nil {
 			prev(err)
 		}
 	}
 	n.table = stream.NewTable(n.srv, so)
 	n.table.OnChange = func() {
-		if d.Metrics != nil {
-			d.Metrics.Streams.Set(float64(n.table.Len()))
-		}
+		d.Metrics.Streams.Set(float64(n.table.Len()))
 	}
 	return n, nil
 }
@@ -187,13 +190,15 @@ func (n *Node) Start() error {
 	return nil
 }
 
-// Close closes every stream and the server.
+// Close closes every stream and the server, and waits for the goroutines the
+// node started (supersede watchers, retire callbacks).
 func (n *Node) Close() {
 	n.cancel()
 	for _, s := range n.table.All() {
 		n.table.Remove(s, "server closing")
 	}
 	n.srv.Close()
+	n.tasks.Close()
 }
 
 // Addr returns the bound RTSP address.
@@ -216,9 +221,7 @@ func (n *Node) SetDraining(deadline time.Time) {
 	n.drainMu.Lock()
 	defer n.drainMu.Unlock()
 	n.draining, n.drainDeadline = true, deadline
-	if n.d.Metrics != nil {
-		n.d.Metrics.Draining.Set(1)
-	}
+	n.d.Metrics.Draining.Set(1)
 }
 
 // Draining reports whether the node drains, and until when.
@@ -286,9 +289,7 @@ func streamName(path string) (string, bool) {
 // refuse builds a refusal: the status line carries the reason, the error
 // closes the connection after the response.
 func (n *Node) refuse(method, reason string, code base.StatusCode, msg string, ev *zerolog.Event) (*base.Response, error) {
-	if n.d.Metrics != nil {
-		n.d.Metrics.Refused.WithLabelValues(method, reason).Inc()
-	}
+	n.d.Metrics.Refused.WithLabelValues(method, reason).Inc()
 	ev.Int("status", int(code)).Str("reason", reason).Msg(method + " refused: " + msg)
 	return &base.Response{StatusCode: code, StatusMessage: statusMessage(code, msg)}, fmt.Errorf("%w: %s", ErrRefused, msg)
 }
@@ -314,17 +315,13 @@ func statusMessage(code base.StatusCode, detail string) string {
 // OnConnOpen implements gortsplib.ServerHandlerOnConnOpen.
 func (n *Node) OnConnOpen(*gortsplib.ServerHandlerOnConnOpenCtx) {
 	n.conns.Add(1)
-	if n.d.Metrics != nil {
-		n.d.Metrics.Conns.Inc()
-	}
+	n.d.Metrics.Conns.Inc()
 }
 
 // OnConnClose implements gortsplib.ServerHandlerOnConnClose.
 func (n *Node) OnConnClose(*gortsplib.ServerHandlerOnConnCloseCtx) {
 	n.conns.Add(-1)
-	if n.d.Metrics != nil {
-		n.d.Metrics.Conns.Dec()
-	}
+	n.d.Metrics.Conns.Dec()
 }
 
 // OnSessionClose implements gortsplib.ServerHandlerOnSessionClose.
@@ -337,9 +334,7 @@ func (n *Node) OnSessionClose(ctx *gortsplib.ServerHandlerOnSessionCloseCtx) {
 	case kindReader:
 		if info.stream != nil && info.stream.RemoveReader(ctx.Session) {
 			n.readers.Add(-1)
-			if n.d.Metrics != nil {
-				n.d.Metrics.Readers.Dec()
-			}
+			n.d.Metrics.Readers.Dec()
 		}
 	case kindPublisher:
 		if info.feed == nil {
@@ -347,9 +342,7 @@ func (n *Node) OnSessionClose(ctx *gortsplib.ServerHandlerOnSessionCloseCtx) {
 		}
 		info.stream.RemoveFeed(info.feed)
 		n.publishers.Add(-1)
-		if n.d.Metrics != nil {
-			n.d.Metrics.Publishers.Dec()
-		}
+		n.d.Metrics.Publishers.Dec()
 		reason := "closed"
 		if r := info.reason.Load(); r != nil {
 			reason = *r
@@ -370,24 +363,18 @@ func (n *Node) OnSessionClose(ctx *gortsplib.ServerHandlerOnSessionCloseCtx) {
 // OnPacketsLost implements gortsplib.ServerHandlerOnPacketsLost.
 func (n *Node) OnPacketsLost(ctx *gortsplib.ServerHandlerOnPacketsLostCtx) {
 	n.lost.Add(ctx.Lost)
-	if n.d.Metrics != nil {
-		n.d.Metrics.RTPLost.Add(float64(ctx.Lost))
-	}
+	n.d.Metrics.RTPLost.Add(float64(ctx.Lost))
 }
 
 // OnDecodeError implements gortsplib.ServerHandlerOnDecodeError.
 func (n *Node) OnDecodeError(*gortsplib.ServerHandlerOnDecodeErrorCtx) {
-	if n.d.Metrics != nil {
-		n.d.Metrics.DecodeErrors.Inc()
-	}
+	n.d.Metrics.DecodeErrors.Inc()
 }
 
 // OnStreamWriteError implements gortsplib.ServerHandlerOnStreamWriteError.
 func (n *Node) OnStreamWriteError(*gortsplib.ServerHandlerOnStreamWriteErrorCtx) {
 	n.writeErrs.Add(1)
-	if n.d.Metrics != nil {
-		n.d.Metrics.WriteErrors.Inc()
-	}
+	n.d.Metrics.WriteErrors.Inc()
 }
 
 // resolve finds the stream a reader asks for: a local one, or one the edge
@@ -495,9 +482,7 @@ func (n *Node) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Response, er
 	}
 	info.stream.AddReader(ctx.Session, ctx.Conn)
 	n.readers.Add(1)
-	if n.d.Metrics != nil {
-		n.d.Metrics.Readers.Inc()
-	}
+	n.d.Metrics.Readers.Inc()
 	n.log.Debug().Str("stream", info.name).Str("remote", remote(ctx.Conn)).Msg("reader attached")
 	return &base.Response{StatusCode: base.StatusOK}, nil
 }
@@ -662,9 +647,7 @@ func (n *Node) OnRecord(ctx *gortsplib.ServerHandlerOnRecordCtx) (*base.Response
 		}
 	})
 	n.publishers.Add(1)
-	if n.d.Metrics != nil {
-		n.d.Metrics.Publishers.Inc()
-	}
+	n.d.Metrics.Publishers.Inc()
 	caps := events.Capabilities{}
 	if ds, ok := n.d.Sessions.Get(n.ctx, info.sessionID); ok {
 		caps = ds.Capabilities
@@ -678,7 +661,7 @@ func (n *Node) OnRecord(ctx *gortsplib.ServerHandlerOnRecordCtx) (*base.Response
 		Capabilities: caps, MigrationID: info.migrationID, Mode: "push", At: n.d.Now().UTC(),
 	})
 	if feed.Mode() == media.SameSeqSpace {
-		go n.supersede(s, feed, log)
+		n.tasks.Go(func() { n.supersede(s, feed, log) })
 	}
 	if n.d.OnHosted != nil {
 		n.d.OnHosted(s)

@@ -5,6 +5,11 @@
 // The ServerStream is never closed while readers remain and the stream is
 // alive: sources come and go underneath it, and the Splicer keeps the output
 // in one sequence/timestamp space with one SSRC and one wall clock.
+//
+// Locks: Table.mu, Stream.mu and Feed.mu are leaves: none is held while
+// another lock is taken, and none while the Splicer is called. The Splicer
+// holds its own lock while it calls Stream.write (which takes no lock of this
+// package) and calls OnSwitch (Stream.switched) with no lock held.
 package stream
 
 import (
@@ -23,6 +28,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/ferrystream/ferry/libs/media"
+	"github.com/ferrystream/ferry/services/ingest/internal/tasks"
 )
 
 // Kind says where a feed's packets come from.
@@ -66,6 +72,9 @@ type Options struct {
 	// RetireAfter and FeedTimeout tune the Splicer (zero: its defaults).
 	RetireAfter int
 	FeedTimeout time.Duration
+	// Tasks runs the feeds' OnRetire callbacks, so that whoever closes it
+	// waits for them (nil, or once it is closed: they run untracked).
+	Tasks *tasks.Group
 }
 
 // Stream is one path: its ServerStream, Splicer, feeds and readers.
@@ -80,10 +89,6 @@ type Stream struct {
 	ss   *gortsplib.ServerStream
 	sp   *media.Splicer
 	lead int
-
-	// out holds, per media, the last output sequence number (low 16 bits), the
-	// "started" bit (1<<16) and the last timestamp (high 32 bits).
-	out []atomic.Uint64
 
 	framesMissing atomic.Uint64
 	framesDup     atomic.Uint64
@@ -119,7 +124,6 @@ func New(srv *gortsplib.Server, name string, desc *description.Session, opts Opt
 		Name: name, Desc: desc, opts: opts,
 		log:     opts.Log.With().Str("stream", name).Logger(),
 		ss:      ss,
-		out:     make([]atomic.Uint64, len(desc.Medias)),
 		feeds:   map[string]*Feed{},
 		readers: map[*gortsplib.ServerSession]*gortsplib.ServerConn{},
 		created: now, idleFrom: now, lonely: now,
@@ -152,32 +156,10 @@ func checkDesc(desc *description.Session) error {
 	return nil
 }
 
-// Compatible checks that desc can feed a stream described by ref: same number
-// of medias, and per media the same type, codec, payload type and clock rate.
-// (libs/media checks the same in Splicer.AddFeed; this copy lets the RTSP
-// handler refuse a publisher at ANNOUNCE, before it records.)
-func Compatible(ref, desc *description.Session) error {
-	if err := checkDesc(desc); err != nil {
-		return err
-	}
-	if len(desc.Medias) != len(ref.Medias) {
-		return fmt.Errorf("%w: %d medias, stream has %d", ErrIncompatible, len(desc.Medias), len(ref.Medias))
-	}
-	for i, m := range desc.Medias {
-		a, b := ref.Medias[i].Formats[0], m.Formats[0]
-		switch {
-		case ref.Medias[i].Type != m.Type:
-			return fmt.Errorf("%w: media %d is %s, stream has %s", ErrIncompatible, i, m.Type, ref.Medias[i].Type)
-		case a.Codec() != b.Codec():
-			return fmt.Errorf("%w: media %d codec %s, stream has %s", ErrIncompatible, i, b.Codec(), a.Codec())
-		case a.PayloadType() != b.PayloadType():
-			return fmt.Errorf("%w: media %d payload type %d, stream has %d", ErrIncompatible, i, b.PayloadType(), a.PayloadType())
-		case a.ClockRate() != b.ClockRate():
-			return fmt.Errorf("%w: media %d clock rate %d, stream has %d", ErrIncompatible, i, b.ClockRate(), a.ClockRate())
-		}
-	}
-	return nil
-}
+// Compatible checks that desc can feed a stream described by ref; it is
+// libs/media's check (the one Splicer.AddFeed makes), here so that the RTSP
+// handler can refuse a publisher at ANNOUNCE, before it records.
+func Compatible(ref, desc *description.Session) error { return media.Compatible(ref, desc) }
 
 // ServerStream returns the gortsplib stream readers attach to.
 func (s *Stream) ServerStream() *gortsplib.ServerStream { return s.ss }
@@ -185,7 +167,6 @@ func (s *Stream) ServerStream() *gortsplib.ServerStream { return s.ss }
 // write is the Splicer's output: called under the Splicer's lock, one packet
 // at a time, in output order.
 func (s *Stream) write(mi int, pkt *rtp.Packet, ntp time.Time) {
-	s.out[mi].Store(uint64(pkt.Timestamp)<<32 | 1<<16 | uint64(pkt.SequenceNumber))
 	if mi == s.lead {
 		now := time.Now()
 		if !s.lastLead.IsZero() {
@@ -218,12 +199,6 @@ func (s *Stream) write(mi int, pkt *rtp.Packet, ntp time.Time) {
 	if s.opts.OnOutput != nil {
 		s.opts.OnOutput(s, mi, pkt, ntp)
 	}
-}
-
-// outState returns the last output sequence number and timestamp of a media.
-func (s *Stream) outState(mi int) (seq uint16, ts uint32, started bool) {
-	v := s.out[mi].Load()
-	return uint16(v), uint32(v >> 32), v&(1<<16) != 0
 }
 
 // FrameCounts returns the frames missing and duplicated in the output of the
@@ -299,7 +274,7 @@ type FeedSpec struct {
 	Label string
 	// Desc is the feed's own description (nil: the stream's).
 	Desc *description.Session
-	// OnRetire is called once, in its own goroutine, when the feed must stop:
+	// OnRetire is called once, in its own goroutine (under Options.Tasks), when the feed must stop:
 	// another feed replaced it, the stream closed, or Retire was called.
 	OnRetire func(reason string)
 }
@@ -313,6 +288,7 @@ func (s *Stream) AddFeed(spec FeedSpec) (*Feed, error) {
 	} else if err := Compatible(s.Desc, desc); err != nil {
 		return nil, err
 	}
+	active := s.sp.Active() // asked before s.mu: the Splicer's lock is never taken under it
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -326,19 +302,18 @@ func (s *Stream) AddFeed(spec FeedSpec) (*Feed, error) {
 		Host:  spec.Host,
 		Label: spec.Label,
 		s:     s, desc: desc, onRetire: spec.OnRetire,
-		ready:   make(chan struct{}),
-		done:    make(chan struct{}),
-		checked: make([]bool, len(s.Desc.Medias)),
-		overlap: make([]bool, len(s.Desc.Medias)),
-		added:   time.Now(),
+		ready: make(chan struct{}),
+		done:  make(chan struct{}),
+		added: time.Now(),
 	}
 	if spec.Label != "" {
 		f.ID += "-" + spec.Label
 	}
 	f.missingAtAdd, f.dupAtAdd = s.FrameCounts()
 	f.mode = media.IndependentSeqSpace
-	if act := s.activeLocked(); act != nil && spec.Space != "" && act.Space == spec.Space {
+	if act := s.feeds[active]; act != nil && spec.Space != "" && act.Space == spec.Space {
 		f.mode = media.SameSeqSpace
+		f.judging.Store(true)
 	}
 	first := len(s.feeds) == 0
 	s.feeds[f.ID] = f
@@ -361,16 +336,12 @@ func (s *Stream) AddFeed(spec FeedSpec) (*Feed, error) {
 	return f, nil
 }
 
-// activeLocked returns the Splicer's active feed (s.mu held).
-func (s *Stream) activeLocked() *Feed {
-	return s.feeds[s.sp.Active()]
-}
-
 // Active returns the active feed, or nil.
 func (s *Stream) Active() *Feed {
+	id := s.sp.Active()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.activeLocked()
+	return s.feeds[id]
 }
 
 // RemoveFeed unregisters a feed (its source is gone). Readers stay attached.
@@ -563,11 +534,11 @@ type Feed struct {
 	desc     *description.Session
 	onRetire func(string)
 
-	mu      sync.Mutex // guards mode, checked, overlap, reason
-	mode    media.Mode
-	checked []bool
-	overlap []bool
-	reason  string
+	mu     sync.Mutex // guards mode and reason
+	mode   media.Mode
+	reason string
+	// judging: a SameSeqSpace feed not ready yet; each write asks the Splicer
+	judging atomic.Bool
 
 	added                  time.Time
 	missingAtAdd, dupAtAdd uint64
@@ -618,7 +589,8 @@ func (f *Feed) Reason() string {
 	return f.reason
 }
 
-// Retire tells the feed's owner to stop it (OnRetire runs once, in its own goroutine).
+// Retire tells the feed's owner to stop it (OnRetire runs once, in its own
+// goroutine under Options.Tasks).
 func (f *Feed) Retire(reason string) { f.retire(reason) }
 
 func (f *Feed) retire(reason string) {
@@ -628,7 +600,18 @@ func (f *Feed) retire(reason string) {
 	f.mu.Lock()
 	f.reason = reason
 	f.mu.Unlock()
-	if f.onRetire != nil {
+	if f.onRetire == nil {
+		return
+	}
+	g := f.s.opts.Tasks
+	if g == nil {
+		go f.onRetire(reason)
+		return
+	}
+	if !g.Go(func() { f.onRetire(reason) }) {
+		// after shutdown: nothing waits any more. Never run it here: the
+		// caller may be the very connection's packet callback that OnRetire
+		// closes (and waits for).
 		go f.onRetire(reason)
 	}
 }
@@ -638,69 +621,50 @@ func (f *Feed) retire(reason string) {
 // switches repeat at most a frame or two.
 const counterReset = 25
 
-// spaceDrift is how far (in sequence numbers) a SameSeqSpace feed's first packet
-// may be from the output before it is treated as another sequence space.
-const spaceDrift = 3000
-
 // Write hands one RTP packet of media mi to the stream. It returns
 // media.ErrFeedRetired when the feed was replaced; the caller closes its source.
 func (f *Feed) Write(mi int, pkt *rtp.Packet) error {
 	if f.retired.Load() {
 		return media.ErrFeedRetired
 	}
-	if mi < 0 || mi >= len(f.checked) {
+	if mi < 0 || mi >= len(f.s.Desc.Medias) {
 		return media.ErrMediaIndex
 	}
 	f.packets.Add(1)
 	f.s.bytesIn.Add(uint64(len(pkt.Payload) + 12))
 	f.s.packetsIn.Add(1)
-	ready := false
-	f.mu.Lock()
-	if f.mode == media.SameSeqSpace {
-		seq, ts, started := f.s.outState(mi)
-		if started && !f.checked[mi] {
-			f.checked[mi] = true
-			clock := int64(f.s.Desc.Medias[mi].Formats[0].ClockRate())
-			dts := int64(int32(pkt.Timestamp - ts))
-			if d := int(int16(pkt.SequenceNumber - seq)); d > spaceDrift || d < -spaceDrift ||
-				(clock > 0 && (dts > 10*clock || dts < -10*clock)) {
-				// announced as the same space but is not: splice it at a keyframe instead
-				f.s.log.Warn().Str("feed", f.ID).Int("seq_distance", d).Int64("ts_distance", dts).
-					Msg("feed does not continue the stream's sequence space: switching at a keyframe")
-				f.mode = media.IndependentSeqSpace
-				_ = f.s.sp.RemoveFeed(f.ID)
-				if err := f.s.sp.AddFeed(f.ID, media.IndependentSeqSpace, f.desc); err != nil {
-					f.mu.Unlock()
-					return err
-				}
-			}
-		}
-		// caught up: this packet is at, behind, or right after the output, so
-		// every later packet of this media will come through this feed too
-		if f.mode == media.SameSeqSpace && !f.overlap[mi] && (!started || int16(pkt.SequenceNumber-seq) <= 1) {
-			f.overlap[mi] = true
-			ready = f.overlappedLocked()
-		}
-	}
-	f.mu.Unlock()
 	err := f.s.sp.Write(f.ID, mi, pkt)
 	if errors.Is(err, media.ErrFeedRetired) {
 		f.retire("retired by the splicer")
 	}
-	if ready {
-		// only now: the Splicer has seen this feed write, so it can take over
-		// by sequence the moment the old source is removed
-		f.markReady()
+	if err == nil && f.judging.Load() {
+		f.judge()
 	}
 	return err
 }
 
-// overlappedLocked reports whether every media with output has overlapped.
-func (f *Feed) overlappedLocked() bool {
-	for i := range f.overlap {
-		if _, _, started := f.s.outState(i); started && !f.overlap[i] {
-			return false
-		}
+// judge asks the Splicer, the one judge of "same sequence space", about a
+// SameSeqSpace feed until it is ready: whether it still counts as the same
+// space (else it is spliced at a keyframe, and ready once active), and
+// whether it caught up with the output on every media (then it is ready:
+// only now, since the Splicer has seen it write, it can take over by sequence
+// the moment the old source is removed).
+func (f *Feed) judge() {
+	same, caught, err := f.s.sp.Continuity(f.ID)
+	if err != nil {
+		return
 	}
-	return true
+	if !same {
+		f.judging.Store(false)
+		f.mu.Lock()
+		f.mode = media.IndependentSeqSpace
+		f.mu.Unlock()
+		f.s.log.Warn().Str("feed", f.ID).
+			Msg("feed does not continue the stream's sequence space: switching at a keyframe")
+		return
+	}
+	if caught {
+		f.judging.Store(false)
+		f.markReady()
+	}
 }
