@@ -229,7 +229,7 @@ func (s *sim) rolling(p *phase, used map[string]bool) (result, error) {
 	d := time.Since(t0)
 	sort.Float64s(migs)
 	return result{"hosts": total, "batches": per, "seconds": d.Seconds(), "completed": moved, "failed": failed,
-		"decisions_per_s": float64(moved+failed) / d.Seconds(),
+		"decisions_per_s":  float64(moved+failed) / d.Seconds(),
 		"migration_p50_ms": fpct(migs, 0.5), "migration_p99_ms": fpct(migs, 0.99),
 		"decide_max_ms": fmax(decide), "completed_all_max_ms": fmax(done)}, nil
 }
@@ -348,7 +348,7 @@ func (s *sim) evacuation(set map[string]bool, streams []string, t0 time.Time, tr
 	r := result{"hosts_left": len(set), "streams": len(streams), "migrations": len(migs), "completed": completed, "failed": failed,
 		"trigger": trigger, "first_trigger_ms": msSince(first, t0), "last_trigger_ms": msSince(last, t0),
 		"decide_ms": msSince(lastRe, first), "reassigned_all_ms": msSince(lastRe, t0), "completed_all_ms": msSince(lastEnd, t0),
-		"decisions_per_s": float64(len(migs)) / max(lastRe.Sub(firstRe).Seconds(), 0.001),
+		"decisions_per_s":  float64(len(migs)) / max(lastRe.Sub(firstRe).Seconds(), 0.001),
 		"migration_p50_ms": fpct(durs, 0.5), "migration_p99_ms": fpct(durs, 0.99), "migration_ms": durs,
 		"no_capacity": s.obs.noCapacitySince(t0)}
 	if len(reasons) > 0 {
