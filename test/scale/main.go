@@ -63,7 +63,7 @@ func parseConfig(args []string, out io.Writer) (config, error) {
 	fs.IntVar(&c.streams, "streams", 100000, "simulated streams (one agent each)")
 	fs.IntVar(&c.capacity, "capacity", 0, "streams each host declares it can take (0: 1.5 x streams/hosts, at least 10)")
 	fs.IntVar(&c.natsNodes, "nats-nodes", 1, "1 (single embedded server) or 3 (embedded 3-node cluster, R3 streams and buckets)")
-	fs.StringVar(&c.watch, "watch", watchAll, "hosts' placement watch: all (every placement key, what ferry-ingest does) or host (only the keys of the host's streams)")
+	fs.StringVar(&c.watch, "watch", watchHost, "hosts' placement watch: host (only the keys of the host's streams) or all (every placement key: what ferry-ingest does today, see docs/scale.md)")
 	fs.DurationVar(&c.rewatch, "rewatch", 5*time.Second, "with -watch host: how often a host re-makes its watch when streams arrived")
 	fs.StringVar(&c.binDir, "bin", "../bin", "directory holding ferry-healthpredict, ferry-placement and ferry-notifier (make build)")
 	fs.StringVar(&c.workDir, "dir", "", "work directory for NATS data and logs (default: a temporary one, removed unless -keep)")
