@@ -113,7 +113,8 @@ func (h *simHost) start(ctx context.Context) error {
 	h.started = time.Now().UTC()
 	h.alive.Store(true)
 	if err := h.putRecord(); err != nil {
-		return err
+		// as the ingest does: the registry loop retries in the background
+		h.s.count("host_record_errors")
 	}
 	go h.emitter()
 	go h.registry()
