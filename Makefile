@@ -15,7 +15,7 @@ COMMIT     := $(shell git rev-parse --short=12 HEAD 2>/dev/null)
 LDFLAGS    := $(if $(COMMIT),-X github.com/ferrystream/ferry/libs/cli.commit=$(COMMIT))
 BENCH_OUT  := $(CURDIR)/bench/results
 
-.PHONY: help build test test-short demo dev bench lint fmt tidy images up down test-compose ensure-ffmpeg clean
+.PHONY: help build test test-short demo dev bench scale lint fmt tidy images up down test-compose ensure-ffmpeg clean
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ dev: build ## the local stack (embedded NATS, 3 origins, 1 edge, every service) 
 
 bench: build ## every module's benchmarks; a report under bench/results/
 	@bash scripts/bench.sh
+
+scale: build ## fleet-scale simulation of the control plane (SCALE_FLAGS="-hosts 100 -streams 10000"); not part of make test
+	cd test && $(GO) run ./scale -bin $(BIN) $(SCALE_FLAGS)
 
 lint: ## gofmt, go vet, go mod tidy -diff, and a GOWORK=off build of every module
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi
