@@ -90,7 +90,7 @@ func New(cfg config.Config, d Deps) (*App, error) {
 	if d.Registry == nil {
 		d.Registry = obs.NewRegistry()
 	}
-	a := &App{cfg: cfg, d: d, log: d.Log.With().Str("host", cfg.HostID).Logger(), reg: d.Registry,
+	a := &App{cfg: cfg, d: d, log: d.Log.With().Str(obs.FieldHost, cfg.HostID).Logger(), reg: d.Registry,
 		started: make(chan struct{}), drainCh: make(chan drainReq, 1), done: make(chan struct{})}
 	a.metrics = metrics.New(d.Registry)
 	return a, nil

@@ -55,7 +55,7 @@ type pull struct {
 func New(self string, table *stream.Table, em *emit.Emitter, m *metrics.Metrics, log zerolog.Logger, onHosted func(*stream.Stream)) *Manager {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Manager{self: self, table: table, emit: em, metrics: metrics.OrNop(m), onHosted: onHosted,
-		log: log.With().Str("component", "camera").Str("host", self).Logger(), ctx: ctx, cancel: cancel,
+		log: log.With().Str("component", "camera").Logger(), ctx: ctx, cancel: cancel,
 		pulls: map[string]*pull{}, MaxBackoff: 5 * time.Second}
 }
 

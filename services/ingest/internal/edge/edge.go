@@ -95,7 +95,7 @@ func New(cfg Config, table *stream.Table, pl Placements, hosts HostURLs, em *emi
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Manager{cfg: cfg, table: table, pl: pl, hosts: hosts, emit: em, metrics: metrics.OrNop(m),
-		log: log.With().Str("component", "edge").Str("host", cfg.Self).Logger(), ctx: ctx, cancel: cancel,
+		log: log.With().Str("component", "edge").Logger(), ctx: ctx, cancel: cancel,
 		followers: map[string]*follower{}, gaps: map[string]float64{}}
 }
 

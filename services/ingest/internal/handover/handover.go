@@ -93,7 +93,7 @@ func New(cfg Config, table *stream.Table, pl Placements, att Attachments, relay 
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	mgr := &Manager{cfg: cfg, table: table, pl: pl, att: att, relay: relay, hosts: hosts, emit: em, metrics: metrics.OrNop(m),
-		log: log.With().Str("component", "handover").Str("host", cfg.Self).Logger(),
+		log: log.With().Str("component", "handover").Logger(),
 		ctx: ctx, cancel: cancel, tracked: map[string]*watch{}}
 	mgr.wg.Add(1)
 	go func() { defer mgr.wg.Done(); mgr.janitor() }()

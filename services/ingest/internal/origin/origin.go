@@ -117,7 +117,7 @@ func New(cfg config.Config, d Deps) (*Node, error) {
 		d.Now = time.Now
 	}
 	d.Metrics = metrics.OrNop(d.Metrics)
-	n := &Node{cfg: cfg, d: d, log: d.Log.With().Str("component", "origin").Str("host", cfg.HostID).Logger(),
+	n := &Node{cfg: cfg, d: d, log: d.Log.With().Str("component", "origin").Logger(),
 		secret: []byte(cfg.TokenSecret)}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.srv = &gortsplib.Server{

@@ -63,7 +63,7 @@ type Registry struct {
 // New returns a registry publishing for cfg; load samples the node.
 func New(cfg Config, kv jetstream.KeyValue, js events.Publisher, load func() Load, log zerolog.Logger) *Registry {
 	return &Registry{cfg: cfg, kv: kv, js: js, load: load, started: time.Now().UTC(),
-		source: "ferry/ingest/" + cfg.Host, log: log.With().Str("component", "registry").Str("host", cfg.Host).Logger()}
+		source: "ferry/ingest/" + cfg.Host, log: log.With().Str("component", "registry").Logger()}
 }
 
 // Record builds the host record for a load.
