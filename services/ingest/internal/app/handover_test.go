@@ -268,3 +268,40 @@ func TestHandoverNewHostNeverAttaches(t *testing.T) {
 		return nil
 	})
 }
+
+// TestDetachCarriesItsMigration: two moves in a row, A→B (m-2) then B→A
+// (m-3). The publisher arrived on B with m-2; its detach from B belongs to
+// m-3, the move that took it away, and says so.
+func TestDetachCarriesItsMigration(t *testing.T) {
+	h := newHarness(t)
+	a := h.node("ingest-1")
+	b := h.node("ingest-2")
+	ag, oldConn := h.publish(a, "cam-1", "s-1")
+	h.place("cam-1", b, "s-1", "m-2", "ingest-1", time.Now().Add(time.Minute))
+	onB, err := ag.Connect(publishURL(b, "cam-1", h.token("cam-1", "ingest-2", "s-1", "m-2", time.Minute)), gortsplib.TransportTCP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-oldConn.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("publisher on ingest-1 not closed")
+	}
+	first := waitEvent(h, events.TypePublisherDetached, 5*time.Second, func(e events.PublisherDetached) bool { return e.Host == "ingest-1" })
+	if first.MigrationID != "m-2" {
+		t.Errorf("detach from ingest-1: migration %q, want m-2", first.MigrationID)
+	}
+	h.place("cam-1", a, "s-1", "m-3", "ingest-2", time.Now().Add(time.Minute))
+	if _, err := ag.Connect(publishURL(a, "cam-1", h.token("cam-1", "ingest-1", "s-1", "m-3", time.Minute)), gortsplib.TransportTCP); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-onB.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("publisher on ingest-2 not closed")
+	}
+	second := waitEvent(h, events.TypePublisherDetached, 5*time.Second, func(e events.PublisherDetached) bool { return e.Host == "ingest-2" })
+	if second.MigrationID != "m-3" {
+		t.Errorf("detach from ingest-2: migration %q, want m-3 (the move that took it away)", second.MigrationID)
+	}
+}

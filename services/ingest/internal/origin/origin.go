@@ -351,13 +351,28 @@ func (n *Node) OnSessionClose(ctx *gortsplib.ServerHandlerOnSessionCloseCtx) {
 		} else if ctx.Error != nil {
 			reason = ctx.Error.Error()
 		}
-		n.log.Info().Str("stream", info.name).Str("session_id", info.sessionID).Str("migration_id", info.migrationID).
+		mig := n.detachMigration(info)
+		n.log.Info().Str("stream", info.name).Str("session_id", info.sessionID).Str("migration_id", mig).
 			Str("reason", reason).Msg("publisher detached")
 		n.d.Emit.Emit(events.PublisherDetached{
 			Stream: info.name, Host: n.cfg.HostID, SessionID: info.sessionID, ClientID: info.clientID,
-			MigrationID: info.migrationID, Reason: reason, At: n.d.Now().UTC(),
+			MigrationID: mig, Reason: reason, At: n.d.Now().UTC(),
 		})
 	}
+}
+
+// detachMigration is the migration a publisher's detach belongs to: the one
+// moving the stream away from this host when the placement says so (the
+// session arrived with an earlier migration's id, or none), else the one it
+// arrived with.
+func (n *Node) detachMigration(info *sessionInfo) string {
+	ctx, cancel := context.WithTimeout(n.ctx, 2*time.Second)
+	defer cancel()
+	if pl, err := n.d.Placements.Get(ctx, info.name); err == nil && pl.MigrationID != "" &&
+		pl.Host != n.cfg.HostID && pl.FromHost == n.cfg.HostID {
+		return pl.MigrationID
+	}
+	return info.migrationID
 }
 
 // OnPacketsLost implements gortsplib.ServerHandlerOnPacketsLost.
