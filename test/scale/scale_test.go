@@ -78,7 +78,7 @@ func TestSmoke(t *testing.T) {
 	defer cancel()
 	var out bytes.Buffer
 	err := run(ctx, []string{"-bin", bin, "-hosts", "8", "-streams", "80", "-lost", "2", "-rolling", "25", "-rolling-batch", "1",
-		"-settle", "60s", "-dir", t.TempDir(), "-log-level", "warn"}, &out, &out)
+		"-capacity", "40", "-settle", "60s", "-dir", t.TempDir(), "-log-level", "warn"}, &out, &out)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
