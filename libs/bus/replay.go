@@ -23,6 +23,11 @@ const (
 	// DefaultCheckEvery is how often a replay asks the server whether the
 	// messages it waits for still exist.
 	DefaultCheckEvery = time.Second
+	// DefaultHeartbeat is the idle heartbeat a following replay asks of the
+	// server; two missed ones make the client re-create the consumer. The
+	// client library's default for an ordered consumer (5 s) let a replay sit
+	// 10 s on a consumer whose node had stopped.
+	DefaultHeartbeat = time.Second
 )
 
 // ErrStop, returned by a Replay handler, ends the replay without error.
@@ -52,6 +57,10 @@ type ReplaySpec struct {
 	// often a replay that has not caught up asks the server whether the
 	// messages it waits for were removed (DefaultCheckEvery).
 	AttemptTimeout, RetryWait, CheckEvery time.Duration
+	// Heartbeat is the idle heartbeat of the consumer's pulls
+	// (DefaultHeartbeat, at least 500 ms): a consumer whose node stopped is
+	// re-created after two missed ones.
+	Heartbeat time.Duration
 	// Attempts caps the attempts of each request (0: until ctx ends), for
 	// callers that would rather report a failure (a command line tool).
 	Attempts int
@@ -69,6 +78,10 @@ func (s *ReplaySpec) defaults() {
 	if s.CheckEvery <= 0 {
 		s.CheckEvery = DefaultCheckEvery
 	}
+	if s.Heartbeat <= 0 {
+		s.Heartbeat = DefaultHeartbeat
+	}
+	s.Heartbeat = max(s.Heartbeat, 500*time.Millisecond) // the client's minimum
 }
 
 // errCaughtUp cancels the reading of a replay that does not follow.
@@ -125,7 +138,9 @@ func Replay(ctx context.Context, js jetstream.JetStream, spec ReplaySpec, h func
 	if !spec.Follow && r.done.Load() {
 		return nil
 	}
-	it, err := cons.Messages()
+	// Each pull lasts ten heartbeats; a pull answered by nothing for two
+	// heartbeats is a lost consumer, re-created by the client.
+	it, err := cons.Messages(jetstream.PullHeartbeat(spec.Heartbeat), jetstream.PullExpiry(10*spec.Heartbeat))
 	if err != nil {
 		return fmt.Errorf("bus: replay %s: %w", spec.Stream, err)
 	}

@@ -532,3 +532,79 @@ func TestReplayAttempts(t *testing.T) {
 		t.Fatalf("Replay = %v after %d requests, want the second attempt's timeout", err, js.calls.Load())
 	}
 }
+
+// TestReplayFollowsPastLeaderLoss: the node that leads the stream (and so
+// holds the replay's consumer) stops while the client stays connected to
+// another node. The replay must notice within a few seconds, not after the
+// client library's default heartbeat of an ordered consumer (5 s, two missed:
+// 10 s) — that delay held a handover's cease for 10 s in the compose test's
+// NATS node stop.
+func TestReplayFollowsPastLeaderLoss(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test")
+	}
+	cl, err := natsembed.RunCluster(t.TempDir(), 3, 15422)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Shutdown)
+	ctx := testutil.Context(t)
+	nc, err := nats.Connect(cl.URLs(), nats.DontRandomize(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	testutil.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error { return bus.Bootstrap(ctx, js, 3) })
+	connected := nc.ConnectedServerName()
+	// The stream's leader must be another node than the client's.
+	testutil.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+		if l := streamLeader(t, ctx, js, bus.StreamEvents); l != "" && l != connected {
+			return nil
+		}
+		stepDown(t, nc, bus.StreamEvents)
+		return fmt.Errorf("leader is the connected node %s", connected)
+	})
+	leader := streamLeader(t, ctx, js, bus.StreamEvents)
+	pub := func(i int) error {
+		pctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		defer cancel()
+		_, err := events.Publish(pctx, js, "test", events.Draining{Host: "ingest-1", Deadline: time.Unix(int64(i), 0).UTC(), Streams: i})
+		return err
+	}
+	if err := pub(1); err != nil {
+		t.Fatal(err)
+	}
+	r := newRecorder()
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = bus.Replay(rctx, js, bus.ReplaySpec{Stream: bus.StreamEvents, Filters: []string{subject.Draining("ingest-1")},
+			Follow: true, CaughtUp: r.caughtUp}, r.handler(t))
+	}()
+	defer func() { stop(); <-done }()
+	select {
+	case <-r.caught:
+	case <-time.After(20 * time.Second):
+		t.Fatal("not caught up")
+	}
+	for _, s := range cl.Servers {
+		if s.Name() == leader {
+			s.Shutdown()
+		}
+	}
+	testutil.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error { return pub(2) })
+	published := time.Now()
+	testutil.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if got, _ := r.snapshot(); len(got) == 0 || got[len(got)-1] != 2 {
+			return fmt.Errorf("replay handled %v", got)
+		}
+		return nil
+	})
+	took := time.Since(published)
+	t.Logf("client on %s, leader %s stopped: the event published after the new leader was elected reached the replay %v later", connected, leader, took.Round(time.Millisecond))
+	if took > 6*time.Second {
+		t.Fatalf("the replay took %v to follow past the leader's loss (want well under 10 s)", took)
+	}
+}
