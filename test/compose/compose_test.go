@@ -218,6 +218,11 @@ func (s *suite) access(t *testing.T) {
 			_, err := events.Publish(ctx, ingest.js, "ingest-2", events.Draining{Host: "ingest-2", Deadline: time.Now().Add(time.Minute).UTC(), Streams: 1})
 			return err
 		}},
+		// Notice secrets are out of ingest's reach (placement writes them,
+		// the notifier reads them).
+		{ingest, "$JS.API.DIRECT.GET.KV_" + bus.BucketSessionSecrets + ".$KV." + bus.BucketSessionSecrets + ".s-0123456789abcdef", func(ctx context.Context) error {
+			return ingest.nc.Publish("$JS.API.DIRECT.GET.KV_"+bus.BucketSessionSecrets+".$KV."+bus.BucketSessionSecrets+".s-0123456789abcdef", nil)
+		}},
 		{ingest, "$JS.API.CONSUMER.CREATE.FERRY_COMMANDS.ingest-ingest-2.ferry.cmd.ingest.ingest-2.>", func(ctx context.Context) error {
 			_, err := ingest.js.CreateOrUpdateConsumer(ctx, bus.StreamCommands, jetstream.ConsumerConfig{Durable: "ingest-ingest-2",
 				FilterSubject: subject.IngestCommands("ingest-2"), AckPolicy: jetstream.AckExplicitPolicy})
