@@ -101,7 +101,9 @@ func TestIdleStreamsAreNotEvacuated(t *testing.T) {
 	h := newHarness(t)
 	h.host("h1", "zone-a", 100)
 	h.host("h2", "zone-b", 100)
-	old := func(p *events.Placement) { p.PlacedAt, p.UpdatedAt = p.UpdatedAt.Add(-time.Hour), p.UpdatedAt.Add(-time.Hour) }
+	old := func(p *events.Placement) {
+		p.PlacedAt, p.UpdatedAt = p.UpdatedAt.Add(-time.Hour), p.UpdatedAt.Add(-time.Hour)
+	}
 	h.seed("cam-a-idle", "h1", "agent-1", true, old) // sorted first: moved first if not skipped
 	h.seed("cam-b-live", "h1", "agent-2", true, old)
 	h.seed("cam-c-idle", "h1", "agent-3", true, old)
