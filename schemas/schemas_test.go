@@ -21,6 +21,7 @@ var wantTypes = []string{
 	"io.ferry.ingest.drain_command.v1",
 	"io.ferry.ingest.draining.v1",
 	"io.ferry.ingest.heartbeat.v1",
+	"io.ferry.ingest.host_left.v1",
 	"io.ferry.ingest.publisher_attached.v1",
 	"io.ferry.ingest.publisher_detached.v1",
 	"io.ferry.ingest.pull_command.v1",
@@ -35,6 +36,7 @@ var wantTypes = []string{
 	"io.ferry.placement.migration_completed.v1",
 	"io.ferry.placement.migration_failed.v1",
 	"io.ferry.placement.reassigned.v1",
+	"io.ferry.placement.released.v1",
 }
 
 func TestSchemasCompile(t *testing.T) {

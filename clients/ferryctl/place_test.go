@@ -56,6 +56,10 @@ func startPlacement(t *testing.T, env *testutil.Env) *fakePlacement {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// the server knows the endpoint's subscription once a round trip is done
+	if err := env.NC.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	return f
 }
 

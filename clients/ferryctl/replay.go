@@ -21,6 +21,8 @@ type replayOpts struct {
 	since time.Time
 	// follow keeps reading new events until ctx ends.
 	follow bool
+	// lastPerSubject reads only the last event of each subject.
+	lastPerSubject bool
 }
 
 // errStop, returned by a readEvents callback, ends the reading without error.
@@ -40,6 +42,8 @@ func (c *conn) readEvents(ctx context.Context, o replayOpts, fn func(timeline.Ev
 	spec := bus.ReplaySpec{Stream: bus.StreamEvents, Filters: o.filters, DeliverPolicy: jetstream.DeliverAllPolicy,
 		Follow: o.follow, AttemptTimeout: requestTimeout, Attempts: 1}
 	switch {
+	case o.lastPerSubject:
+		spec.DeliverPolicy = jetstream.DeliverLastPerSubjectPolicy
 	case !o.since.IsZero():
 		spec.DeliverPolicy, spec.StartTime = jetstream.DeliverByStartTimePolicy, o.since
 	case o.follow:

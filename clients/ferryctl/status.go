@@ -21,7 +21,7 @@ import (
 type statusReport struct {
 	At          time.Time           `json:"at"`
 	Hosts       []hostStatus        `json:"hosts"`
-	Streams     []events.Placement  `json:"streams"`
+	Streams     []streamStatus      `json:"streams"`
 	Migrations  []migrationRecord   `json:"migrations"`
 	Maintenance []maintenanceRecord `json:"maintenance"`
 }
@@ -42,6 +42,33 @@ type hostStatus struct {
 	Predictions []prediction `json:"predictions"`
 	// Down is the last host_down since the host (re)started, if any.
 	Down *hostDown `json:"down,omitempty"`
+	// Left is the host's announced departure (host_left) when it has not
+	// registered again since.
+	Left *hostLeft `json:"left,omitempty"`
+}
+
+type hostLeft struct {
+	At          time.Time `json:"at"`
+	Reason      string    `json:"reason"`
+	StreamsLeft int       `json:"streams_left"`
+}
+
+// streamStatus is a placement with what status derives for it: its
+// publisher (from the publisher lifecycle events, as placement judges it)
+// and the migration moving it, if one is in flight (from the migrations
+// bucket, the same records as MIGRATIONS IN FLIGHT).
+type streamStatus struct {
+	events.Placement
+	Publisher publisherStatus `json:"publisher"`
+	// Moving is the in-flight migration's id ("" when none).
+	Moving string `json:"moving,omitempty"`
+}
+
+type publisherStatus struct {
+	Attached bool   `json:"attached"`
+	Host     string `json:"host,omitempty"`
+	// IdleSince is since when the stream has had no publisher (when not attached).
+	IdleSince time.Time `json:"idle_since,omitzero"`
 }
 
 type prediction struct {
@@ -66,8 +93,11 @@ func cmdStatus(e *env) error {
   HOSTS       every host in ingest_hosts: zone, role, status (ok/draining),
               heartbeat age, streams/capacity, readers, bitrate in, and its
               open predictions (outage_predicted not yet cleared, host_down)
-  STREAMS     every placement: home host, epoch, mode, publisher session
-  MIGRATIONS  migrations in flight (bucket migrations)
+  STREAMS     every placement: home host, epoch, mode, publisher session,
+              age, its publisher (attached where, or missing for how long:
+              placement releases a push placement without a publisher for
+              PLACEMENT_RELEASE_AFTER, default 10m), the migration moving it
+  MIGRATIONS  migrations in flight (bucket migrations; MOVING above is the same)
   MAINTENANCE maintenance windows scheduled or open`, true)
 	asJSON := fs.Bool("json", false, "print JSON")
 	pos, err := parse(fs, e.args)
@@ -96,7 +126,7 @@ func cmdStatus(e *env) error {
 }
 
 func (c *conn) status(ctx context.Context, now time.Time) (statusReport, error) {
-	rep := statusReport{At: now.UTC(), Hosts: []hostStatus{}, Streams: []events.Placement{},
+	rep := statusReport{At: now.UTC(), Hosts: []hostStatus{}, Streams: []streamStatus{},
 		Migrations: []migrationRecord{}, Maintenance: []maintenanceRecord{}}
 
 	hostsKV, err := c.bucket(ctx, bus.BucketHosts)
@@ -121,8 +151,9 @@ func (c *conn) status(ctx context.Context, now time.Time) (statusReport, error) 
 	// open predictions and host_down, replaying the health events in order
 	open := map[string]map[string]prediction{}
 	down := map[string]hostDown{}
+	left := map[string]hostLeft{}
 	err = c.readEvents(ctx, replayOpts{filters: []string{
-		subject.OutagePredicted("*"), subject.OutageCleared("*"), subject.HostDown("*"),
+		subject.OutagePredicted("*"), subject.OutageCleared("*"), subject.HostDown("*"), subject.HostLeft("*"),
 	}}, func(ev timeline.Event) error {
 		host := ev.Str("host")
 		if host == "" {
@@ -142,6 +173,8 @@ func (c *conn) status(ctx context.Context, now time.Time) (statusReport, error) 
 			delete(open[host], ev.Str("prediction_id"))
 		case events.TypeHostDown:
 			down[host] = hostDown{LastSeen: ev.Time("last_seen"), DetectedAt: ev.Time("detected_at"), Reason: ev.Str("reason")}
+		case events.TypeHostLeft:
+			left[host] = hostLeft{At: ev.Time("at"), Reason: ev.Str("reason"), StreamsLeft: int(ev.Num("streams_left"))}
 		}
 		return nil
 	})
@@ -153,8 +186,23 @@ func (c *conn) status(ctx context.Context, now time.Time) (statusReport, error) 
 			hosts[host] = &hostStatus{HostRecord: events.HostRecord{Host: host}}
 		}
 	}
+	for host, l := range left {
+		h := hosts[host]
+		if h != nil && !h.StartedAt.Before(l.At) {
+			continue // registered again since
+		}
+		if h == nil {
+			h = &hostStatus{HostRecord: events.HostRecord{Host: host}}
+			hosts[host] = h
+		}
+		l := l
+		h.Left = &l
+	}
 	for host, d := range down {
 		h := hosts[host]
+		if h != nil && h.Left != nil && !d.LastSeen.After(h.Left.At) {
+			continue // the silence of a host that left on purpose
+		}
 		if h == nil {
 			h = &hostStatus{HostRecord: events.HostRecord{Host: host}}
 			hosts[host] = h
@@ -209,12 +257,44 @@ func (c *conn) status(ctx context.Context, now time.Time) (statusReport, error) 
 		if p.Stream == "" {
 			p.Stream = strings.TrimPrefix(key, events.PlacementKey(""))
 		}
-		rep.Streams = append(rep.Streams, p)
+		rep.Streams = append(rep.Streams, streamStatus{Placement: p})
 	})
 	if err != nil {
 		return rep, err
 	}
 	sort.Slice(rep.Streams, func(i, j int) bool { return rep.Streams[i].Stream < rep.Streams[j].Stream })
+
+	// each stream's publisher, judged as placement judges it (events.Presence)
+	if len(rep.Streams) > 0 {
+		pres := events.NewPresence()
+		err = c.readEvents(ctx, replayOpts{lastPerSubject: true,
+			filters: []string{subject.PublisherAttached("*", "*"), subject.PublisherDetached("*", "*")}},
+			func(ev timeline.Event) error {
+				if subject.ReportingHost(ev.Subject) == ev.Str("host") {
+					pres.Apply(ev.Env)
+				}
+				return nil
+			})
+		if err != nil {
+			return rep, err
+		}
+		alive := func(host string) bool {
+			h := hosts[host]
+			return h != nil && h.Registered && h.Heartbeat != "silent"
+		}
+		for i := range rep.Streams {
+			p := rep.Streams[i].Placement
+			placed := p.PlacedAt
+			if placed.IsZero() {
+				placed = p.UpdatedAt
+			}
+			ps := pres.Publisher(p.Stream, alive, placed, p.UpdatedAt)
+			rep.Streams[i].Publisher = publisherStatus{Attached: ps.Attached, Host: ps.Host}
+			if !ps.Attached {
+				rep.Streams[i].Publisher.IdleSince = ps.IdleSince.UTC()
+			}
+		}
+	}
 
 	if kv, err := c.js.KeyValue(ctx, bus.BucketMigrations); err == nil {
 		err = eachKey(ctx, kv, func(key string, value []byte) {
@@ -232,6 +312,15 @@ func (c *conn) status(ctx context.Context, now time.Time) (statusReport, error) 
 			}
 			return a.MigrationID < b.MigrationID
 		})
+	}
+	// MOVING comes from the same records as MIGRATIONS IN FLIGHT (the
+	// newest in flight per stream), not from the placement's last move.
+	moving := map[string]string{}
+	for _, m := range rep.Migrations {
+		moving[m.Stream] = m.MigrationID
+	}
+	for i := range rep.Streams {
+		rep.Streams[i].Moving = moving[rep.Streams[i].Stream]
 	}
 
 	if kv, err := c.js.KeyValue(ctx, bus.BucketMaintenance); err == nil {
@@ -262,7 +351,13 @@ func printStatus(e *env, rep statusReport) {
 		t := newTable(w, "HOST", "ZONE", "ROLE", "STATUS", "HEARTBEAT", "STREAMS", "READERS", "IN", "PREDICTION")
 		for _, h := range rep.Hosts {
 			status := h.Status
-			if !h.Registered {
+			if h.Left != nil {
+				status = fmt.Sprintf("left %s (drained: %s", relative(now, h.Left.At), h.Left.Reason)
+				if h.Left.StreamsLeft > 0 {
+					status += fmt.Sprintf(", %d streams closed at the deadline", h.Left.StreamsLeft)
+				}
+				status += ")"
+			} else if !h.Registered {
 				status = "unregistered"
 			} else if h.Status == "draining" && !h.Deadline.IsZero() {
 				status = "draining, offline " + relative(now, h.Deadline)
@@ -298,13 +393,21 @@ func printStatus(e *env, rep statusReport) {
 	if len(rep.Streams) == 0 {
 		fmt.Fprintln(w, "  no stream placed")
 	} else {
-		t := newTable(w, "STREAM", "HOST", "EPOCH", "MODE", "SESSION", "CLIENT", "MOVING")
+		inFlight := map[string]migrationRecord{}
+		for _, m := range rep.Migrations {
+			inFlight[m.MigrationID] = m
+		}
+		t := newTable(w, "STREAM", "HOST", "EPOCH", "MODE", "SESSION", "CLIENT", "AGE", "PUBLISHER", "MOVING")
 		for _, p := range rep.Streams {
 			moving := ""
-			if p.MigrationID != "" && p.Deadline.After(now) {
-				moving = fmt.Sprintf("%s from %s, deadline %s", p.MigrationID, p.FromHost, relative(now, p.Deadline))
+			if m, ok := inFlight[p.Moving]; ok {
+				moving = fmt.Sprintf("%s from %s, deadline %s", m.MigrationID, m.FromHost, relative(now, m.Deadline))
 			}
-			t.row(p.Stream, p.Host, fmt.Sprint(p.Epoch), p.Mode, p.SessionID, p.ClientID, moving)
+			pub := "none for " + age(now, p.Publisher.IdleSince)
+			if p.Publisher.Attached {
+				pub = "on " + p.Publisher.Host
+			}
+			t.row(p.Stream, p.Host, fmt.Sprint(p.Epoch), p.Mode, p.SessionID, p.ClientID, age(now, p.PlacedAt), pub, moving)
 		}
 		t.flush()
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -33,8 +34,20 @@ type statusJSON struct {
 		Down *struct {
 			Reason string `json:"reason"`
 		} `json:"down"`
+		Left *struct {
+			Reason      string `json:"reason"`
+			StreamsLeft int    `json:"streams_left"`
+		} `json:"left"`
 	} `json:"hosts"`
-	Streams []events.Placement `json:"streams"`
+	Streams []struct {
+		events.Placement
+		Publisher struct {
+			Attached  bool      `json:"attached"`
+			Host      string    `json:"host"`
+			IdleSince time.Time `json:"idle_since"`
+		} `json:"publisher"`
+		Moving string `json:"moving"`
+	} `json:"streams"`
 	// Migrations keep placement's whole record under "record".
 	Migrations []struct {
 		MigrationID string          `json:"migration_id"`
@@ -82,6 +95,22 @@ func seedFleet(t *testing.T, env *testutil.Env) {
 		Epoch: 2, MigrationID: "m-1", FromHost: "ingest-2", Deadline: at(25 * time.Second), SessionID: "s-0123456789abcdef", ClientID: "agent-1", Mode: "push", UpdatedAt: now})
 	putJSON(t, env.JS, bus.BucketPlacements, events.PlacementKey("cam-2"), events.Placement{Stream: "cam-2", Host: "ingest-2", RTSPURL: "rtsp://127.0.0.1:8555",
 		Epoch: 1, Mode: "pull", SourceURL: "rtsp://camera/2", UpdatedAt: now})
+	// cam-3 moved 27 ms after m-2 was decided (completed) but its placement
+	// still names m-2 with a deadline ahead; its publisher never attached
+	putJSON(t, env.JS, bus.BucketPlacements, events.PlacementKey("cam-3"), events.Placement{Stream: "cam-3", Host: "ingest-1", RTSPURL: "rtsp://127.0.0.1:8554",
+		Epoch: 2, MigrationID: "m-2", FromHost: "ingest-2", Deadline: at(8 * time.Second), Mode: "push", SessionID: "s-3",
+		PlacedAt: at(-12 * time.Minute), UpdatedAt: at(-time.Second)})
+	// cam-1's publisher is on ingest-1 (alive); cam-3's never came
+	publishAt(t, env.JS, at(-time.Minute), events.PublisherAttached{Stream: "cam-1", Host: "ingest-1", SessionID: "s-0123456789abcdef", Mode: "push", At: at(-time.Minute)})
+
+	// ingest-4 drained and left (a host_down of its silence, from before
+	// healthpredict knew departures, no longer counts); ingest-5 left and
+	// registered again
+	publishAt(t, env.JS, at(-9*time.Second), events.HostLeft{Host: "ingest-4", Reason: "drain command", At: at(-9 * time.Second)})
+	publishAt(t, env.JS, at(-6*time.Second), events.HostDown{Host: "ingest-4", LastSeen: at(-10 * time.Second), DetectedAt: at(-6 * time.Second), Reason: "heartbeats stopped (delete marker: MaxAge)"})
+	publishAt(t, env.JS, at(-2*time.Hour), events.HostLeft{Host: "ingest-5", Reason: "signal", At: at(-2 * time.Hour)})
+	putJSON(t, env.JS, bus.BucketHosts, "ingest-5", events.HostRecord{Host: "ingest-5", RTSPURL: "rtsp://127.0.0.1:8557", Zone: "zone-b", Role: "origin",
+		Status: "ok", StartedAt: started, UpdatedAt: now})
 
 	// migrations as placement writes them (services/placement/internal/migration.Record), plus a field it may add one day
 	putJSON(t, env.JS, bus.BucketMigrations, "m-1", map[string]any{"id": "m-1", "stream": "cam-1", "from_host": "ingest-2", "to_host": "ingest-1",
@@ -89,6 +118,8 @@ func seedFleet(t *testing.T, env *testutil.Env) {
 		"decided_at": at(-2 * time.Second), "deadline": at(25 * time.Second), "steps": []any{},
 		"a_field_from_the_future": map[string]any{"x": 1}})
 	putJSON(t, env.JS, bus.BucketMigrations, "m-0", map[string]any{"id": "m-0", "stream": "cam-9", "state": "completed"})
+	putJSON(t, env.JS, bus.BucketMigrations, "m-2", map[string]any{"id": "m-2", "stream": "cam-3", "from_host": "ingest-2", "to_host": "ingest-1",
+		"state": "completed", "decided_at": at(-time.Second), "deadline": at(8 * time.Second)})
 }
 
 func TestStatusJSON(t *testing.T) {
@@ -113,10 +144,16 @@ func TestStatusJSON(t *testing.T) {
 	for _, h := range st.Hosts {
 		names = append(names, h.Host)
 	}
-	if strings.Join(names, " ") != "edge-1 ingest-1 ingest-2 ingest-3" {
+	if strings.Join(names, " ") != "edge-1 ingest-1 ingest-2 ingest-3 ingest-4 ingest-5" {
 		t.Fatalf("hosts %v", names)
 	}
-	edge, i1, i2, i3 := st.Hosts[0], st.Hosts[1], st.Hosts[2], st.Hosts[3]
+	edge, i1, i2, i3, i4, i5 := st.Hosts[0], st.Hosts[1], st.Hosts[2], st.Hosts[3], st.Hosts[4], st.Hosts[5]
+	if i4.Registered || i4.Down != nil || i4.Left == nil || i4.Left.Reason != "drain command" {
+		t.Errorf("ingest-4 (left) %+v", i4)
+	}
+	if !i5.Registered || i5.Left != nil || i5.Down != nil {
+		t.Errorf("ingest-5 (back after leaving) %+v", i5)
+	}
 	if edge.Role != "edge" || edge.Heartbeat != "none" || edge.HeartbeatAgeS != -1 || len(edge.Predictions) != 0 {
 		t.Errorf("edge-1 %+v", edge)
 	}
@@ -130,9 +167,18 @@ func TestStatusJSON(t *testing.T) {
 	if i3.Registered || i3.Down == nil || i3.Down.Reason != "heartbeat-silence" {
 		t.Errorf("ingest-3 %+v", i3)
 	}
-	if len(st.Streams) != 2 || st.Streams[0].Stream != "cam-1" || st.Streams[0].Host != "ingest-1" || st.Streams[0].Epoch != 2 ||
+	if len(st.Streams) != 3 || st.Streams[0].Stream != "cam-1" || st.Streams[0].Host != "ingest-1" || st.Streams[0].Epoch != 2 ||
 		st.Streams[0].SessionID != "s-0123456789abcdef" || st.Streams[1].Mode != "pull" {
 		t.Errorf("streams %+v", st.Streams)
+	}
+	// one source of truth for "in flight": m-1 (notified) moves cam-1; m-2
+	// is completed, so cam-3 is not moving whatever its placement says
+	if c1, c3 := st.Streams[0], st.Streams[2]; c1.Moving != "m-1" || c3.Moving != "" {
+		t.Errorf("moving: cam-1 %q, cam-3 %q", c1.Moving, c3.Moving)
+	}
+	if c1, c2, c3 := st.Streams[0].Publisher, st.Streams[1].Publisher, st.Streams[2].Publisher; !c1.Attached || c1.Host != "ingest-1" ||
+		c2.Attached || c3.Attached || time.Since(c3.IdleSince) < 11*time.Minute {
+		t.Errorf("publishers: cam-1 %+v, cam-2 %+v, cam-3 %+v", c1, c2, c3)
 	}
 	if len(st.Migrations) != 1 || st.Migrations[0].MigrationID != "m-1" || st.Migrations[0].Step != "notified" ||
 		st.Migrations[0].StartedAt.IsZero() || !strings.Contains(string(st.Migrations[0].Record), "a_field_from_the_future") {
@@ -155,7 +201,7 @@ func TestStatusJSON(t *testing.T) {
 		t.Errorf("no line starting %q in:\n%s", prefix, out)
 		return ""
 	}
-	for _, want := range []string{"HOSTS (4)", "STREAMS (2)", "MIGRATIONS IN FLIGHT (1)", "MAINTENANCE (1)"} {
+	for _, want := range []string{"HOSTS (6)", "STREAMS (3)", "MIGRATIONS IN FLIGHT (1)", "MAINTENANCE (1)"} {
 		row(want)
 	}
 	if h := row("HOST "); h != "HOST ZONE ROLE STATUS HEARTBEAT STREAMS READERS IN PREDICTION" {
@@ -170,8 +216,17 @@ func TestStatusJSON(t *testing.T) {
 	if l := row("ingest-3 "); !strings.Contains(l, "unregistered") || !strings.Contains(l, "DOWN since") {
 		t.Errorf("ingest-3 row %q", l)
 	}
-	if l := row("cam-1 "); !strings.Contains(l, "ingest-1 2 push s-0123456789abcdef agent-1 m-1 from ingest-2, deadline in") {
+	if l := row("ingest-4 "); !regexp.MustCompile(`^ingest-4 - - left [0-9.]+s ago \(drained: drain command\) none - - - -$`).MatchString(l) {
+		t.Errorf("ingest-4 row %q", l)
+	}
+	if l := row("STREAM "); l != "STREAM HOST EPOCH MODE SESSION CLIENT AGE PUBLISHER MOVING" {
+		t.Errorf("stream header %q", l)
+	}
+	if l := row("cam-1 "); !strings.Contains(l, "ingest-1 2 push s-0123456789abcdef agent-1 - on ingest-1 m-1 from ingest-2, deadline in") {
 		t.Errorf("cam-1 row %q", l)
+	}
+	if l := row("cam-3 "); !regexp.MustCompile(`^cam-3 ingest-1 2 push s-3 - 12m0\ds none for 12m0\ds -$`).MatchString(l) {
+		t.Errorf("cam-3 row %q, want no MOVING (m-2 completed) and its publisher missing since it was placed", l)
 	}
 	if l := row("m-1 "); !strings.Contains(l, "cam-1 ingest-2 ingest-1 notified (fallback) evacuation") {
 		t.Errorf("migration row %q", l)

@@ -21,7 +21,8 @@ import (
 )
 
 // TestHostSpeaksOnlyForItself: with per-host credentials, ingest-1 may
-// publish its own heartbeat, telemetry, registry record and drain, and none
+// publish its own heartbeat, telemetry, registry record, drain and departure
+// (host_left, deleting its record), and none
 // of ingest-2's; it may read only its own commands.
 func TestHostSpeaksOnlyForItself(t *testing.T) {
 	e := newAccessEnv(t)
@@ -38,6 +39,12 @@ func TestHostSpeaksOnlyForItself(t *testing.T) {
 	}
 	drain := func(host string) func(ctx context.Context) error {
 		return publish(h1, events.Draining{Host: host, Deadline: now.Add(time.Minute), Reason: "identity test", Streams: 1})
+	}
+	left := func(host string) func(ctx context.Context) error {
+		return publish(h1, events.HostLeft{Host: host, Reason: "identity test", At: now})
+	}
+	unreg := func(host string) func(ctx context.Context) error {
+		return func(ctx context.Context) error { return kv(t, h1, bus.BucketHosts).Delete(ctx, host) }
 	}
 	reg := func(host string) func(ctx context.Context) error {
 		return func(ctx context.Context) error {
@@ -65,6 +72,8 @@ func TestHostSpeaksOnlyForItself(t *testing.T) {
 		{"telemetry", subject.Telemetry("ingest-2"), tel},
 		{"drain event", subject.Draining("ingest-2"), drain},
 		{"registry record", "$KV.ingest_hosts.ingest-2", reg},
+		{"departure (host_left)", subject.HostLeft("ingest-2"), left},
+		{"registry deletion", "$KV.ingest_hosts.ingest-2", unreg},
 		{"stream_ceased", subject.StreamCeased("cam-1", "ingest-2"), ceased},
 		{"publisher_attached", subject.PublisherAttached("cam-1", "ingest-2"), attached},
 		{"command consumer", "$JS.API.CONSUMER.CREATE.FERRY_COMMANDS.ingest-ingest-2.ferry.cmd.ingest.ingest-2.>", cmds},

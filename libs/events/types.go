@@ -22,6 +22,7 @@ const (
 	TypeMaintenanceScheduled = "io.ferry.ops.maintenance_scheduled.v1"
 	TypeMaintenanceCancelled = "io.ferry.ops.maintenance_cancelled.v1"
 	TypeDraining             = "io.ferry.ingest.draining.v1"
+	TypeHostLeft             = "io.ferry.ingest.host_left.v1"
 	TypePublisherAttached    = "io.ferry.ingest.publisher_attached.v1"
 	TypePublisherDetached    = "io.ferry.ingest.publisher_detached.v1"
 	TypeStreamCeased         = "io.ferry.ingest.stream_ceased.v1"
@@ -34,6 +35,7 @@ const (
 	TypeReassigned           = "io.ferry.placement.reassigned.v1"
 	TypeMigrationCompleted   = "io.ferry.placement.migration_completed.v1"
 	TypeMigrationFailed      = "io.ferry.placement.migration_failed.v1"
+	TypeReleased             = "io.ferry.placement.released.v1"
 	TypeMoveNotice           = "io.ferry.notify.move_notice.v1"
 	TypeNoticeDelivered      = "io.ferry.notify.delivered.v1"
 	TypeNoticeAcked          = "io.ferry.notify.acked.v1"
@@ -89,6 +91,24 @@ type Draining struct {
 func (e Draining) EventType() string    { return TypeDraining }
 func (e Draining) EventSubject() string { return subject.Draining(e.Host) }
 func (e Draining) EventKey() string     { return e.Host + "/" + e.Deadline.UTC().Format(time.RFC3339) }
+
+// HostLeft says a host that drained is leaving on purpose: it deleted its
+// registry record and its heartbeats stop, and nobody should take that
+// silence for a failure.
+type HostLeft struct {
+	Host string `json:"host"`
+	// Reason is why it drained (e.g. "signal", "drain command").
+	Reason string `json:"reason"`
+	// StreamsLeft is how many streams it still hosted when it closed them
+	// at its drain deadline (0: every stream had moved).
+	StreamsLeft int       `json:"streams_left"`
+	StartedAt   time.Time `json:"started_at,omitzero"`
+	At          time.Time `json:"at"`
+}
+
+func (e HostLeft) EventType() string    { return TypeHostLeft }
+func (e HostLeft) EventSubject() string { return subject.HostLeft(e.Host) }
+func (e HostLeft) EventKey() string     { return e.Host + "/" + e.At.UTC().Format(time.RFC3339Nano) }
 
 // PublisherAttached reports that a publisher session began recording on a host.
 type PublisherAttached struct {
@@ -302,6 +322,29 @@ func (e MigrationFailed) EventType() string    { return TypeMigrationFailed }
 func (e MigrationFailed) EventSubject() string { return subject.MigrationFailed(e.Stream) }
 func (e MigrationFailed) EventKey() string     { return e.MigrationID }
 
+// Released says placement deleted a stream's placement because no
+// publisher was attached to it for longer than placement's release period
+// (the publisher was killed, or never published after choose).
+type Released struct {
+	Stream    string `json:"stream"`
+	Host      string `json:"host"`
+	Epoch     uint64 `json:"epoch"`
+	Mode      string `json:"mode"`
+	SessionID string `json:"session_id,omitempty"`
+	ClientID  string `json:"client_id,omitempty"`
+	// IdleSince is when the stream was last seen with a publisher (or placed,
+	// if it never had one).
+	IdleSince time.Time `json:"idle_since"`
+	Reason    string    `json:"reason"`
+	At        time.Time `json:"at"`
+}
+
+func (e Released) EventType() string    { return TypeReleased }
+func (e Released) EventSubject() string { return subject.Released(e.Stream) }
+func (e Released) EventKey() string {
+	return fmt.Sprintf("%s/%d/%s", e.Stream, e.Epoch, e.IdleSince.UTC().Format(time.RFC3339Nano))
+}
+
 // MoveNotice tells one client to move one stream (ferry.cmd.client.<client>.notice).
 type MoveNotice struct {
 	NoticeID    string `json:"notice_id"`
@@ -424,8 +467,11 @@ type Placement struct {
 	SessionID   string    `json:"session_id,omitempty"`
 	ClientID    string    `json:"client_id,omitempty"`
 	// Mode is "push" or "pull"; SourceURL is set for pull.
-	Mode      string    `json:"mode"`
-	SourceURL string    `json:"source_url,omitempty"`
+	Mode      string `json:"mode"`
+	SourceURL string `json:"source_url,omitempty"`
+	// PlacedAt is when the stream was first placed (kept across moves);
+	// zero in records written before it existed.
+	PlacedAt  time.Time `json:"placed_at,omitzero"`
 	UpdatedAt time.Time `json:"updated_at"`
 }
 

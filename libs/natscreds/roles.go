@@ -164,7 +164,7 @@ func Permissions(r Role) (jwt.Permissions, error) {
 			subject.Heartbeat(name),
 			subject.Telemetry(name),
 			subject.Draining(name),
-			"ferry.evt.ingest.host_left." + name,
+			subject.HostLeft(name),
 			subject.PublisherAttached("*", name),
 			subject.PublisherDetached("*", name),
 			subject.StreamCeased("*", name),

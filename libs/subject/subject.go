@@ -50,6 +50,10 @@ func MaintenanceCancelled(host string) string {
 // Draining is ferry.evt.ingest.draining.<host>
 func Draining(host string) string { return prefix + "evt.ingest.draining." + host }
 
+// HostLeft is ferry.evt.ingest.host_left.<host>: a host that drained
+// announces, as it exits, that it left on purpose (it is not down).
+func HostLeft(host string) string { return prefix + "evt.ingest.host_left." + host }
+
 // PublisherAttached is ferry.evt.ingest.publisher_attached.<stream>.<host>
 func PublisherAttached(stream, host string) string {
 	return prefix + "evt.ingest.publisher_attached." + stream + "." + host
@@ -107,6 +111,10 @@ func MigrationCompleted(stream string) string {
 func MigrationFailed(stream string) string {
 	return prefix + "evt.placement.migration_failed." + stream
 }
+
+// Released is ferry.evt.placement.released.<stream>: a placement whose
+// publisher stayed away too long was deleted.
+func Released(stream string) string { return prefix + "evt.placement.released." + stream }
 
 // ClientNotice is ferry.cmd.client.<client>.notice
 func ClientNotice(client string) string { return prefix + "cmd.client." + client + ".notice" }

@@ -50,6 +50,10 @@ type Config struct {
 	StreamBitrate int64
 	// Workers bounds concurrent decision writes (PLACEMENT_WORKERS, --workers).
 	Workers int
+	// ReleaseAfter: a push placement without a publisher for this long is
+	// released (deleted, event released) and no longer moved
+	// (PLACEMENT_RELEASE_AFTER, --release-after; 0 = never).
+	ReleaseAfter time.Duration
 
 	parseErrs []error
 }
@@ -71,6 +75,7 @@ func DefaultConfig() Config {
 		MaxCapacity:     e.Fleet.MaxCapacityStreams,
 		StreamBitrate:   e.StreamBitrate,
 		Workers:         e.Workers,
+		ReleaseAfter:    e.ReleaseAfter,
 	}
 }
 
@@ -105,6 +110,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	r.Int(&c.MaxCapacity, "PLACEMENT_MAX_CAPACITY")
 	r.Int64(&c.StreamBitrate, "PLACEMENT_STREAM_BITRATE")
 	r.Int(&c.Workers, "PLACEMENT_WORKERS")
+	r.Dur(&c.ReleaseAfter, "PLACEMENT_RELEASE_AFTER")
 	if err := r.Err(); err != nil {
 		c.parseErrs = append(c.parseErrs, err)
 	}
@@ -123,6 +129,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	fs.DurationVar(&c.FallbackGrace, "fallback-grace", c.FallbackGrace, "time past the deadline for a fallback publisher to reconnect (PLACEMENT_FALLBACK_GRACE)")
 	fs.DurationVar(&c.EvacuationLead, "evacuation-lead", c.EvacuationLead, "how long before a predicted outage its evacuation starts (PLACEMENT_EVACUATION_LEAD)")
 	fs.IntVar(&c.Workers, "workers", c.Workers, "concurrent decision writes (PLACEMENT_WORKERS)")
+	fs.DurationVar(&c.ReleaseAfter, "release-after", c.ReleaseAfter, "release a push placement without a publisher for this long, 0 = never (PLACEMENT_RELEASE_AFTER)")
 	if err := cli.Parse(fs, args, out); err != nil {
 		return c, err
 	}
@@ -172,6 +179,9 @@ func (c Config) Validate() error {
 	between("PLACEMENT_STEP_GRACE", c.StepGrace, time.Second, time.Hour)
 	between("PLACEMENT_FALLBACK_GRACE", c.FallbackGrace, time.Second, time.Hour)
 	between("PLACEMENT_EVACUATION_LEAD", c.EvacuationLead, 0, 7*24*time.Hour)
+	if c.ReleaseAfter != 0 {
+		between("PLACEMENT_RELEASE_AFTER", c.ReleaseAfter, 10*time.Second, 30*24*time.Hour)
+	}
 	if c.MaxCapacity < 1 {
 		errs = append(errs, fmt.Errorf("PLACEMENT_MAX_CAPACITY: must be at least 1, got %d", c.MaxCapacity))
 	}
@@ -196,6 +206,7 @@ func (c Config) Engine() engine.Config {
 	e.MinDeadline = c.MinDeadline
 	e.Pace = c.Pace
 	e.Workers = c.Workers
+	e.ReleaseAfter = c.ReleaseAfter
 	e.Fleet.StaleAfter = c.StaleAfter
 	e.Fleet.EvacuationLead = c.EvacuationLead
 	e.Fleet.DefaultCapacityStreams = c.DefaultCapacity

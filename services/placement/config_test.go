@@ -58,6 +58,8 @@ func TestConfigErrors(t *testing.T) {
 			"PLACEMENT_DEFAULT_CAPACITY: must be 1..PLACEMENT_MAX_CAPACITY (100), got 500"},
 		{"bitrate", map[string]string{"PLACEMENT_STREAM_BITRATE": "0"}, nil, "PLACEMENT_STREAM_BITRATE: must be 1..1000000000 bit/s, got 0"},
 		{"stale", map[string]string{"PLACEMENT_STALE_AFTER": "100ms"}, nil, "PLACEMENT_STALE_AFTER: must be between 1s and 5m0s, got 100ms"},
+		{"release too soon", nil, []string{"--release-after", "1s"}, "PLACEMENT_RELEASE_AFTER: must be between 10s and 720h0m0s, got 1s"},
+		{"release negative", map[string]string{"PLACEMENT_RELEASE_AFTER": "-1m"}, nil, "PLACEMENT_RELEASE_AFTER: must be between 10s and 720h0m0s, got -1m0s"},
 		{"nats url", nil, []string{"--nats", "localhost:4222"}, `--nats: "localhost:4222" must be a URL like nats://127.0.0.1:4222`},
 		{"nats flag scheme", nil, []string{"--nats", "http://127.0.0.1:4222"}, `--nats: "http://127.0.0.1:4222": scheme "http" is not a NATS scheme (nats, tls, ws or wss), e.g. nats://127.0.0.1:4222`},
 		{"flag parse error", nil, []string{"--token-ttl", "10x"}, `--token-ttl: "10x" is not a duration like 30s or 2m`},

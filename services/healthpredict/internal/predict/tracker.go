@@ -47,6 +47,10 @@ type host struct {
 	down       bool
 	downAt     time.Time
 	downReason string
+	// left: the host announced its departure at leftAt (host_left) and has
+	// not sent a heartbeat since; its silence is not a failure.
+	left   bool
+	leftAt time.Time
 
 	trends   []*trend
 	surges   []*surge
@@ -165,16 +169,56 @@ func (tr *Tracker) Heartbeat(host string, t time.Time) []Decision {
 	if h.down && t.After(h.downAt) {
 		h.down = false
 	}
+	if h.left && t.After(h.leftAt) {
+		h.left = false // it came back: a later silence is a failure again
+	}
 	return tr.reported(h, t, nil)
+}
+
+// Leave records that host announced its departure at t (it drained and
+// exited on purpose): the silence of its heartbeats that follows is not a
+// failure, so Silence reports no Down for it until the host sends a
+// heartbeat after t. A Down not yet published for a silence that began by t
+// (a replay that saw the delete marker first) is withdrawn. The drain
+// prediction, fulfilled, is cleared.
+func (tr *Tracker) Leave(host string, t time.Time) []Decision {
+	h := tr.host(host)
+	if h.left && !t.After(h.leftAt) {
+		return nil
+	}
+	if !h.lastHB.IsZero() && h.lastHB.After(t) {
+		return nil // a heartbeat after the departure: the host is back already
+	}
+	h.left, h.leftAt = true, t
+	if h.down {
+		h.down = false
+	}
+	var out []Decision
+	if h.drain != nil {
+		h.drain = nil
+		if d, ok := h.episode(CauseDrain).close(t, "host left after draining"); ok {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// Left reports whether host announced its departure and has been silent since.
+func (tr *Tracker) Left(host string) (time.Time, bool) {
+	if h := tr.hosts[host]; h != nil && h.left {
+		return h.leftAt, true
+	}
+	return time.Time{}, false
 }
 
 // Silence reports that host's heartbeats stopped; detectedAt is the time the
 // silence was established (the delete marker's time). It returns one Down
-// per silence: a repeated marker is ignored until a heartbeat arrives.
+// per silence: a repeated marker is ignored until a heartbeat arrives. A
+// host that announced its departure (Leave) gets no Down.
 func (tr *Tracker) Silence(host string, detectedAt time.Time, reason string) []Decision {
 	h := tr.host(host)
-	if h.down {
-		return nil
+	if h.down || h.left {
+		return nil // already down, or it announced its departure
 	}
 	if !h.lastHB.IsZero() && !detectedAt.After(h.lastHB) {
 		return nil // a heartbeat came after the silence began

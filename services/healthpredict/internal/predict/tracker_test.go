@@ -397,3 +397,71 @@ func TestSampleCheck(t *testing.T) {
 		})
 	}
 }
+
+// TestLeaveIsNotDown: a host that announced its departure gets no Down for
+// the silence that follows, in either order of the two inputs; once it sends
+// a heartbeat again, its next silence is a Down again.
+func TestLeaveIsNotDown(t *testing.T) {
+	hb := func(m float64) func(*Tracker) []Decision {
+		return func(tr *Tracker) []Decision { return tr.Heartbeat("h1", at(m)) }
+	}
+	silence := func(m float64) func(*Tracker) []Decision {
+		return func(tr *Tracker) []Decision { return tr.Silence("h1", at(m), "heartbeats stopped") }
+	}
+	leave := func(m float64) func(*Tracker) []Decision {
+		return func(tr *Tracker) []Decision { return tr.Leave("h1", at(m)) }
+	}
+	drain := func(tr *Tracker) []Decision {
+		return tr.Drain(Drain{Host: "h1", Deadline: at(2), Reason: "deploy", Streams: 1}, at(1))
+	}
+	for _, tc := range []struct {
+		name  string
+		ops   []op
+		downs int // Downs() at the end
+	}{
+		{name: "left, then silent", ops: []op{
+			{"heartbeat", hb(0), nil},
+			{"leave", leave(0.1), nil},
+			{"silence", silence(0.2), nil},
+		}},
+		{name: "silence seen first (replay), then the departure", ops: []op{
+			{"heartbeat", hb(0), nil},
+			{"silence", silence(0.2), []string{"down "}},
+			{"leave", leave(0.1), nil},
+		}},
+		{name: "drain prediction cleared by the departure", ops: []op{
+			{"heartbeat", hb(0), nil},
+			{"drain", drain, []string{"open drain"}},
+			{"leave", leave(1.5), []string{"clear drain"}},
+			{"silence", silence(1.6), nil},
+		}},
+		{name: "back after leaving, then silent: down", ops: []op{
+			{"heartbeat", hb(0), nil},
+			{"leave", leave(0.1), nil},
+			{"silence", silence(0.2), nil},
+			{"registers again", hb(5), nil},
+			{"silent again", silence(5.1), []string{"down "}},
+		}, downs: 1},
+		{name: "a stale departure does not hide a later silence", ops: []op{
+			{"heartbeat", hb(5), nil},
+			{"old leave", leave(1), nil},
+			{"silence", silence(5.1), []string{"down "}},
+		}, downs: 1},
+		{name: "no departure: down", ops: []op{
+			{"heartbeat", hb(0), nil},
+			{"silence", silence(0.2), []string{"down "}},
+		}, downs: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tr := NewTracker(Default())
+			for _, o := range tc.ops {
+				if got := kinds(o.do(tr)); !reflect.DeepEqual(got, o.want) && !(len(got) == 0 && len(o.want) == 0) {
+					t.Fatalf("%s: got %v, want %v", o.name, got, o.want)
+				}
+			}
+			if got := len(tr.Downs()); got != tc.downs {
+				t.Fatalf("Downs() = %v, want %d", tr.Downs(), tc.downs)
+			}
+		})
+	}
+}

@@ -1,5 +1,6 @@
 // Package service runs health prediction on NATS: it replays and follows
-// maintenance windows, drain notices and Ferry's own health events on
+// maintenance windows, drain notices, departures (host_left) and Ferry's own
+// health events on
 // FERRY_EVENTS, telemetry on FERRY_TELEMETRY and heartbeats (and their
 // delete markers) on FERRY_HEARTBEATS, feeds them to a predict.Tracker, and
 // publishes its decisions as outage_predicted, outage_cleared and host_down.
@@ -153,7 +154,7 @@ func (s *Service) feeds() []feed {
 	return []feed{
 		{name: FeedEvents, stream: bus.StreamEvents, deliver: jetstream.DeliverAllPolicy, handle: s.onEvent,
 			filters: []string{subject.MaintenanceScheduled("*"), subject.MaintenanceCancelled("*"), subject.Draining("*"),
-				subject.OutagePredicted("*"), subject.OutageCleared("*"), subject.HostDown("*")}},
+				subject.HostLeft("*"), subject.OutagePredicted("*"), subject.OutageCleared("*"), subject.HostDown("*")}},
 		{name: FeedTelemetry, stream: bus.StreamTelemetry, deliver: jetstream.DeliverAllPolicy, handle: s.onTelemetry,
 			filters: []string{subject.Telemetry("*")}},
 		{name: FeedHeartbeats, stream: bus.StreamHeartbeats, deliver: jetstream.DeliverLastPerSubjectPolicy,
@@ -454,6 +455,21 @@ func (s *Service) onEvent(ctx context.Context, m jetstream.Msg, md *jetstream.Ms
 			return
 		}
 		ds = s.tr.Drain(predict.Drain{Host: e.Host, Deadline: e.Deadline, Reason: e.Reason, Streams: e.Streams}, env.Time)
+	case events.TypeHostLeft:
+		e, err := dataAs[events.HostLeft](env)
+		if err == nil {
+			err = sameHost(e.Host, host)
+		}
+		if err != nil {
+			s.reject(ctx, FeedEvents, bus.StreamEvents, m, md, host, "absurd", err)
+			return
+		}
+		// The server's clock, like the heartbeats' and their markers'.
+		ds = s.tr.Leave(e.Host, md.Timestamp.UTC())
+		if s.live {
+			s.log.Info().Str(obs.FieldHost, e.Host).Str("reason", e.Reason).Int("streams_left", e.StreamsLeft).
+				Msg("host left: its heartbeat silence is not a failure")
+		}
 	case events.TypeOutagePredicted:
 		e, err := dataAs[events.OutagePredicted](env)
 		if err != nil {

@@ -198,6 +198,25 @@ func TestHeartbeatSilenceIsHostDown(t *testing.T) {
 	}
 }
 
+// TestDepartureIsNotHostDown: a host that announced its departure
+// (host_left, after a drain) and then falls silent gets no host_down, while
+// a host that falls silent without one, after it, does; the departed host
+// registering again and falling silent gets its host_down.
+func TestDepartureIsNotHostDown(t *testing.T) {
+	env := testutil.NATS(t)
+	start(t, env, "hp-1")
+	heartbeat(t, env.JS, "ingest-2", time.Second)
+	publish(t, env.JS, events.HostLeft{Host: "ingest-2", Reason: "drain command", At: time.Now().UTC()})
+	heartbeat(t, env.JS, "ingest-3", time.Second) // later: its marker comes after ingest-2's
+	testutil.CheckFor(t, 10*time.Second, 50*time.Millisecond, count[events.HostDown](t, env.JS, subject.HostDown("ingest-3"), 1))
+	if downs := storedAs[events.HostDown](t, env.JS, subject.HostDown("ingest-2")); len(downs) != 0 {
+		t.Fatalf("host_down for a host that left: %+v", downs)
+	}
+
+	heartbeat(t, env.JS, "ingest-2", time.Second) // back, then silent without leaving
+	testutil.CheckFor(t, 10*time.Second, 50*time.Millisecond, count[events.HostDown](t, env.JS, subject.HostDown("ingest-2"), 1))
+}
+
 // telemetry returns a valid sample of host at t with memory at frac of its limit.
 func telemetry(host string, t time.Time, frac float64) events.Telemetry {
 	const limit = 4 << 30

@@ -264,17 +264,23 @@ func (a *App) Run(ctx context.Context) error {
 	close(a.started)
 	log.Info().Str("role", a.cfg.Role).Str("rtsp", node.PublicURL()).Str("metrics", a.metrics0).Msg("ingest node started")
 
-	drained := false
+	drained, left, why := false, 0, ""
 	select {
 	case <-ctx.Done():
-		drained = a.drain(rctx, a.cfg.DrainGrace, "signal")
+		why = "signal"
+		drained, left = a.drain(rctx, a.cfg.DrainGrace, why)
 	case req := <-a.drainCh:
-		drained = a.drain(rctx, req.grace, req.reason)
+		why = req.reason
+		if why == "" {
+			why = "drain"
+		}
+		drained, left = a.drain(rctx, req.grace, why)
 	case err := <-consuming:
 		if err != nil {
 			log.Error().Err(err).Msg("command consumer failed")
 		}
-		drained = a.drain(rctx, a.cfg.DrainGrace, "command consumer failed")
+		why = "command consumer failed"
+		drained, left = a.drain(rctx, a.cfg.DrainGrace, why)
 	case <-rctx.Done():
 	}
 
@@ -290,8 +296,14 @@ func (a *App) Run(ctx context.Context) error {
 	abort()
 	wg.Wait()
 	if drained {
+		// Leave on purpose: without the record and with host_left, the
+		// heartbeat silence that follows is not taken for a failure.
 		dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		a.registry.Deregister(dctx)
+		if err := a.emitter.Publish(dctx, events.HostLeft{Host: a.cfg.HostID, Reason: why, StreamsLeft: left,
+			StartedAt: a.registry.StartedAt(), At: time.Now().UTC()}); err != nil {
+			log.Error().Err(err).Msg("publish host_left")
+		}
 		cancel()
 	}
 	ecancel()
@@ -329,8 +341,9 @@ func (a *App) load() registry.Load {
 }
 
 // drain refuses new publishers, announces the deadline, and waits until every
-// hosted stream has moved or the deadline passed. It returns false on Abort.
-func (a *App) drain(rctx context.Context, grace time.Duration, reason string) bool {
+// hosted stream has moved or the deadline passed. It returns false on Abort,
+// and how many streams were still here at the deadline.
+func (a *App) drain(rctx context.Context, grace time.Duration, reason string) (bool, int) {
 	if grace <= 0 {
 		grace = a.cfg.DrainGrace
 	}
@@ -354,15 +367,15 @@ func (a *App) drain(rctx context.Context, grace time.Duration, reason string) bo
 		n := len(a.node.HostedStreams())
 		if n == 0 {
 			log.Info().Msg("drained: every stream has moved")
-			return true
+			return true, 0
 		}
 		if time.Now().After(deadline) {
 			log.Warn().Int("streams_left", n).Msg("drain deadline: closing the streams still here")
-			return true
+			return true, n
 		}
 		select {
 		case <-rctx.Done():
-			return false
+			return false, n
 		case <-t.C:
 		}
 	}

@@ -48,6 +48,11 @@ func TestDrainEmpty(t *testing.T) {
 	if _, err := hostRecord(t, h, "ingest-1"); err == nil {
 		t.Fatal("host record still present after a clean exit")
 	}
+	// It says it left on purpose, so its heartbeat silence is not a failure.
+	left := waitEvent(h, events.TypeHostLeft, 5*time.Second, func(e events.HostLeft) bool { return e.Host == "ingest-1" })
+	if left.Reason != "deploy" || left.StreamsLeft != 0 || left.StartedAt.IsZero() || left.At.Before(dr.Deadline.Add(-20*time.Second)) {
+		t.Fatalf("host_left = %+v", left)
+	}
 }
 
 // TestDrainWithStreams: while draining, new publishers get 503 with
@@ -143,5 +148,9 @@ func TestDrainOnSignal(t *testing.T) {
 	case <-a.Done():
 	case <-time.After(5 * time.Second):
 		t.Fatal("host did not exit")
+	}
+	left := waitEvent(h, events.TypeHostLeft, 5*time.Second, func(e events.HostLeft) bool { return e.Host == "ingest-1" })
+	if left.Reason != "signal" || left.StreamsLeft != 0 {
+		t.Fatalf("host_left = %+v, want reason signal, no stream left", left)
 	}
 }

@@ -101,6 +101,9 @@ func (r *Registry) PutRecord(ctx context.Context) error {
 	return nil
 }
 
+// StartedAt is when the registry was created (the host's start).
+func (r *Registry) StartedAt() time.Time { return r.started }
+
 // Deregister deletes the host record (clean exit).
 func (r *Registry) Deregister(ctx context.Context) {
 	if r.kv == nil {

@@ -314,6 +314,7 @@ func (s *Service) home(ctx context.Context, req client.ChooseRequest, sessionID 
 			}
 			p := events.Placement{Stream: req.Stream, Host: c.Host, RTSPURL: c.RTSPURL, Epoch: 1, SessionID: sessionID,
 				ClientID: req.ClientID, Mode: req.Mode, SourceURL: req.SourceURL, UpdatedAt: s.now().UTC()}
+			p.PlacedAt = p.UpdatedAt
 			b, _ := json.Marshal(p)
 			rev, err := s.st.Placements.Create(ctx, key, b)
 			if err == nil {

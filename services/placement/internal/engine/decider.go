@@ -43,15 +43,19 @@ type tracked struct {
 	rev uint64
 }
 
+func newDecider(s *Service) *decider {
+	return &decider{s: s, log: s.log.With().Str(obs.FieldComponent, "decider").Logger(),
+		running: map[string]bool{}, slots: map[string]time.Time{}, nocap: map[string]time.Time{},
+		active: map[string]tracked{}, latest: map[string]latestMigration{}}
+}
+
 // Lead runs the decider until ctx ends (the lease is lost or the replica stops).
 func (s *Service) Lead(ctx context.Context) {
 	s.leading.Store(true)
 	defer s.leading.Store(false)
 	s.met.leader.Set(1)
 	defer s.met.leader.Set(0)
-	d := &decider{s: s, log: s.log.With().Str(obs.FieldComponent, "decider").Logger(),
-		running: map[string]bool{}, slots: map[string]time.Time{}, nocap: map[string]time.Time{},
-		active: map[string]tracked{}, latest: map[string]latestMigration{}}
+	d := newDecider(s)
 	d.log.Info().Msg("deciding")
 	defer d.log.Info().Msg("stopped deciding")
 
@@ -94,9 +98,14 @@ func (s *Service) Lead(ctx context.Context) {
 	defer tick.Stop()
 	recoverTick := time.NewTicker(15 * time.Second)
 	defer recoverTick.Stop()
+	var released time.Time
 	for {
 		d.reconcile(ctx, &wg)
 		d.checkDeadlines(ctx)
+		if now := s.now(); now.Sub(released) >= time.Second {
+			released = now
+			d.releaseIdle(ctx)
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -201,6 +210,54 @@ func (d *decider) reconcile(ctx context.Context, wg *sync.WaitGroup) {
 	}
 }
 
+// releaseIdle deletes, with compare-and-set on the revision it judged, every
+// push placement that has had no publisher for ReleaseAfter and is not being
+// moved, and reports each as released.
+func (d *decider) releaseIdle(ctx context.Context) {
+	now := d.s.now()
+	for _, e := range d.s.ix.all() {
+		if ctx.Err() != nil {
+			return
+		}
+		since, idle := d.s.idle(e.P, now)
+		if !idle || d.moving(e.P.Stream) {
+			continue
+		}
+		d.release(ctx, e, since, now)
+	}
+}
+
+// moving reports whether stream has a migration not yet closed.
+func (d *decider) moving(stream string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	t, ok := d.active[d.latest[stream].id]
+	return ok && !t.rec.Terminal()
+}
+
+func (d *decider) release(ctx context.Context, e entry, since, now time.Time) {
+	p := e.P
+	log := d.log.With().Str(obs.FieldStream, p.Stream).Str(obs.FieldHost, p.Host).Logger()
+	err := d.s.st.Placements.Delete(ctx, events.PlacementKey(p.Stream), jetstream.LastRevision(e.Rev))
+	if err != nil {
+		if ctx.Err() == nil {
+			log.Debug().Err(err).Uint64("revision", e.Rev).Msg("release: placement changed meanwhile (judged again next time)")
+		}
+		return
+	}
+	d.s.ix.apply(p.Stream, nil, e.Rev+1) // the watch brings the exact revision
+	d.s.pres.Forget(p.Stream)
+	d.s.met.released.Inc()
+	ev := events.Released{Stream: p.Stream, Host: p.Host, Epoch: p.Epoch, Mode: p.Mode, SessionID: p.SessionID,
+		ClientID: p.ClientID, IdleSince: since.UTC(), At: now.UTC(),
+		Reason: fmt.Sprintf("no publisher attached for %s (release after %s)", now.Sub(since).Round(time.Second), d.s.cfg.ReleaseAfter)}
+	if _, err := events.Publish(ctx, d.s.js, d.s.source, ev); err != nil {
+		log.Warn().Err(err).Msg("placement released, event not published")
+		return
+	}
+	log.Info().Time("idle_since", since).Uint64("epoch", p.Epoch).Str("reason", ev.Reason).Msg("placement released")
+}
+
 // slot reserves the next move slot on target (pace apart) and returns its time.
 func (d *decider) slot(target string, pace time.Duration) time.Time {
 	d.mu.Lock()
@@ -233,6 +290,9 @@ func (d *decider) evacuate(ctx context.Context, host string) {
 		for _, e := range all {
 			if t, ok := d.nocap[nocapKey(e)]; ok && now.Sub(t) < d.s.cfg.NoCapacityRetry {
 				continue
+			}
+			if _, idle := d.s.idle(e.P, now); idle {
+				continue // no publisher for too long: released, not moved
 			}
 			todo = append(todo, e)
 		}

@@ -48,6 +48,7 @@ import (
 	"github.com/ferrystream/ferry/libs/events"
 	"github.com/ferrystream/ferry/libs/obs"
 	"github.com/ferrystream/ferry/libs/subject"
+	"github.com/ferrystream/ferry/services/placement/client"
 	"github.com/ferrystream/ferry/services/placement/internal/fleet"
 	"github.com/ferrystream/ferry/services/placement/internal/lease"
 	"github.com/ferrystream/ferry/services/placement/internal/migration"
@@ -91,6 +92,9 @@ type Config struct {
 	// NoCapacityRetry is how long a stream that found no home waits before
 	// the evacuation tries it again.
 	NoCapacityRetry time.Duration
+	// ReleaseAfter: the leader releases a push placement that has had no
+	// publisher for this long (0: never), and no longer moves it.
+	ReleaseAfter time.Duration
 }
 
 // DefaultConfig returns the defaults.
@@ -110,6 +114,7 @@ func DefaultConfig() Config {
 		LeaseTTL:        bus.LeaseTTL,
 		ReleaseLease:    true,
 		NoCapacityRetry: 5 * time.Second,
+		ReleaseAfter:    10 * time.Minute,
 	}
 }
 
@@ -145,6 +150,10 @@ type Service struct {
 	st   *bus.Stores
 	view *fleet.View
 	ix   *index
+	// pres says which streams have a publisher; presSynced is set once
+	// its replay is done (until then nothing is released).
+	pres       *events.Presence
+	presSynced atomic.Bool
 
 	ctx    context.Context
 	synced atomic.Bool
@@ -180,7 +189,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 	}
 	log := d.Log.With().Str("replica", cfg.ID).Logger()
 	s := &Service{cfg: cfg, nc: d.NC, js: d.JS, log: log, now: d.Now, source: "ferry/placement/" + cfg.ID,
-		met: newMetrics(reg), ix: newIndex()}
+		met: newMetrics(reg), ix: newIndex(), pres: events.NewPresence()}
 	s.view = fleet.NewView(cfg.Fleet, log, d.Now)
 	return s, nil
 }
@@ -214,6 +223,8 @@ func (s *Service) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); s.watch(ctx, "ingest_hosts", st.Hosts, hostsSynced, s.onHostRecord) }()
 	go func() { defer wg.Done(); s.watch(ctx, "placements", st.Placements, placementsSynced, s.onPlacement) }()
 	go func() { defer wg.Done(); s.followHealth(ctx, healthSynced) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); s.followPresence(ctx) }()
 	for _, c := range []chan struct{}{hostsSynced, placementsSynced, healthSynced} {
 		select {
 		case <-c:
@@ -330,6 +341,55 @@ func (s *Service) followHealth(ctx context.Context, synced chan struct{}) {
 		}
 		return nil
 	})
+}
+
+// followPresence replays (the last of each stream and host) and follows
+// the publisher_attached and publisher_detached events into pres. An event
+// whose host is not the reporting host of its subject is ignored.
+func (s *Service) followPresence(ctx context.Context) {
+	_ = bus.Replay(ctx, s.js, bus.ReplaySpec{Stream: bus.StreamEvents,
+		Filters:       []string{subject.PublisherAttached("*", "*"), subject.PublisherDetached("*", "*")},
+		DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy, Follow: true,
+		CaughtUp: func() { s.presSynced.Store(true) }, Log: s.log.With().Str("feed", "presence").Logger()},
+		func(m jetstream.Msg) error {
+			env, err := events.Decode(m.Data())
+			if err != nil {
+				return nil
+			}
+			var who struct {
+				Host string `json:"host"`
+			}
+			if json.Unmarshal(env.Data, &who) != nil || subject.ReportingHost(m.Subject()) != who.Host {
+				return nil
+			}
+			s.pres.Apply(env)
+			return nil
+		})
+}
+
+// alive reports whether host counts as a publisher's home: registered,
+// heartbeating and not down.
+func (s *Service) alive(host string) bool {
+	st := s.view.Status(host)
+	return st.Known && st.Heartbeating && !st.Down
+}
+
+// idle reports whether p is a push placement that has had no publisher for
+// ReleaseAfter or longer (never before the presence replay is done), and
+// since when it has had none.
+func (s *Service) idle(p events.Placement, now time.Time) (time.Time, bool) {
+	if s.cfg.ReleaseAfter <= 0 || !s.presSynced.Load() || p.Mode == client.ModePull {
+		return time.Time{}, false
+	}
+	placed := p.PlacedAt
+	if placed.IsZero() {
+		placed = p.UpdatedAt
+	}
+	ps := s.pres.Publisher(p.Stream, s.alive, placed, p.UpdatedAt)
+	if ps.Attached {
+		return time.Time{}, false
+	}
+	return ps.IdleSince, now.Sub(ps.IdleSince) >= s.cfg.ReleaseAfter
 }
 
 // MigrationID derives a move's id from the stream and the placement

@@ -12,6 +12,7 @@ type metrics struct {
 	evacuating  prometheus.Gauge
 	chooseTime  prometheus.Histogram
 	chooseCodes *prometheus.CounterVec
+	released    prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -32,7 +33,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Time to answer placement.v1.choose.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 		chooseCodes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ferry_placement_choose_total",
 			Help: "placement.v1.choose answers by code (200, 400, 503, 500)."}, []string{"code"}),
+		released: prometheus.NewCounter(prometheus.CounterOpts{Name: "ferry_placement_released_total",
+			Help: "Placements released because no publisher was attached for PLACEMENT_RELEASE_AFTER."}),
 	}
-	reg.MustRegister(m.decisions, m.conflicts, m.noCapacity, m.migrations, m.leader, m.evacuating, m.chooseTime, m.chooseCodes)
+	reg.MustRegister(m.decisions, m.conflicts, m.noCapacity, m.migrations, m.leader, m.evacuating, m.chooseTime, m.chooseCodes, m.released)
 	return m
 }
