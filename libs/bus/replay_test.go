@@ -2,6 +2,7 @@ package bus_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -606,5 +607,100 @@ func TestReplayFollowsPastLeaderLoss(t *testing.T) {
 	t.Logf("client on %s, leader %s stopped: the event published after the new leader was elected reached the replay %v later", connected, leader, took.Round(time.Millisecond))
 	if took > 6*time.Second {
 		t.Fatalf("the replay took %v to follow past the leader's loss (want well under 10 s)", took)
+	}
+}
+
+// TestConsumeFollowsPastLeaderLoss: the node that leads a durable consumer
+// stops while the client stays connected to another node. The consumer must
+// deliver again within seconds; with the client library's defaults (30 s
+// pulls, 15 s heartbeats) its pending pull was lost for up to 30 s.
+func TestConsumeFollowsPastLeaderLoss(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test")
+	}
+	cl, err := natsembed.RunCluster(t.TempDir(), 3, 15522)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Shutdown)
+	ctx := testutil.Context(t)
+	nc, err := nats.Connect(cl.URLs(), nats.DontRandomize(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	testutil.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error { return bus.Bootstrap(ctx, js, 3) })
+	spec := bus.ConsumerSpec{Stream: bus.StreamEvents, Durable: "t-follow", Filters: []string{subject.Draining("ingest-1")}}
+	got := make(chan int, 16)
+	cctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = bus.Consume(cctx, js, testutil.Logger(t), spec, func(ctx context.Context, m bus.Msg) error {
+			var d events.Draining
+			if err := json.Unmarshal(m.Env.Data, &d); err != nil {
+				return err
+			}
+			got <- d.Streams
+			return nil
+		})
+	}()
+	defer func() { stop(); <-done }()
+	pub := func(i int) error {
+		pctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		defer cancel()
+		_, err := events.Publish(pctx, js, "test", events.Draining{Host: "ingest-1", Deadline: time.Unix(int64(i), 0).UTC(), Streams: i})
+		return err
+	}
+	if err := pub(1); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-got:
+	case <-time.After(20 * time.Second):
+		t.Fatal("first event not consumed")
+	}
+	connected := nc.ConnectedServerName()
+	leader := func() string {
+		c, err := js.Consumer(ctx, bus.StreamEvents, spec.Durable)
+		if err != nil {
+			return ""
+		}
+		if ci := c.CachedInfo().Cluster; ci != nil {
+			return ci.Leader
+		}
+		return ""
+	}
+	testutil.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+		if l := leader(); l != "" && l != connected {
+			return nil
+		}
+		_, _ = nc.Request("$JS.API.CONSUMER.LEADER.STEPDOWN."+bus.StreamEvents+"."+spec.Durable, nil, time.Second)
+		return fmt.Errorf("consumer leader is the connected node %s", connected)
+	})
+	victim := leader()
+	for _, s := range cl.Servers {
+		if s.Name() == victim {
+			s.Shutdown()
+		}
+	}
+	testutil.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error { return pub(2) })
+	published := time.Now()
+	for {
+		select {
+		case n := <-got:
+			if n != 2 {
+				continue
+			}
+			took := time.Since(published)
+			t.Logf("client on %s, consumer leader %s stopped: the next event was consumed %v after it was stored", connected, victim, took.Round(time.Millisecond))
+			if took > 8*time.Second {
+				t.Fatalf("the consumer took %v to deliver past its leader's loss", took)
+			}
+			return
+		case <-time.After(60 * time.Second):
+			t.Fatal("event not consumed after the consumer leader's loss")
+		}
 	}
 }
