@@ -341,7 +341,7 @@ func (a *App) load() registry.Load {
 }
 
 // drain refuses new publishers, announces the deadline, and waits until every
-// hosted stream has moved or the deadline passed. It returns false on Abort,
+// hosted stream has moved and its readers have left, or the deadline passed. It returns false on Abort,
 // and how many streams were still here at the deadline.
 func (a *App) drain(rctx context.Context, grace time.Duration, reason string) (bool, int) {
 	if grace <= 0 {
@@ -364,9 +364,13 @@ func (a *App) drain(rctx context.Context, grace time.Duration, reason string) (b
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	for {
+		// Done when nothing is published here any more and the readers the
+		// old home relays to (edges, mostly) have switched to the new home:
+		// leaving while an edge still pulls from here breaks its viewers'
+		// stream. Readers that never leave get a REDIRECT at the deadline.
 		n := len(a.node.HostedStreams())
-		if n == 0 {
-			log.Info().Msg("drained: every stream has moved")
+		if n == 0 && a.readers() == 0 {
+			log.Info().Msg("drained: every stream has moved and every reader has left")
 			return true, 0
 		}
 		if time.Now().After(deadline) {
@@ -379,6 +383,15 @@ func (a *App) drain(rctx context.Context, grace time.Duration, reason string) (b
 		case <-t.C:
 		}
 	}
+}
+
+// readers counts the readers of every stream on this host.
+func (a *App) readers() int {
+	n := 0
+	for _, s := range a.node.Table().All() {
+		n += s.Readers()
+	}
+	return n
 }
 
 // farewell sends the readers still attached to the host their stream now

@@ -522,8 +522,12 @@ func (f *follower) runPull(p *pull) {
 			}
 			continue
 		}
+		// The follower's end (a stop, the manager's Close) closes the
+		// connection, whatever this loop is waiting for.
+		unwatch := context.AfterFunc(f.ctx, conn.Close)
 		st, err := f.ensureStream(conn)
 		if err != nil {
+			unwatch()
 			conn.Close()
 			f.setErr(err)
 			continue
@@ -534,6 +538,7 @@ func (f *follower) runPull(p *pull) {
 			OnRetire: func(string) { conn.Close() },
 		})
 		if err != nil {
+			unwatch()
 			conn.Close()
 			f.setErr(err)
 			log.Warn().Err(err).Msg("upstream cannot feed the stream")
@@ -569,6 +574,7 @@ func (f *follower) runPull(p *pull) {
 			}
 		})
 		if err := conn.Play(func(mi int, pkt *rtp.Packet) { _ = feed.Write(mi, pkt) }); err != nil {
+			unwatch()
 			st.RemoveFeed(feed)
 			f.setErr(err)
 			continue
@@ -576,7 +582,12 @@ func (f *follower) runPull(p *pull) {
 		log.Info().Str("url", u).Str("feed", feed.ID).Str("mode", feed.Mode().String()).Msg("pulling upstream")
 		backoff = 100 * time.Millisecond
 		werr := conn.Wait()
+		unwatch()
 		st.RemoveFeed(feed)
+		if f.ctx.Err() != nil {
+			log.Info().Str("feed", feed.ID).Msg("upstream pull closed: follower stopped")
+			return
+		}
 		if feed.Retired() {
 			log.Info().Str("feed", feed.ID).Str("reason", feed.Reason()).Msg("upstream pull closed")
 			return
