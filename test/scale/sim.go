@@ -61,6 +61,9 @@ type sim struct {
 }
 
 func newSim(parent context.Context, c config, out io.Writer) (*sim, error) {
+	if err := checkShapes(); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(parent)
 	s := &sim{cfg: c, ctx: ctx, cancel: cancel, out: out, log: zerolog.New(io.Discard), byID: map[string]*simHost{},
 		byCli: map[string]*agent{}, services: map[string]*child{}, svcEnv: map[string][]string{}, counters: map[string]int64{},
