@@ -61,8 +61,8 @@ type simHost struct {
 	capacity int
 	source   string
 
-	nc         *nats.Conn
-	js         jetstream.JetStream
+	nc *nats.Conn
+	js jetstream.JetStream
 	// ajs publishes heartbeats and telemetry asynchronously (errors are
 	// counted by its handler), so a slow ack never delays the next beat.
 	ajs        jetstream.JetStream
