@@ -54,8 +54,16 @@ func (s *sim) runScenarios() error {
 		return err
 	}
 	if err := run("steady", func(p *phase) (result, error) {
+		// nothing happens: every host keeps heartbeating, so healthpredict
+		// must declare none down (a false host_down here means the
+		// simulation or the services cannot keep up at this size)
+		down0 := s.obs.countsCopy()[events.TypeHostDown]
 		sleepCtx(s.ctx, 10*time.Second)
-		return result{"seconds": 10}, nil
+		falseDown := s.obs.countsCopy()[events.TypeHostDown] - down0
+		if falseDown > 0 {
+			s.violation("steady: %d host_down events while every host was heartbeating", falseDown)
+		}
+		return result{"seconds": 10, "false_host_down": falseDown}, nil
 	}); err != nil {
 		return err
 	}
