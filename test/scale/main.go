@@ -20,6 +20,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -53,6 +54,7 @@ type config struct {
 	logLevel       string
 	settle         time.Duration
 	scenarios      string
+	serviceEnv     []string
 }
 
 func parseConfig(args []string, out io.Writer) (config, error) {
@@ -76,6 +78,13 @@ func parseConfig(args []string, out io.Writer) (config, error) {
 	fs.StringVar(&c.logLevel, "log-level", "info", "FERRY_LOG_LEVEL of the services")
 	fs.DurationVar(&c.settle, "settle", 90*time.Second, "longest wait for a scenario's migrations to close and homes to settle")
 	fs.StringVar(&c.scenarios, "scenarios", "all", "comma-separated: initial,steady,maintenance,rolling,lost (initial always runs)")
+	fs.Func("service-env", "KEY=VALUE added to every service's environment, e.g. PLACEMENT_WORKERS=64 (repeatable)", func(v string) error {
+		if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
+			return fmt.Errorf("want KEY=VALUE, got %q", v)
+		}
+		c.serviceEnv = append(c.serviceEnv, v)
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}

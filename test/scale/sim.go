@@ -175,7 +175,7 @@ func (s *sim) serviceEnv(name string, metrics string) []string {
 	default: // placement-N
 		env = append(env, "PLACEMENT_METRICS_ADDR="+metrics, "PLACEMENT_ID="+name)
 	}
-	return env
+	return append(env, s.cfg.serviceEnv...)
 }
 
 func (s *sim) startService(name string) error {
