@@ -222,29 +222,55 @@ func (h *simHost) heartbeat() {
 // 2,000 messages a second whose schema validation and synchronous acks
 // starved the simulation before (docs/scale.md).
 func (h *simHost) publishFast(d events.Data, opts ...jetstream.PublishOpt) {
-	env, err := events.New(h.source, d)
+	m, id, err := envelopeMsg(h.source, d)
 	if err != nil {
 		h.s.count("event_marshal_errors")
 		return
 	}
-	body, err := json.Marshal(env)
-	if err != nil {
-		h.s.count("event_marshal_errors")
-		return
-	}
-	m := nats.NewMsg(env.Subject)
-	m.Data = body
-	m.Header.Set(events.HeaderType, env.Type)
-	if _, err := h.ajs.PublishMsgAsync(m, append([]jetstream.PublishOpt{jetstream.WithMsgID(env.ID)}, opts...)...); err != nil && h.ctx.Err() == nil {
+	if _, err := h.ajs.PublishMsgAsync(m, append([]jetstream.PublishOpt{jetstream.WithMsgID(id)}, opts...)...); err != nil && h.ctx.Err() == nil {
 		h.s.count("async_publish_refused")
 	}
 }
 
-// checkShapes validates, once, the heartbeat and telemetry the simulated
-// hosts send (publishFast does not).
+// publishEvent publishes a lifecycle event as events.Publish does (same
+// envelope, subject and Nats-Msg-Id, synchronously) without validating it
+// each time: checkShapes validated its shape once.
+func (h *simHost) publishEvent(ctx context.Context, d events.Data) error {
+	m, id, err := envelopeMsg(h.source, d)
+	if err != nil {
+		return err
+	}
+	_, err = h.js.PublishMsg(ctx, m, jetstream.WithMsgID(id))
+	return err
+}
+
+// envelopeMsg is d's message as events.Publish builds it, without the
+// schema validation.
+func envelopeMsg(source string, d events.Data) (*nats.Msg, string, error) {
+	env, err := events.New(source, d)
+	if err != nil {
+		return nil, "", err
+	}
+	body, err := json.Marshal(env)
+	if err != nil {
+		return nil, "", err
+	}
+	m := nats.NewMsg(env.Subject)
+	m.Data = body
+	m.Header.Set(events.HeaderType, env.Type)
+	return m, env.ID, nil
+}
+
+// checkShapes validates, once, each kind of event the simulated hosts send
+// (publishFast and publishEvent do not).
 func checkShapes() error {
 	now := time.Now().UTC()
-	for _, d := range []events.Data{events.Heartbeat{Host: "ingest-0000", Seq: 1, At: now}, telemetrySample("ingest-0000", 1, 100, now)} {
+	for _, d := range []events.Data{events.Heartbeat{Host: "ingest-0000", Seq: 1, At: now}, telemetrySample("ingest-0000", 1, 100, now),
+		events.PublisherAttached{Stream: "cam-000001", Host: "ingest-0000", SessionID: "s-0123456789abcdef", ClientID: "agent-000001",
+			Capabilities: agentCaps, MigrationID: "m-0123456789abcdef", Mode: "push", At: now},
+		events.StreamCeased{Stream: "cam-000001", Host: "ingest-0000", NewHost: "ingest-0001", MigrationID: "m-0123456789abcdef", At: now},
+		events.PublisherDetached{Stream: "cam-000001", Host: "ingest-0000", SessionID: "s-0123456789abcdef", ClientID: "agent-000001",
+			MigrationID: "m-0123456789abcdef", Reason: "moved to ingest-0001", At: now}} {
 		if _, _, err := events.Marshal("ferry/ingest/ingest-0000", d); err != nil {
 			return fmt.Errorf("simulated %s: %w", d.EventType(), err)
 		}
@@ -283,7 +309,7 @@ func (h *simHost) emitter() {
 			var err error
 			for attempt := 0; attempt < 5; attempt++ {
 				ctx, cancel := context.WithTimeout(h.ctx, 3*time.Second)
-				_, err = events.Publish(ctx, h.js, h.source, d)
+				err = h.publishEvent(ctx, d)
 				cancel()
 				if err == nil || h.ctx.Err() != nil {
 					break
