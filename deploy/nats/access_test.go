@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
@@ -639,4 +640,50 @@ func TestSingleFilterConsumersPinTheFilter(t *testing.T) {
 	c := e.dial(t, "ingest") // ingest-1 when each host has its own identity
 	spec := bus.ConsumerSpec{Stream: bus.StreamCommands, Durable: "ingest-ingest-1", Filters: []string{subject.IngestCommands("ingest-1")}}
 	c.permitted(t, "bind ingest-ingest-1 through bus.ConsumerSpec", createConsumer(c, bus.StreamCommands, spec.Config()))
+}
+
+// TestHostSeesOnlyItsOwnPlacementNotices: placement's notices
+// (bus.NotifyPlacement) reach a host on its own subject; a host may not
+// read another host's, nor every host's, nor send notices itself. It may
+// follow one stream's notices (an edge serving a stream that lives
+// elsewhere), as it may read that stream's placement record.
+func TestHostSeesOnlyItsOwnPlacementNotices(t *testing.T) {
+	e := newAccessEnv(t)
+	placement := e.dial(t, "placement")
+	host := e.dial(t, "ingest-1")
+
+	got := make(chan *nats.Msg, 4)
+	host.permitted(t, "subscribe to its own notices", func(ctx context.Context) error {
+		if _, err := host.nc.ChanSubscribe(subject.PlacementHostAll("ingest-1"), got); err != nil {
+			return err
+		}
+		return host.nc.FlushWithContext(ctx)
+	})
+	host.permitted(t, "subscribe to one stream's notices", subscribe(host, subject.PlacementStream("cam-1")))
+	pl := events.Placement{Stream: "cam-1", Host: "ingest-2", FromHost: "ingest-1", Epoch: 2}
+	placement.permitted(t, "send a move's notices", func(ctx context.Context) error {
+		if err := bus.NotifyPlacement(placement.nc, pl, 7); err != nil {
+			return err
+		}
+		return placement.nc.FlushWithContext(ctx)
+	})
+	select {
+	case m := <-got:
+		if p, rev, err := bus.PlacementNotice(m); err != nil || p.Host != "ingest-2" || rev != 7 {
+			t.Fatalf("notice %+v rev %d (%v), want the move to ingest-2 at 7", p, rev, err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the old home got no notice of the move")
+	}
+	for _, tc := range []struct{ name, subj string }{
+		{"another host's notices", subject.PlacementHostAll("ingest-2")},
+		{"every host's notices", "ferry.placement.host.>"},
+		{"every notice", "ferry.placement.>"},
+	} {
+		t.Run("refused/subscribe to "+tc.name, func(t *testing.T) { host.refused(t, tc.subj, subscribe(host, tc.subj)) })
+	}
+	t.Run("refused/send a notice", func(t *testing.T) {
+		s := subject.PlacementHost("ingest-2", "cam-1")
+		host.refused(t, s, corePublish(host, s))
+	})
 }

@@ -176,7 +176,9 @@ func Permissions(r Role) (jwt.Permissions, error) {
 		pub = append(pub, readStream("FERRY_EVENTS")...)
 		pub = append(pub, durable("FERRY_COMMANDS", "ingest-"+name, subject.IngestCommands(name))...)
 		pub = append(pub, readKV("placements", "ingest_hosts", "sessions", "processed")...)
-		sub = append(sub, "$SRV.>")
+		// placement notices: its own streams' (one subject, only its own)
+		// and those of the streams its edge serves from other hosts
+		sub = append(sub, "$SRV.>", subject.PlacementHostAll(name), subject.PlacementStream("*"))
 	case RoleHealthpredict:
 		pub = []string{"ferry.evt.health.>", "$KV.maintenance.>", "$KV.processed.>"}
 		pub = append(pub, lease(r)...)
@@ -188,7 +190,8 @@ func Permissions(r Role) (jwt.Permissions, error) {
 		pub = append(pub, deadLetterForwarder()...)
 		sub = append(sub, "$SRV.>")
 	case RolePlacement:
-		pub = []string{"ferry.evt.placement.>", "ferry.cmd.ingest.*.pull"}
+		pub = []string{"ferry.evt.placement.>", "ferry.cmd.ingest.*.pull",
+			subject.PlacementHost("*", "*"), subject.PlacementStream("*")}
 		pub = append(pub, writeKV("placements", "sessions", "session_secrets", "migrations", "processed")...)
 		pub = append(pub, lease(r)...)
 		pub = append(pub, jsBase()...)

@@ -116,6 +116,24 @@ func MigrationFailed(stream string) string {
 // publisher stayed away too long was deleted.
 func Released(stream string) string { return prefix + "evt.placement.released." + stream }
 
+// Placement change notices (core NATS, not stored): placement publishes
+// each placements record it writes on the subject of the stream's home, of
+// its previous home, and of the stream, so that a host follows every stream
+// it hosts with one subscription that never changes, and the fleet's hosts
+// do not each receive every change. The placements bucket stays the only
+// source of truth: a notice says "read or apply revision N", nothing more.
+
+// PlacementHost is ferry.placement.host.<host>.<stream>
+func PlacementHost(host, stream string) string {
+	return prefix + "placement.host." + host + "." + stream
+}
+
+// PlacementHostAll is ferry.placement.host.<host>.> (every notice for one host).
+func PlacementHostAll(host string) string { return prefix + "placement.host." + host + ".>" }
+
+// PlacementStream is ferry.placement.stream.<stream>
+func PlacementStream(stream string) string { return prefix + "placement.stream." + stream }
+
 // ClientNotice is ferry.cmd.client.<client>.notice
 func ClientNotice(client string) string { return prefix + "cmd.client." + client + ".notice" }
 

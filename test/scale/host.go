@@ -17,6 +17,7 @@ import (
 
 	"github.com/ferrystream/ferry/libs/bus"
 	"github.com/ferrystream/ferry/libs/events"
+	"github.com/ferrystream/ferry/libs/subject"
 	"github.com/ferrystream/ferry/libs/token"
 )
 
@@ -31,8 +32,13 @@ const (
 
 // Watch modes of a simulated host's placement watch.
 const (
-	// watchAll is what ferry-ingest does today (control.Hub): one KV watch
-	// of every placement key, so every host receives every change.
+	// watchNotice is what ferry-ingest does (control.NewHostHub): one
+	// subscription to placement's notices for the host,
+	// ferry.placement.host.<host>.>, and a re-read of the host's streams'
+	// records after a reconnection or a drop.
+	watchNotice = "notice"
+	// watchAll is what ferry-ingest did before the notices: one KV watch of
+	// every placement key, so every host receives every change.
 	watchAll = "all"
 	// watchHost is the subject-filtered alternative: a watch of the keys of
 	// the streams the host serves only, re-made (resuming from a revision, so
@@ -55,8 +61,11 @@ type simHost struct {
 	capacity int
 	source   string
 
-	nc         *nats.Conn
-	js         jetstream.JetStream
+	nc *nats.Conn
+	js jetstream.JetStream
+	// ajs publishes heartbeats and telemetry asynchronously (errors are
+	// counted by its handler), so a slow ack never delays the next beat.
+	ajs        jetstream.JetStream
 	hostsKV    jetstream.KeyValue
 	placements jetstream.KeyValue
 	ctx        context.Context
@@ -100,6 +109,16 @@ func (h *simHost) start(ctx context.Context) error {
 		return err
 	}
 	h.nc, h.js = nc, js
+	h.ajs, err = jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(64),
+		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, err error) {
+			if h.ctx.Err() == nil {
+				h.s.count(strings.SplitN(m.Subject, ".", 3)[1] + "_errors") // hb_errors, telemetry_errors
+			}
+		}))
+	if err != nil {
+		nc.Close()
+		return err
+	}
 	if h.hostsKV, err = js.KeyValue(ctx, bus.BucketHosts); err != nil {
 		nc.Close()
 		return err
@@ -193,26 +212,82 @@ func (h *simHost) registry() {
 
 func (h *simHost) heartbeat() {
 	h.hbSeq++
-	ctx, cancel := context.WithTimeout(h.ctx, time.Second)
-	defer cancel()
-	if _, err := events.Publish(ctx, h.js, h.source, events.Heartbeat{Host: h.id, Seq: h.hbSeq, At: time.Now().UTC()},
-		jetstream.WithMsgTTL(heartbeatTTL)); err != nil && h.ctx.Err() == nil {
-		h.s.count("heartbeat_errors")
+	h.publishFast(events.Heartbeat{Host: h.id, Seq: h.hbSeq, At: time.Now().UTC()}, jetstream.WithMsgTTL(heartbeatTTL))
+}
+
+// publishFast publishes a heartbeat or a telemetry sample as the ingest
+// does (same envelope, subject, Nats-Msg-Id and TTL) but cheaply: the shape
+// was validated against its schema once (checkShapes), so it is not
+// validated again, and the publish is asynchronous. At 1,000 hosts that is
+// 2,000 messages a second whose schema validation and synchronous acks
+// starved the simulation before (docs/scale.md).
+func (h *simHost) publishFast(d events.Data, opts ...jetstream.PublishOpt) {
+	m, id, err := envelopeMsg(h.source, d)
+	if err != nil {
+		h.s.count("event_marshal_errors")
+		return
 	}
+	if _, err := h.ajs.PublishMsgAsync(m, append([]jetstream.PublishOpt{jetstream.WithMsgID(id)}, opts...)...); err != nil && h.ctx.Err() == nil {
+		h.s.count("async_publish_refused")
+	}
+}
+
+// publishEvent publishes a lifecycle event as events.Publish does (same
+// envelope, subject and Nats-Msg-Id, synchronously) without validating it
+// each time: checkShapes validated its shape once.
+func (h *simHost) publishEvent(ctx context.Context, d events.Data) error {
+	m, id, err := envelopeMsg(h.source, d)
+	if err != nil {
+		return err
+	}
+	_, err = h.js.PublishMsg(ctx, m, jetstream.WithMsgID(id))
+	return err
+}
+
+// envelopeMsg is d's message as events.Publish builds it, without the
+// schema validation.
+func envelopeMsg(source string, d events.Data) (*nats.Msg, string, error) {
+	env, err := events.New(source, d)
+	if err != nil {
+		return nil, "", err
+	}
+	body, err := json.Marshal(env)
+	if err != nil {
+		return nil, "", err
+	}
+	m := nats.NewMsg(env.Subject)
+	m.Data = body
+	m.Header.Set(events.HeaderType, env.Type)
+	return m, env.ID, nil
+}
+
+// checkShapes validates, once, each kind of event the simulated hosts send
+// (publishFast and publishEvent do not).
+func checkShapes() error {
+	now := time.Now().UTC()
+	for _, d := range []events.Data{events.Heartbeat{Host: "ingest-0000", Seq: 1, At: now}, telemetrySample("ingest-0000", 1, 100, now),
+		events.PublisherAttached{Stream: "cam-000001", Host: "ingest-0000", SessionID: "s-0123456789abcdef", ClientID: "agent-000001",
+			Capabilities: agentCaps, MigrationID: "m-0123456789abcdef", Mode: "push", At: now},
+		events.StreamCeased{Stream: "cam-000001", Host: "ingest-0000", NewHost: "ingest-0001", MigrationID: "m-0123456789abcdef", At: now},
+		events.PublisherDetached{Stream: "cam-000001", Host: "ingest-0000", SessionID: "s-0123456789abcdef", ClientID: "agent-000001",
+			MigrationID: "m-0123456789abcdef", Reason: "moved to ingest-0001", At: now}} {
+		if _, _, err := events.Marshal("ferry/ingest/ingest-0000", d); err != nil {
+			return fmt.Errorf("simulated %s: %w", d.EventType(), err)
+		}
+	}
+	return nil
 }
 
 // telemetry sends a steady sample: the simulation tests the control plane's
 // reaction to maintenance and loss, not the trend predictors.
 func (h *simHost) telemetry() {
-	n := int64(h.hostedCount())
-	t := events.Telemetry{Host: h.id, At: time.Now().UTC(), CPUSeconds: float64(h.hbSeq) * 0.2, CPUPercent: 20,
+	h.publishFast(telemetrySample(h.id, h.hbSeq, int64(h.hostedCount()), time.Now().UTC()))
+}
+
+func telemetrySample(host string, seq uint64, n int64, at time.Time) events.Telemetry {
+	return events.Telemetry{Host: host, At: at, CPUSeconds: float64(seq) * 0.2, CPUPercent: 20,
 		MemBytes: 400<<20 + n<<17, MemLimit: 8 << 30, FDs: 40 + 3*n, FDLimit: 1 << 20, Goroutines: 50 + 8*n,
 		Publishers: n, Readers: n, Streams: n, BitrateIn: n * 4_000_000, BitrateOut: n * 4_000_000}
-	ctx, cancel := context.WithTimeout(h.ctx, time.Second)
-	defer cancel()
-	if _, err := events.Publish(ctx, h.js, h.source, t); err != nil && h.ctx.Err() == nil {
-		h.s.count("telemetry_errors")
-	}
 }
 
 // emit queues a lifecycle event; the emitter publishes in order off the
@@ -234,7 +309,7 @@ func (h *simHost) emitter() {
 			var err error
 			for attempt := 0; attempt < 5; attempt++ {
 				ctx, cancel := context.WithTimeout(h.ctx, 3*time.Second)
-				_, err = events.Publish(ctx, h.js, h.source, d)
+				err = h.publishEvent(ctx, d)
 				cancel()
 				if err == nil || h.ctx.Err() != nil {
 					break
@@ -309,7 +384,11 @@ func (h *simHost) attach(ag *agent, rawURL, sessionID string) error {
 
 // watch runs the placement watch in the configured mode until the host stops.
 func (h *simHost) watch() {
-	if h.s.cfg.watch == watchHost {
+	switch h.s.cfg.watch {
+	case watchNotice:
+		h.watchNotices()
+		return
+	case watchHost:
 		h.watchFiltered()
 		return
 	}
@@ -404,8 +483,64 @@ func (h *simHost) watchFiltered() {
 	}
 }
 
-// onPlacement handles one placement change, as the ingest's hub and
-// handover do: a stream hosted here that now lives elsewhere is handed over.
+// watchNotices follows placement's notices for this host as ferry-ingest's
+// hub does: one subscription that never changes, and the hosted streams'
+// records read again after a reconnection or dropped notices.
+func (h *simHost) watchNotices() {
+	sub, err := h.nc.Subscribe(subject.PlacementHostAll(h.id), func(m *nats.Msg) {
+		h.watchMsgs.Add(1)
+		h.watchBytes.Add(int64(len(m.Subject) + len(m.Data) + len(bus.HeaderPlacementRevision) + 24))
+		pl, rev, err := bus.PlacementNotice(m)
+		if err != nil {
+			h.s.count("bad_placement_notices")
+			return
+		}
+		h.applyPlacement(pl.Stream, pl, rev)
+	})
+	if err != nil {
+		h.s.count("watch_errors")
+		return
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	_ = sub.SetPendingLimits(1<<20, 256<<20)
+	h.watchesMade.Add(1)
+	reconnects, dropped := h.nc.Stats().Reconnects, 0
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.ctx.Done():
+			return
+		case <-t.C:
+		}
+		d, _ := sub.Dropped()
+		if r := h.nc.Stats().Reconnects; r != reconnects || d != dropped {
+			reconnects, dropped = r, d
+			h.s.count("watch_resyncs")
+			h.resync()
+		}
+	}
+}
+
+// resync reads the records of the streams hosted here again.
+func (h *simHost) resync() {
+	h.mu.Lock()
+	streams := make([]string, 0, len(h.streams))
+	for s := range h.streams {
+		streams = append(streams, s)
+	}
+	h.mu.Unlock()
+	for _, s := range streams {
+		ctx, cancel := context.WithTimeout(h.ctx, 3*time.Second)
+		e, err := h.placements.Get(ctx, events.PlacementKey(s))
+		cancel()
+		if err == nil {
+			h.onPlacement(e)
+		}
+	}
+}
+
+// onPlacement handles one change from a KV watch.
 func (h *simHost) onPlacement(e jetstream.KeyValueEntry) {
 	h.watchMsgs.Add(1)
 	h.watchBytes.Add(int64(len(e.Key()) + len(e.Value())))
@@ -416,14 +551,19 @@ func (h *simHost) onPlacement(e jetstream.KeyValueEntry) {
 	if err := json.Unmarshal(e.Value(), &pl); err != nil {
 		return
 	}
-	stream := strings.TrimPrefix(e.Key(), events.PlacementKey(""))
+	h.applyPlacement(strings.TrimPrefix(e.Key(), events.PlacementKey("")), pl, e.Revision())
+}
+
+// applyPlacement handles one placement change, as the ingest's hub and
+// handover do: a stream hosted here that now lives elsewhere is handed over.
+func (h *simHost) applyPlacement(stream string, pl events.Placement, rev uint64) {
 	h.mu.Lock()
 	hs := h.streams[stream]
-	if hs == nil || e.Revision() <= hs.rev {
+	if hs == nil || rev <= hs.rev {
 		h.mu.Unlock()
 		return
 	}
-	hs.rev = e.Revision()
+	hs.rev = rev
 	if pl.Host == h.id {
 		hs.leaving = ""
 		h.mu.Unlock()

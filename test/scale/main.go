@@ -20,6 +20,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -53,6 +54,7 @@ type config struct {
 	logLevel       string
 	settle         time.Duration
 	scenarios      string
+	serviceEnv     []string
 }
 
 func parseConfig(args []string, out io.Writer) (config, error) {
@@ -63,7 +65,7 @@ func parseConfig(args []string, out io.Writer) (config, error) {
 	fs.IntVar(&c.streams, "streams", 100000, "simulated streams (one agent each)")
 	fs.IntVar(&c.capacity, "capacity", 0, "streams each host declares it can take (0: 1.5 x streams/hosts, at least 10)")
 	fs.IntVar(&c.natsNodes, "nats-nodes", 1, "1 (single embedded server) or 3 (embedded 3-node cluster, R3 streams and buckets)")
-	fs.StringVar(&c.watch, "watch", watchHost, "hosts' placement watch: host (only the keys of the host's streams) or all (every placement key: what ferry-ingest does today, see docs/scale.md)")
+	fs.StringVar(&c.watch, "watch", watchNotice, "hosts' placement watch: notice (placement's notices for the host, one subscription: what ferry-ingest does), host (a KV watch of the host's streams' keys, re-made as streams arrive) or all (a KV watch of every key: every host receives every change; see docs/scale.md)")
 	fs.DurationVar(&c.rewatch, "rewatch", 5*time.Second, "with -watch host: how often a host re-makes its watch when streams arrived")
 	fs.StringVar(&c.binDir, "bin", "../bin", "directory holding ferry-healthpredict, ferry-placement and ferry-notifier (make build)")
 	fs.StringVar(&c.workDir, "dir", "", "work directory for NATS data and logs (default: a temporary one, removed unless -keep)")
@@ -76,6 +78,13 @@ func parseConfig(args []string, out io.Writer) (config, error) {
 	fs.StringVar(&c.logLevel, "log-level", "info", "FERRY_LOG_LEVEL of the services")
 	fs.DurationVar(&c.settle, "settle", 90*time.Second, "longest wait for a scenario's migrations to close and homes to settle")
 	fs.StringVar(&c.scenarios, "scenarios", "all", "comma-separated: initial,steady,maintenance,rolling,lost (initial always runs)")
+	fs.Func("service-env", "KEY=VALUE added to every service's environment, e.g. PLACEMENT_WORKERS=64 (repeatable)", func(v string) error {
+		if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
+			return fmt.Errorf("want KEY=VALUE, got %q", v)
+		}
+		c.serviceEnv = append(c.serviceEnv, v)
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -92,8 +101,8 @@ func parseConfig(args []string, out io.Writer) (config, error) {
 	if c.natsNodes != 1 && c.natsNodes != 3 {
 		errs = append(errs, fmt.Errorf("-nats-nodes: 1 or 3, got %d", c.natsNodes))
 	}
-	if c.watch != watchAll && c.watch != watchHost {
-		errs = append(errs, fmt.Errorf("-watch: all or host, got %q", c.watch))
+	if c.watch != watchNotice && c.watch != watchAll && c.watch != watchHost {
+		errs = append(errs, fmt.Errorf("-watch: notice, host or all, got %q", c.watch))
 	}
 	if c.lost >= c.hosts {
 		errs = append(errs, fmt.Errorf("-lost: must be below -hosts (%d), got %d", c.hosts, c.lost))

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/ferrystream/ferry/libs/bus"
+	"github.com/ferrystream/ferry/libs/events"
 )
 
 // phase holds the counters at a scenario's start.
@@ -89,7 +90,9 @@ func (s *sim) endPhase(p *phase) result {
 	procs := result{}
 	for n, u := range s.procs() {
 		cur, peak := u.rssNow()
-		procs[n] = result{"cpu_s_per_s": (u.cpu() - p.cpu[n]) / d, "rss_mb": mb(cur), "rss_peak_mb": mb(peak)}
+		// a process killed during the phase (the placement replica in
+		// "rolling") reads 0 CPU seconds afterwards: count what it used
+		procs[n] = result{"cpu_s_per_s": max(0, u.cpu()-p.cpu[n]) / d, "rss_mb": mb(cur), "rss_peak_mb": mb(peak)}
 	}
 	r["processes"] = procs
 	return r
@@ -178,6 +181,12 @@ func (rep *report) finish(s *sim) error {
 	}
 	check("placement_rss_lt_1GiB", peak < 1<<30, fmt.Sprintf("%.1f MB peak", mb(peak)))
 	check("no_invariant_broken", nviol == 0, fmt.Sprintf("%d violations", nviol))
+	// host_down events beyond the hosts the "lost" scenario killed
+	falseDown := s.obs.countsCopy()[events.TypeHostDown]
+	if _, ok := rep.scenarios["lost"]; ok {
+		falseDown -= s.cfg.lost
+	}
+	check("no_false_host_down", falseDown <= 0, fmt.Sprintf("%d host_down beyond the hosts lost", max(falseDown, 0)))
 	check("run_lt_15min", wall < 15*time.Minute, wall.Round(time.Second).String())
 
 	fmt.Fprintf(s.out, "\nbuckets:\n")

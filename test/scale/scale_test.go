@@ -35,7 +35,7 @@ func TestConfigErrors(t *testing.T) {
 		{"hosts", []string{"-hosts", "1"}, "-hosts: at least 2, got 1"},
 		{"streams", []string{"-streams", "0"}, "-streams: at least 1, got 0"},
 		{"nats nodes", []string{"-nats-nodes", "2"}, "-nats-nodes: 1 or 3, got 2"},
-		{"watch", []string{"-watch", "some"}, `-watch: all or host, got "some"`},
+		{"watch", []string{"-watch", "some"}, `-watch: notice, host or all, got "some"`},
 		{"lost", []string{"-hosts", "10", "-lost", "10"}, "-lost: must be below -hosts (10), got 10"},
 		{"capacity", []string{"-hosts", "30", "-streams", "1000", "-capacity", "40"}, "-capacity: 40 x 0 hosts left after the losses cannot hold 1000 streams"},
 		{"arguments", []string{"extra"}, "unexpected arguments: [extra]"},

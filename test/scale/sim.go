@@ -61,6 +61,9 @@ type sim struct {
 }
 
 func newSim(parent context.Context, c config, out io.Writer) (*sim, error) {
+	if err := checkShapes(); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(parent)
 	s := &sim{cfg: c, ctx: ctx, cancel: cancel, out: out, log: zerolog.New(io.Discard), byID: map[string]*simHost{},
 		byCli: map[string]*agent{}, services: map[string]*child{}, svcEnv: map[string][]string{}, counters: map[string]int64{},
@@ -172,7 +175,7 @@ func (s *sim) serviceEnv(name string, metrics string) []string {
 	default: // placement-N
 		env = append(env, "PLACEMENT_METRICS_ADDR="+metrics, "PLACEMENT_ID="+name)
 	}
-	return env
+	return append(env, s.cfg.serviceEnv...)
 }
 
 func (s *sim) startService(name string) error {

@@ -174,8 +174,8 @@ func (a *App) Run(ctx context.Context) error {
 	// FERRY_DLQ_ADVISORIES until one runs. A media host does not run it.
 
 	placements := control.Placements{KV: stores.Placements}
-	// one watch of the placements bucket for every stream the host follows
-	hub := control.NewHub(placements)
+	// one subscription to placement's notices for this host (docs/design.md §3)
+	hub := control.NewHostHub(placements, nc, a.cfg.HostID)
 	hosts := control.Hosts{KV: stores.Hosts}
 	a.emitter = emit.New(js, "ferry/ingest/"+a.cfg.HostID, log)
 	a.emitter.OnEmit = a.d.OnEmit

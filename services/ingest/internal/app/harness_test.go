@@ -11,6 +11,7 @@ import (
 	"github.com/bluenviron/gortsplib/v4"
 	"github.com/nats-io/nats.go"
 
+	"github.com/ferrystream/ferry/libs/bus"
 	"github.com/ferrystream/ferry/libs/events"
 	"github.com/ferrystream/ferry/libs/testutil"
 	"github.com/ferrystream/ferry/libs/token"
@@ -128,7 +129,12 @@ func (h *harness) place(stream string, a *App, session, migration, from string, 
 func (h *harness) putPlacement(pl events.Placement) {
 	h.t.Helper()
 	b, _ := json.Marshal(pl)
-	if _, err := h.env.Stores.Placements.Put(context.Background(), events.PlacementKey(pl.Stream), b); err != nil {
+	rev, err := h.env.Stores.Placements.Put(context.Background(), events.PlacementKey(pl.Stream), b)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	// as placement does after each write: the hosts follow its notices
+	if err := bus.NotifyPlacement(h.env.NC, pl, rev); err != nil {
 		h.t.Fatal(err)
 	}
 }

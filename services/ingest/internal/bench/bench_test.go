@@ -32,6 +32,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/pion/rtp"
 
+	"github.com/ferrystream/ferry/libs/bus"
 	"github.com/ferrystream/ferry/libs/events"
 	"github.com/ferrystream/ferry/libs/media"
 	"github.com/ferrystream/ferry/libs/subject"
@@ -447,7 +448,11 @@ func BenchmarkEdge(b *testing.B) {
 			pl := events.Placement{Stream: "cam", Host: fmt.Sprintf("origin-%d", k), RTSPURL: "rtsp://" + origins[k], Epoch: uint64(epoch),
 				MigrationID: fmt.Sprintf("m-%d", epoch), SessionID: "s-1", Mode: "push", UpdatedAt: time.Now().UTC()}
 			raw, _ := json.Marshal(pl)
-			if _, err := env.Stores.Placements.Put(ctx, events.PlacementKey("cam"), raw); err != nil {
+			rev, err := env.Stores.Placements.Put(ctx, events.PlacementKey("cam"), raw)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := bus.NotifyPlacement(env.NC, pl, rev); err != nil { // as placement does
 				b.Fatal(err)
 			}
 		}

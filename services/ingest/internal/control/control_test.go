@@ -4,13 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ferrystream/ferry/libs/bus"
 	"github.com/ferrystream/ferry/libs/events"
+	"github.com/ferrystream/ferry/libs/subject"
 	"github.com/ferrystream/ferry/libs/testutil"
 )
 
@@ -270,5 +274,106 @@ func TestHubSlowFollower(t *testing.T) {
 			t.Fatalf("got %s after ingest-%d", pl.Host, last)
 		}
 		last = i
+	}
+}
+
+// movePlacement writes a placement as placement does: the record, then its
+// notices (bus.NotifyPlacement).
+func movePlacement(t *testing.T, env *testutil.Env, stream, from, to string) uint64 {
+	t.Helper()
+	pl := events.Placement{Stream: stream, Host: to, FromHost: from, Epoch: 2, Mode: "push"}
+	b, _ := json.Marshal(pl)
+	rev, err := env.Stores.Placements.Put(context.Background(), events.PlacementKey(stream), b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bus.NotifyPlacement(env.NC, pl, rev); err != nil {
+		t.Fatal(err)
+	}
+	return rev
+}
+
+// TestHostHubNotices: a host's hub follows placement's notices, not the
+// bucket: its one subscription (ferry.placement.host.<host>.>) brings the
+// changes of the streams that live here or leave, an edge follower (Watch)
+// of a stream living elsewhere gets that stream's notices, and no other
+// host's notice reaches the host's subscription.
+func TestHostHubNotices(t *testing.T) {
+	env := testutil.NATS(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	movePlacement(t, env, "cam-1", "", "ingest-1")
+	movePlacement(t, env, "cam-2", "", "ingest-3")
+	hub := NewHostHub(Placements{KV: env.Stores.Placements}, env.NC, "ingest-1")
+	go hub.Run(ctx)
+
+	var mu sync.Mutex
+	var got []events.Placement
+	hub.Follow(ctx, "cam-1", func(pl events.Placement) {
+		mu.Lock()
+		got = append(got, pl)
+		mu.Unlock()
+	})
+	edge, _ := hub.Watch(ctx, "cam-2")
+	if pl := next(t, edge); pl.Host != "ingest-3" {
+		t.Fatalf("edge: current placement %+v", pl)
+	}
+	// every notice that reaches this host, on its own subject
+	var mine atomic.Int32
+	other := make(chan string, 16)
+	sub, err := env.NC.Subscribe(subject.PlacementHostAll("ingest-1"), func(*nats.Msg) { mine.Add(1) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	osub, _ := env.NC.Subscribe(subject.PlacementHostAll("ingest-9"), func(m *nats.Msg) { other <- m.Subject })
+	defer func() { _ = osub.Unsubscribe() }()
+	_ = env.NC.Flush()
+
+	movePlacement(t, env, "cam-1", "ingest-1", "ingest-2") // leaves this host
+	movePlacement(t, env, "cam-2", "ingest-3", "ingest-4") // the edge's stream, elsewhere
+	movePlacement(t, env, "cam-3", "ingest-9", "ingest-8") // nothing to do with this host
+	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(got) == 0 || got[len(got)-1].Host != "ingest-2" {
+			return fmt.Errorf("follower got %+v, want the move to ingest-2 last", got)
+		}
+		return nil
+	})
+	if pl := next(t, edge); pl.Host != "ingest-4" {
+		t.Fatalf("edge: change %+v", pl)
+	}
+	if s := <-other; s != subject.PlacementHost("ingest-9", "cam-3") {
+		t.Fatalf("other host's notice on %s", s)
+	}
+	if n := mine.Load(); n != 1 {
+		t.Fatalf("%d notices on ingest-1's subject, want 1 (cam-1 leaving)", n)
+	}
+}
+
+// TestHostHubResync: a change whose notice never came (placement died
+// between its write and its notice) reaches the follower when the hub reads
+// the bucket again, as it does after a reconnection.
+func TestHostHubResync(t *testing.T) {
+	env := testutil.NATS(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	movePlacement(t, env, "cam-1", "", "ingest-1")
+	hub := NewHostHub(Placements{KV: env.Stores.Placements}, env.NC, "ingest-1")
+	go hub.Run(ctx)
+	ch, _ := hub.Watch(ctx, "cam-1")
+	if pl := next(t, ch); pl.Host != "ingest-1" {
+		t.Fatalf("current placement %+v", pl)
+	}
+	putPlacement(t, env, "cam-1", "ingest-2") // no notice
+	select {
+	case pl := <-ch:
+		t.Fatalf("a change without a notice delivered before any resync: %+v", pl)
+	case <-time.After(100 * time.Millisecond):
+	}
+	hub.resync(ctx)
+	if pl := next(t, ch); pl.Host != "ingest-2" {
+		t.Fatalf("after resync %+v", pl)
 	}
 }

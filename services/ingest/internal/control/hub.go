@@ -6,28 +6,51 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ferrystream/ferry/libs/bus"
 	"github.com/ferrystream/ferry/libs/events"
+	"github.com/ferrystream/ferry/libs/subject"
 )
 
-// Hub follows the whole placements bucket with one KV watch and hands each
-// change to the followers of that stream. A host follows every stream it
-// hosts (the handover) and every stream its edge serves; one watch per stream
-// cost an ordered consumer, its 256-entry buffer and two goroutines each
-// (about 8 KB of heap and 16 KB of stacks per stream), one watch per host
-// costs that once.
+// Hub follows placement changes and hands each one to the followers of that
+// stream. A host follows every stream it hosts (the handover) and every
+// stream its edge serves.
+//
+// A hub made by NewHostHub subscribes to placement's notices
+// (bus.NotifyPlacement) for its host: one core-NATS subscription,
+// ferry.placement.host.<host>.>, which never changes as streams arrive, gets
+// every change of a stream that lives here or has just left; an edge
+// follower (Watch) of a stream that lives elsewhere adds a subscription to
+// that stream's notices. A host therefore receives only its own streams'
+// changes: with a watch of the whole bucket every host received every change
+// (10^8 deliveries for 100,000 placements on 1,000 hosts, docs/scale.md).
+// Notices are not stored, so the hub reads every followed stream's record
+// again whenever it may have missed some (subscribed, reconnected, notices
+// dropped). A hub made by NewHub watches the whole bucket (one KV watch),
+// for tools and tests that have no host identity.
 //
 // A follower gets the stream's current placement, then every change. When a
 // follower falls behind, older undelivered placements are dropped for newer
 // ones: only where the stream lives now matters. Placements are delivered in
 // revision order; none is delivered twice.
 type Hub struct {
-	pl Placements
+	pl   Placements
+	nc   *nats.Conn // nil: watch the whole bucket
+	host string
 
-	mu   sync.Mutex
+	mu   sync.Mutex // guards subs and streamSubs
 	subs map[string]map[*hubSub]struct{}
+	// streamSubs: the subscriptions to the notices of streams edge
+	// followers (Watch) follow, with how many followers use each.
+	streamSubs map[string]*streamSub
+}
+
+// streamSub is a subscription to one stream's notices and its users.
+type streamSub struct {
+	sub   *nats.Subscription
+	users int
 }
 
 // hubSub is one follower: a channel (Watch) or a function (Follow).
@@ -48,7 +71,15 @@ const followerBuffer = 2
 // NewHub returns a hub over p. Run must be running for followers to get
 // changes; Watch delivers the current placement without it.
 func NewHub(p Placements) *Hub {
-	return &Hub{pl: p, subs: map[string]map[*hubSub]struct{}{}}
+	return &Hub{pl: p, subs: map[string]map[*hubSub]struct{}{}, streamSubs: map[string]*streamSub{}}
+}
+
+// NewHostHub returns the hub of ingest host host: it follows placement's
+// notices for that host on nc (see Hub) and reads records from p.
+func NewHostHub(p Placements, nc *nats.Conn, host string) *Hub {
+	h := NewHub(p)
+	h.nc, h.host = nc, host
+	return h
 }
 
 // Get returns a stream's placement, or ErrNotPlaced.
@@ -62,6 +93,10 @@ func (h *Hub) Get(ctx context.Context, stream string) (events.Placement, error) 
 // stream is read again, so a change made before the first watch is not lost.
 func (h *Hub) Run(ctx context.Context) {
 	if h.pl.KV == nil {
+		return
+	}
+	if h.nc != nil {
+		h.runNotices(ctx)
 		return
 	}
 	_ = bus.WatchKV(ctx, h.pl.KV, bus.WatchSpec{Keys: []string{events.PlacementKey(">")}, UpdatesOnly: true,
@@ -79,6 +114,109 @@ func (h *Hub) forward(e jetstream.KeyValueEntry) {
 		}
 	}
 	h.deliverAll(stream, pl, e.Revision())
+}
+
+// noticeCheck is how often a hub on notices checks whether it may have
+// missed some (a reconnection, notices dropped for a slow consumer).
+const noticeCheck = time.Second
+
+// runNotices follows the host's notices until ctx ends: subscribe, read
+// every followed stream again, and again after a reconnection or a drop.
+func (h *Hub) runNotices(ctx context.Context) {
+	var sub *nats.Subscription
+	for sub == nil {
+		var err error
+		if sub, err = h.nc.Subscribe(subject.PlacementHostAll(h.host), h.onNotice); err == nil {
+			break
+		}
+		if !sleepCtx(ctx, 200*time.Millisecond) {
+			return
+		}
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	// a burst (an evacuation onto this host) must not be dropped
+	_ = sub.SetPendingLimits(1<<20, 256<<20)
+	_ = h.nc.Flush()
+	h.resync(ctx)
+	reconnects, dropped := h.nc.Stats().Reconnects, 0
+	t := time.NewTicker(noticeCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		r := h.nc.Stats().Reconnects
+		d := h.dropped(sub)
+		if r != reconnects || d != dropped {
+			reconnects, dropped = r, d
+			h.resync(ctx)
+		}
+	}
+}
+
+// dropped counts the notices dropped on the host's subscription and on the
+// streams' ones.
+func (h *Hub) dropped(sub *nats.Subscription) int {
+	n, _ := sub.Dropped()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, ss := range h.streamSubs {
+		d, _ := ss.sub.Dropped()
+		n += d
+	}
+	return n
+}
+
+// onNotice hands a notice to the stream's followers.
+func (h *Hub) onNotice(m *nats.Msg) {
+	pl, rev, err := bus.PlacementNotice(m)
+	if err != nil {
+		return
+	}
+	h.deliverAll(pl.Stream, pl, rev)
+}
+
+// watchStream subscribes to a stream's notices for an edge follower (the
+// host's own subscription gets only those of streams that live here).
+func (h *Hub) watchStream(stream string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if ss := h.streamSubs[stream]; ss != nil {
+		ss.users++
+		return
+	}
+	sub, err := h.nc.Subscribe(subject.PlacementStream(stream), h.onNotice)
+	if err != nil {
+		return // the host's subscription and resyncs still apply
+	}
+	_ = sub.SetPendingLimits(1<<16, 64<<20)
+	h.streamSubs[stream] = &streamSub{sub: sub, users: 1}
+}
+
+func (h *Hub) unwatchStream(stream string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ss := h.streamSubs[stream]
+	if ss == nil {
+		return
+	}
+	if ss.users--; ss.users == 0 {
+		_ = ss.sub.Unsubscribe()
+		delete(h.streamSubs, stream)
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }
 
 // resync reads every followed stream's placement again.
@@ -128,6 +266,11 @@ func (h *Hub) Watch(ctx context.Context, stream string) (<-chan events.Placement
 	if h.pl.KV == nil {
 		go func() { <-ctx.Done(); close(sub.ch) }()
 		return sub.ch, nil
+	}
+	if h.nc != nil {
+		// the stream may live on another host: follow its own notices too
+		h.watchStream(stream)
+		context.AfterFunc(ctx, func() { h.unwatchStream(stream) })
 	}
 	h.add(ctx, sub)
 	return sub.ch, nil

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/ferrystream/ferry/libs/bus"
 	"github.com/ferrystream/ferry/libs/events"
 	"github.com/ferrystream/ferry/libs/obs"
 	"github.com/ferrystream/ferry/libs/token"
@@ -319,6 +320,7 @@ func (s *Service) home(ctx context.Context, req client.ChooseRequest, sessionID 
 			rev, err := s.st.Placements.Create(ctx, key, b)
 			if err == nil {
 				s.ix.commit(req.Stream, &p, rev, res)
+				s.notify(p, rev)
 			}
 			s.ix.release(res)
 			if errors.Is(err, jetstream.ErrKeyExists) {
@@ -363,6 +365,7 @@ func (s *Service) home(ctx context.Context, req client.ChooseRequest, sessionID 
 				return events.Placement{}, fmt.Errorf("update placement %s: %w", req.Stream, err)
 			}
 			s.ix.apply(req.Stream, &base, rev)
+			s.notify(base, rev)
 			log.Info().Str(obs.FieldHost, cur.Host).Msg("placement's publisher updated")
 			if base.Mode == client.ModePull && (cur.Mode != base.Mode || cur.SourceURL != base.SourceURL) {
 				if err := s.sendPull(ctx, base, ""); err != nil {
@@ -456,6 +459,7 @@ func (s *Service) move(ctx context.Context, cur entry, base events.Placement, to
 		return events.Placement{}, fmt.Errorf("write placement %s: %w", stream, err)
 	}
 	s.ix.commit(stream, &np, rev, res)
+	s.notify(np, rev)
 	s.met.decisions.WithLabelValues(spec.Kind).Inc()
 	s.log.Info().Str(obs.FieldMigration, id).Str(obs.FieldStream, stream).Str("from_host", cur.P.Host).Str(obs.FieldHost, to.Host).
 		Uint64("epoch", np.Epoch).Time("deadline", np.Deadline).Str("reason", spec.Reason).Msg("stream reassigned")
@@ -499,6 +503,16 @@ func (s *Service) announceMove(ctx context.Context, np events.Placement, spec mo
 		return fmt.Errorf("record migration %s: %w", rec.ID, err)
 	}
 	return nil
+}
+
+// notify tells the hosts concerned that a placement was written at rev
+// (bus.NotifyPlacement: the new home, the old one, the stream's followers),
+// so that no host has to watch the whole bucket. A lost notice costs a host
+// a re-read, not a decision: the bucket is the truth.
+func (s *Service) notify(p events.Placement, rev uint64) {
+	if err := bus.NotifyPlacement(s.nc, p, rev); err != nil {
+		s.log.Warn().Err(err).Str(obs.FieldStream, p.Stream).Msg("placement notice not sent")
+	}
 }
 
 // incapable returns why the session's client cannot move make-before-break ("" if it can).

@@ -171,6 +171,7 @@ func (d *decider) recover(ctx context.Context) {
 		if st.Down {
 			spec.Kind, spec.Fallback = migration.KindHostDown, "old host down"
 		}
+		d.s.notify(p, e.Rev) // the notice may have been cut short too
 		if err := d.s.announceMove(ctx, p, spec); err != nil {
 			d.log.Warn().Err(err).Str(obs.FieldMigration, p.MigrationID).Str(obs.FieldStream, p.Stream).Msg("recover migration")
 			continue
