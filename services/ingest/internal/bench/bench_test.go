@@ -25,10 +25,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bluenviron/gortsplib/v4"
-	"github.com/bluenviron/gortsplib/v4/pkg/base"
-	"github.com/bluenviron/gortsplib/v4/pkg/description"
-	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/bluenviron/gortsplib/v5"
+	"github.com/bluenviron/gortsplib/v5/pkg/base"
+	"github.com/bluenviron/gortsplib/v5/pkg/description"
+	"github.com/bluenviron/gortsplib/v5/pkg/format"
 	"github.com/nats-io/nats.go"
 	"github.com/pion/rtp"
 
@@ -218,9 +218,9 @@ func readCount(url string) (*counter, error) {
 	if err != nil {
 		return nil, err
 	}
-	tcp := gortsplib.TransportTCP
-	r := &counter{c: &gortsplib.Client{Scheme: u.Scheme, Host: u.Host, Transport: &tcp}}
-	if err := r.c.Start2(); err != nil {
+	tcp := gortsplib.ProtocolTCP
+	r := &counter{c: &gortsplib.Client{Scheme: u.Scheme, Host: u.Host, Protocol: &tcp}}
+	if err := r.c.Start(); err != nil {
 		return nil, err
 	}
 	desc, _, err := r.c.Describe(u)
@@ -287,7 +287,7 @@ func measure(b *testing.B, env *testutil.Env, kind string, l load, warmup, dur t
 		ag := rtsptest.NewAgent(src)
 		var cerr error
 		testutil.CheckFor(b, 10*time.Second, 100*time.Millisecond, func() error {
-			_, cerr = ag.Connect(url, gortsplib.TransportTCP)
+			_, cerr = ag.Connect(url, gortsplib.ProtocolTCP)
 			return cerr
 		})
 		agents = append(agents, ag)
@@ -460,7 +460,7 @@ func BenchmarkEdge(b *testing.B) {
 		src, _ := media.NewFakeH264(media.FakeConfig{FPS: 25, GOP: 50, Bitrate: bitrate})
 		ag := rtsptest.NewAgent(src)
 		for _, o := range origins {
-			if _, err := ag.Connect("rtsp://"+o+"/cam", gortsplib.TransportTCP); err != nil {
+			if _, err := ag.Connect("rtsp://"+o+"/cam", gortsplib.ProtocolTCP); err != nil {
 				b.Fatal(err)
 			}
 		}
