@@ -398,7 +398,7 @@ func BenchmarkIngestVsPlainRelay(b *testing.B) {
 			}
 			return "MISS"
 		}
-		fmt.Printf("%-34s %12s %12s %14s %s\n", "target", "plain", "ferry", "limit", "")
+		fmt.Printf("%-38s %12s %12s %14s %s\n", "target", "plain", "ferry", "limit", "")
 		marginal := func(what, from, to string, units float64) {
 			p0, pOK := at["plain "+from]
 			p1, pOK1 := at["plain "+to]
@@ -412,14 +412,14 @@ func BenchmarkIngestVsPlainRelay(b *testing.B) {
 			// the limit is 1.3x the relay's cost; a relay cost at or below zero
 			// (noise at this load) leaves an absolute floor of 1.3x 0 KB
 			limit := 1.3 * max(pr, 0)
-			fmt.Printf("%-34s %9.0f KB %9.0f KB %11.0f KB %s\n", "rss per "+what+" ("+from+"->"+to+")", pr, fr, limit, verdict(fr <= limit))
-			fmt.Printf("%-34s %9.0f KB %9.0f KB %14s\n", "  private per "+what, pp, fp, "(info)")
+			fmt.Printf("%-38s %9.0f KB %9.0f KB %11.0f KB %s\n", "rss per "+what+" ("+from+"->"+to+")", pr, fr, limit, verdict(fr <= limit))
+			fmt.Printf("%-38s %9.0f KB %9.0f KB %14s\n", "  private per "+what, pp, fp, "(info)")
 			b.ReportMetric(fr-pr, "rss_KB_per_"+strings.ReplaceAll(what, " ", "_")+"_over_plain")
 		}
 		if p, ok := at["plain 1x1"]; ok {
 			if f, ok := at["ferry 1x1"]; ok {
-				fmt.Printf("%-34s %9.1f MB %9.1f MB %11s    %s\n", "fixed rss at 1x1 (ferry-plain)", p.rss, f.rss, "+6.5 MB", verdict(f.rss-p.rss <= 6.5))
-				fmt.Printf("%-34s %9.1f MB %9.1f MB %14s\n", "  fixed private at 1x1", p.private, f.private, "(info)")
+				fmt.Printf("%-38s %9.1f MB %9.1f MB %11s    %s\n", "fixed rss at 1x1 (ferry-plain)", p.rss, f.rss, "+6.5 MB", verdict(f.rss-p.rss <= 6.5))
+				fmt.Printf("%-38s %9.1f MB %9.1f MB %14s\n", "  fixed private at 1x1", p.private, f.private, "(info)")
 			}
 		}
 		marginal("published stream", "1x1", "100x1", 99)
@@ -428,7 +428,7 @@ func BenchmarkIngestVsPlainRelay(b *testing.B) {
 			p, pOK := at["plain "+l]
 			f, fOK := at["ferry "+l]
 			if pOK && fOK {
-				fmt.Printf("%-34s %7.3f s/s %7.3f s/s %9.3f s/s %s\n", "cpu at "+l+" (within 10%)", p.cpu, f.cpu, 1.1*p.cpu, verdict(f.cpu <= 1.1*p.cpu))
+				fmt.Printf("%-38s %7.3f s/s %7.3f s/s %9.3f s/s %s\n", "cpu at "+l+" (within 10%)", p.cpu, f.cpu, 1.1*p.cpu, verdict(f.cpu <= 1.1*p.cpu))
 			}
 		}
 		loadavg, _ := os.ReadFile("/proc/loadavg")
