@@ -210,7 +210,8 @@ func (c *child) anon() int64 {
 // counter is a reader that only counts packets.
 type counter struct {
 	c *gortsplib.Client
-	n atomic.Uint64
+	n    atomic.Uint64
+	lost atomic.Uint64 // sequence gaps the reader saw: the server dropped packets (overload); "lost" in the table, over the window
 }
 
 func readCount(url string) (*counter, error) {
@@ -220,6 +221,7 @@ func readCount(url string) (*counter, error) {
 	}
 	tcp := gortsplib.ProtocolTCP
 	r := &counter{c: &gortsplib.Client{Scheme: u.Scheme, Host: u.Host, Protocol: &tcp}}
+	r.c.OnPacketsLost = func(n uint64) { r.lost.Add(n) }
 	if err := r.c.Start(); err != nil {
 		return nil, err
 	}
@@ -249,7 +251,7 @@ const bitrate = 2_000_000
 // measure runs one load against one server kind and returns CPU s/s, the mean
 // and the largest RSS sampled every 100 ms over the window (one sample would
 // mostly measure where the garbage collector happened to be), and packets out.
-func measure(b *testing.B, env *testutil.Env, kind string, l load, warmup, dur time.Duration) (cpu float64, rss, rssMax, anon int64, pkts uint64) {
+func measure(b *testing.B, env *testutil.Env, kind string, l load, warmup, dur time.Duration) (cpu float64, rss, rssMax, anon int64, pkts, lost uint64) {
 	b.Helper()
 	var c *child
 	if kind == "ferry" {
@@ -317,9 +319,10 @@ func measure(b *testing.B, env *testutil.Env, kind string, l load, warmup, dur t
 	// allocates slowly looks smaller than it stays.
 	time.Sleep(warmup)
 	cpu0, t0 := c.cpu(), time.Now()
-	var n0 uint64
+	var n0, lost0 uint64
 	for _, r := range readers {
 		n0 += r.n.Load()
+		lost0 += r.lost.Load()
 	}
 	var sum, sumAnon, n int64
 	for end := t0.Add(dur); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
@@ -339,9 +342,11 @@ func measure(b *testing.B, env *testutil.Env, kind string, l load, warmup, dur t
 	}
 	for _, r := range readers {
 		pkts += r.n.Load()
+		lost += r.lost.Load()
 	}
 	pkts -= n0
-	return cpu, rss, rssMax, anon, pkts
+	lost -= lost0
+	return cpu, rss, rssMax, anon, pkts, lost
 }
 
 // BenchmarkIngestVsPlainRelay prints, side by side, the CPU seconds per second
@@ -370,16 +375,16 @@ func BenchmarkIngestVsPlainRelay(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		fmt.Printf("ingest (ferry-ingest binary) vs plain gortsplib relay (its own binary), 2 Mbit/s per stream, %v warm-up then %v measured per load, TCP readers\n", warmup, dur)
 		fmt.Printf("rss = resident memory (program file pages + private memory); private = RssAnon (heap, stacks, runtime)\n")
-		fmt.Printf("%-8s %-6s %10s %12s %11s %16s %12s\n", "load", "server", "cpu_s/s", "rss_mean_MB", "rss_max_MB", "private_mean_MB", "pkts_out/s")
+		fmt.Printf("%-8s %-6s %10s %12s %11s %16s %12s %8s\n", "load", "server", "cpu_s/s", "rss_mean_MB", "rss_max_MB", "private_mean_MB", "pkts_out/s", "lost")
 		type mem struct{ cpu, rss, private float64 }
 		at := map[string]mem{} // "<kind> <load>"
 		for _, l := range loads {
 			var base [3]float64
 			for _, kind := range []string{"plain", "ferry"} {
-				cpu, rss, rssMax, anon, pkts := measure(b, env, kind, l, warmup, dur)
+				cpu, rss, rssMax, anon, pkts, lost := measure(b, env, kind, l, warmup, dur)
 				mb, amb := float64(rss)/(1<<20), float64(anon)/(1<<20)
 				at[kind+" "+l.String()] = mem{cpu, mb, amb}
-				fmt.Printf("%-8s %-6s %10.3f %12.1f %11.1f %16.1f %12.0f\n", l, kind, cpu, mb, float64(rssMax)/(1<<20), amb, float64(pkts)/dur.Seconds())
+				fmt.Printf("%-8s %-6s %10.3f %12.1f %11.1f %16.1f %12.0f %8d\n", l, kind, cpu, mb, float64(rssMax)/(1<<20), amb, float64(pkts)/dur.Seconds(), lost)
 				b.ReportMetric(cpu, fmt.Sprintf("cpu_s/s_%s_%s", kind, l))
 				b.ReportMetric(mb, fmt.Sprintf("rss_MB_%s_%s", kind, l))
 				b.ReportMetric(amb, fmt.Sprintf("private_MB_%s_%s", kind, l))
