@@ -209,7 +209,7 @@ func (c *child) anon() int64 {
 
 // counter is a reader that only counts packets.
 type counter struct {
-	c *gortsplib.Client
+	c    *gortsplib.Client
 	n    atomic.Uint64
 	lost atomic.Uint64 // sequence gaps the reader saw: the server dropped packets (overload); "lost" in the table, over the window
 }
