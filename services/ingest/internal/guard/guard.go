@@ -16,7 +16,6 @@ import (
 	"errors"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -153,9 +152,10 @@ type Conn struct {
 	timer   *time.Timer
 	pending bool // counted in l.pending
 	closed  bool
-	expired atomic.Bool
 
-	head  [4]byte // the first bytes read, to refuse HTTP tunnelling
+	// head holds the first bytes read, to refuse HTTP tunnelling; only Read
+	// touches it (gortsplib reads a connection from one goroutine).
+	head  [4]byte
 	nhead int
 }
 
@@ -174,11 +174,9 @@ func Of(nc net.Conn) *Conn {
 // requests the guard cannot attribute to this connection).
 func (c *Conn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
-	c.mu.Lock()
 	if c.nhead < len(c.head) && n > 0 {
 		c.nhead += copy(c.head[c.nhead:], b[:n])
 		if c.nhead == len(c.head) && (bytes.Equal(c.head[:], []byte("GET ")) || bytes.Equal(c.head[:], []byte("POST"))) {
-			c.mu.Unlock()
 			c.l.cfg.Log.Warn().Str("remote", c.RemoteAddr().String()).Str("reason", ReasonHTTPTunnel).
 				Msg("connection closed: RTSP over HTTP tunnelling is not served")
 			c.l.closed(ReasonHTTPTunnel)
@@ -186,7 +184,6 @@ func (c *Conn) Read(b []byte) (int, error) {
 			return 0, ErrHTTPTunnel
 		}
 	}
-	c.mu.Unlock()
 	return n, err
 }
 
@@ -224,9 +221,6 @@ func (c *Conn) RequestDone(hasSession bool) {
 	}
 }
 
-// Expired reports whether the guard closed the connection for its timeout.
-func (c *Conn) Expired() bool { return c.expired.Load() }
-
 func (c *Conn) expire() {
 	c.mu.Lock()
 	if c.closed || !c.pending {
@@ -234,7 +228,6 @@ func (c *Conn) expire() {
 		return
 	}
 	c.mu.Unlock()
-	c.expired.Store(true)
 	c.l.cfg.Log.Info().Str("remote", c.RemoteAddr().String()).Str("reason", ReasonHandshakeTimeout).
 		Dur("timeout", c.l.cfg.HandshakeTimeout).Msg("connection closed: no complete request and no session within the handshake timeout")
 	c.l.closed(ReasonHandshakeTimeout)
