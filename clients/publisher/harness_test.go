@@ -15,10 +15,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bluenviron/gortsplib/v4"
-	"github.com/bluenviron/gortsplib/v4/pkg/base"
-	"github.com/bluenviron/gortsplib/v4/pkg/description"
-	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/bluenviron/gortsplib/v5"
+	"github.com/bluenviron/gortsplib/v5/pkg/base"
+	"github.com/bluenviron/gortsplib/v5/pkg/description"
+	"github.com/bluenviron/gortsplib/v5/pkg/format"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
@@ -353,8 +353,8 @@ func read(t testing.TB, rawURL string) *reader {
 		if err != nil {
 			return err
 		}
-		tcp := gortsplib.TransportTCP
-		c := &gortsplib.Client{Scheme: u.Scheme, Host: u.Host, Transport: &tcp,
+		tcp := gortsplib.ProtocolTCP
+		c := &gortsplib.Client{Scheme: u.Scheme, Host: u.Host, Protocol: &tcp,
 			OnServerRequest: func(req *base.Request) {
 				if req.Method == "REDIRECT" {
 					r.mu.Lock()
@@ -362,7 +362,7 @@ func read(t testing.TB, rawURL string) *reader {
 					r.mu.Unlock()
 				}
 			}}
-		if err := c.Start2(); err != nil {
+		if err := c.Start(); err != nil {
 			return err
 		}
 		desc, _, err := c.Describe(u)

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bluenviron/gortsplib/v4"
-	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/bluenviron/gortsplib/v5"
+	"github.com/bluenviron/gortsplib/v5/pkg/format"
 	"github.com/pion/rtp"
 
 	"github.com/ferrystream/ferry/clients/publisher"
@@ -120,8 +120,8 @@ func TestPullSourceKeepsOneSequenceSpace(t *testing.T) {
 // push publishes a fake H.264 source to url until ctx ends.
 func push(ctx context.Context, url string, first uint64) error {
 	src, _ := media.NewFakeH264(media.FakeConfig{FPS: 25, GOP: 10, FirstFrame: first})
-	tcp := gortsplib.TransportTCP
-	c := &gortsplib.Client{Transport: &tcp}
+	tcp := gortsplib.ProtocolTCP
+	c := &gortsplib.Client{Protocol: &tcp}
 	if err := c.StartRecording(url, src.Description()); err != nil {
 		return err
 	}

@@ -11,9 +11,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/bluenviron/gortsplib/v4"
-	"github.com/bluenviron/gortsplib/v4/pkg/base"
-	"github.com/bluenviron/gortsplib/v4/pkg/description"
+	"github.com/bluenviron/gortsplib/v5"
+	"github.com/bluenviron/gortsplib/v5/pkg/base"
+	"github.com/bluenviron/gortsplib/v5/pkg/description"
 	"github.com/pion/rtp"
 
 	"github.com/ferrystream/ferry/libs/token"
@@ -50,9 +50,9 @@ func cloneDesc(d *description.Session) *description.Session {
 func dial(ctx context.Context, id int, rawURL, host string, desc *description.Session,
 	onRequest func(u *uplink, req *base.Request)) (*uplink, error) {
 	u := &uplink{id: id, host: host, url: rawURL, desc: cloneDesc(desc), done: make(chan struct{})}
-	tcp := gortsplib.TransportTCP
+	tcp := gortsplib.ProtocolTCP
 	u.client = &gortsplib.Client{
-		Transport:      &tcp,
+		Protocol:       &tcp,
 		ReadTimeout:    5 * time.Second,
 		WriteTimeout:   5 * time.Second,
 		WriteQueueSize: 1024,

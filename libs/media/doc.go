@@ -1,5 +1,5 @@
 // Package media is Ferry's RTP toolkit, shared by the ingest (origin and edge), the
-// publisher agent and the viewer probe. It builds on gortsplib v4 (v4.16.2) and is
+// publisher agent and the viewer probe. It builds on gortsplib v5 (v5.6.4) and is
 // pure Go.
 //
 // # Keyframes

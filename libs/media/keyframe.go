@@ -1,7 +1,7 @@
 package media
 
 import (
-	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/bluenviron/gortsplib/v5/pkg/format"
 )
 
 // H.264 NAL unit types used by the keyframe and counter parsers (RFC 6184).

@@ -3,7 +3,7 @@ package media
 import (
 	"testing"
 
-	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/bluenviron/gortsplib/v5/pkg/format"
 )
 
 func TestIsKeyframeH264(t *testing.T) {

@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bluenviron/gortsplib/v4"
-	"github.com/bluenviron/gortsplib/v4/pkg/base"
-	"github.com/bluenviron/gortsplib/v4/pkg/description"
-	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/bluenviron/gortsplib/v5"
+	"github.com/bluenviron/gortsplib/v5/pkg/base"
+	"github.com/bluenviron/gortsplib/v5/pkg/description"
+	"github.com/bluenviron/gortsplib/v5/pkg/format"
 	"github.com/pion/rtp"
 
 	"github.com/ferrystream/ferry/libs/media"
@@ -135,14 +135,14 @@ func TestRTSPMakeBeforeBreak(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tcp := gortsplib.TransportTCP
+	tcp := gortsplib.ProtocolTCP
 
 	type pub struct {
 		c    *gortsplib.Client
 		desc *description.Session
 	}
 	startPub := func() *pub {
-		p := &pub{c: &gortsplib.Client{Transport: &tcp}, desc: media.CloneDescription(cam.Description())}
+		p := &pub{c: &gortsplib.Client{Protocol: &tcp}, desc: media.CloneDescription(cam.Description())}
 		if err := p.c.StartRecording(url, p.desc); err != nil {
 			t.Fatal(err)
 		}
@@ -157,8 +157,8 @@ func TestRTSPMakeBeforeBreak(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reader := &gortsplib.Client{Scheme: u.Scheme, Host: u.Host, Transport: &tcp}
-	if err := reader.Start2(); err != nil {
+	reader := &gortsplib.Client{Scheme: u.Scheme, Host: u.Host, Protocol: &tcp}
+	if err := reader.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer reader.Close()

@@ -29,10 +29,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/bluenviron/gortsplib/v4"
-	"github.com/bluenviron/gortsplib/v4/pkg/base"
-	"github.com/bluenviron/gortsplib/v4/pkg/description"
-	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/bluenviron/gortsplib/v5"
+	"github.com/bluenviron/gortsplib/v5/pkg/base"
+	"github.com/bluenviron/gortsplib/v5/pkg/description"
+	"github.com/bluenviron/gortsplib/v5/pkg/format"
 	"github.com/pion/rtp"
 
 	"github.com/ferrystream/ferry/libs/media"
@@ -268,18 +268,18 @@ func Start(ctx context.Context, cfg Config) (*Probe, error) {
 	}
 	switch cfg.Transport {
 	case TransportTCP:
-		t := gortsplib.TransportTCP
-		c.Transport = &t
+		t := gortsplib.ProtocolTCP
+		c.Protocol = &t
 	case TransportUDP:
-		t := gortsplib.TransportUDP
-		c.Transport = &t
+		t := gortsplib.ProtocolUDP
+		c.Protocol = &t
 	}
 	p.c = c
 	// gortsplib's client calls have no context: close the client if ctx ends
 	// while connecting.
 	stop := context.AfterFunc(ctx, c.Close)
 	defer stop()
-	if err := c.Start2(); err != nil {
+	if err := c.Start(); err != nil {
 		return nil, fmt.Errorf("probe %s: connect: %w", cfg.URL, err)
 	}
 	desc, _, err := c.Describe(u)

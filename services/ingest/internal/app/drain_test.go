@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bluenviron/gortsplib/v4"
-	"github.com/bluenviron/gortsplib/v4/pkg/base"
-	"github.com/bluenviron/gortsplib/v4/pkg/liberrors"
+	"github.com/bluenviron/gortsplib/v5"
+	"github.com/bluenviron/gortsplib/v5/pkg/base"
+	"github.com/bluenviron/gortsplib/v5/pkg/liberrors"
 
 	"github.com/ferrystream/ferry/libs/events"
 	"github.com/ferrystream/ferry/libs/testutil"
@@ -73,7 +73,7 @@ func TestDrainWithStreams(t *testing.T) {
 			h.place("cam-1", a, "s-1", "", "", time.Time{})
 			h.place("cam-2", a, "s-2", "", "", time.Time{})
 			ag := rtsptest.NewAgent(fakeH264(t))
-			old, err := ag.Connect(publishURL(a, "cam-1", h.token("cam-1", "ingest-1", "s-1", "", time.Minute)), gortsplib.TransportTCP)
+			old, err := ag.Connect(publishURL(a, "cam-1", h.token("cam-1", "ingest-1", "s-1", "", time.Minute)), gortsplib.ProtocolTCP)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -108,7 +108,7 @@ func TestDrainWithStreams(t *testing.T) {
 
 			if tc.move {
 				h.place("cam-1", b, "s-1", "m-1", "ingest-1", time.Now().Add(grace))
-				if _, err := ag.Connect(publishURL(b, "cam-1", h.token("cam-1", "ingest-2", "s-1", "m-1", time.Minute)), gortsplib.TransportTCP); err != nil {
+				if _, err := ag.Connect(publishURL(b, "cam-1", h.token("cam-1", "ingest-2", "s-1", "m-1", time.Minute)), gortsplib.ProtocolTCP); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bluenviron/gortsplib/v4"
-	"github.com/bluenviron/gortsplib/v4/pkg/base"
-	"github.com/bluenviron/gortsplib/v4/pkg/liberrors"
+	"github.com/bluenviron/gortsplib/v5"
+	"github.com/bluenviron/gortsplib/v5/pkg/base"
+	"github.com/bluenviron/gortsplib/v5/pkg/liberrors"
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ferrystream/ferry/libs/events"
@@ -51,19 +51,19 @@ func TestEdgeFollowsMove(t *testing.T) {
 			e := h.node("edge-1", withRole("edge"), withUDP(t))
 			h.place("cam-1", a, "s-1", "", "", time.Time{})
 			ag := rtsptest.NewAgent(tc.src(t))
-			oldConn, err := ag.Connect(publishURL(a, "cam-1", h.token("cam-1", "origin-1", "s-1", "", time.Minute)), gortsplib.TransportTCP)
+			oldConn, err := ag.Connect(publishURL(a, "cam-1", h.token("cam-1", "origin-1", "s-1", "", time.Minute)), gortsplib.ProtocolTCP)
 			if err != nil {
 				t.Fatal(err)
 			}
 			runAgent(t, ag)
 			readers := map[string]*rtsptest.Reader{}
-			for _, tr := range []gortsplib.Transport{gortsplib.TransportTCP, gortsplib.TransportUDP} {
+			for _, tr := range []gortsplib.Protocol{gortsplib.ProtocolTCP, gortsplib.ProtocolUDP} {
 				readers[transportName(tr)] = readSamples(t, e.PublicURL()+"/cam-1", tr)
 			}
 			waitAll(t, readers, 50)
 
 			h.place("cam-1", b, "s-1", "m-1", "origin-1", time.Now().Add(time.Minute))
-			if _, err := ag.Connect(publishURL(b, "cam-1", h.token("cam-1", "origin-2", "s-1", "m-1", time.Minute)), gortsplib.TransportTCP); err != nil {
+			if _, err := ag.Connect(publishURL(b, "cam-1", h.token("cam-1", "origin-2", "s-1", "m-1", time.Minute)), gortsplib.ProtocolTCP); err != nil {
 				t.Fatal(err)
 			}
 			sw := waitEvent(h, events.TypeEdgeSwitched, 15*time.Second, func(e events.EdgeSwitched) bool { return e.Edge == "edge-1" })
@@ -119,14 +119,14 @@ func TestEdgeFollowsMove(t *testing.T) {
 func TestEdgeUnknownAndUnreachable(t *testing.T) {
 	h := newHarness(t)
 	e := h.node("edge-1", withRole("edge"), withEnv("INGEST_UPSTREAM_WAIT", "1s"))
-	_, err := rtsptest.Read(e.PublicURL()+"/nobody", gortsplib.TransportTCP, rtsptest.ReadOptions{})
+	_, err := rtsptest.Read(e.PublicURL()+"/nobody", gortsplib.ProtocolTCP, rtsptest.ReadOptions{})
 	var bs liberrors.ErrClientBadStatusCode
 	if !errors.As(err, &bs) || bs.Code != base.StatusNotFound {
 		t.Fatalf("unknown stream: %v, want 404", err)
 	}
 	h.putPlacement(events.Placement{Stream: "cam-x", Host: "ghost-1", RTSPURL: "rtsp://127.0.0.1:1", Epoch: 1, Mode: "push"})
 	start := time.Now()
-	_, err = rtsptest.Read(e.PublicURL()+"/cam-x", gortsplib.TransportTCP, rtsptest.ReadOptions{})
+	_, err = rtsptest.Read(e.PublicURL()+"/cam-x", gortsplib.ProtocolTCP, rtsptest.ReadOptions{})
 	if !errors.As(err, &bs) || bs.Code != base.StatusServiceUnavailable {
 		t.Fatalf("unreachable upstream: %v, want 503", err)
 	}
@@ -144,11 +144,11 @@ func TestEdgeOriginKilled(t *testing.T) {
 	e := h.node("edge-1", withRole("edge"), withEnv("INGEST_STREAM_GRACE", "30s"))
 	h.place("cam-1", a, "s-1", "", "", time.Time{})
 	ag := rtsptest.NewAgent(fakeH264(t))
-	if _, err := ag.Connect(publishURL(a, "cam-1", h.token("cam-1", "origin-1", "s-1", "", time.Minute)), gortsplib.TransportTCP); err != nil {
+	if _, err := ag.Connect(publishURL(a, "cam-1", h.token("cam-1", "origin-1", "s-1", "", time.Minute)), gortsplib.ProtocolTCP); err != nil {
 		t.Fatal(err)
 	}
 	runAgent(t, ag)
-	r := read(t, e.PublicURL()+"/cam-1", gortsplib.TransportTCP)
+	r := read(t, e.PublicURL()+"/cam-1", gortsplib.ProtocolTCP)
 	waitPackets(t, r, 50)
 
 	a.Abort() // the origin process dies
@@ -164,7 +164,7 @@ func TestEdgeOriginKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	ag2 := rtsptest.NewAgent(src2)
-	if _, err := ag2.Connect(publishURL(b, "cam-1", h.token("cam-1", "origin-2", "s-2", "m-9", time.Minute)), gortsplib.TransportTCP); err != nil {
+	if _, err := ag2.Connect(publishURL(b, "cam-1", h.token("cam-1", "origin-2", "s-2", "m-9", time.Minute)), gortsplib.ProtocolTCP); err != nil {
 		t.Fatal(err)
 	}
 	runAgent(t, ag2)
@@ -194,12 +194,12 @@ func TestEdgeLinger(t *testing.T) {
 	e := h.node("edge-1", withRole("edge"), withEnv("INGEST_EDGE_LINGER", "1s"))
 	h.place("cam-1", a, "s-1", "", "", time.Time{})
 	ag := rtsptest.NewAgent(fakeH264(t))
-	if _, err := ag.Connect(publishURL(a, "cam-1", h.token("cam-1", "origin-1", "s-1", "", time.Minute)), gortsplib.TransportTCP); err != nil {
+	if _, err := ag.Connect(publishURL(a, "cam-1", h.token("cam-1", "origin-1", "s-1", "", time.Minute)), gortsplib.ProtocolTCP); err != nil {
 		t.Fatal(err)
 	}
 	runAgent(t, ag)
-	r1 := read(t, e.PublicURL()+"/cam-1", gortsplib.TransportTCP)
-	r2 := read(t, e.PublicURL()+"/cam-1", gortsplib.TransportTCP)
+	r1 := read(t, e.PublicURL()+"/cam-1", gortsplib.ProtocolTCP)
+	r2 := read(t, e.PublicURL()+"/cam-1", gortsplib.ProtocolTCP)
 	waitPackets(t, r2, 10)
 	if n := a.Node().Table().Get("cam-1").Readers(); n != 1 {
 		t.Fatalf("the origin has %d readers, want 1: the edge serves its readers from one pull", n)

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bluenviron/gortsplib/v4"
+	"github.com/bluenviron/gortsplib/v5"
 
 	"github.com/ferrystream/ferry/libs/events"
 	"github.com/ferrystream/ferry/libs/testutil"
@@ -145,7 +145,7 @@ func TestFFmpegEdgeSwitch(t *testing.T) {
 	ffmpegPublish(t, publishURL(a, "cam-1", h.token("cam-1", "origin-1", "s-a", "", time.Minute)))
 	waitEvent(h, events.TypePublisherAttached, 15*time.Second, func(e events.PublisherAttached) bool { return e.Host == "origin-1" })
 	// make sure the edge serves before the reader starts
-	r := read(t, e.PublicURL()+"/cam-1", gortsplib.TransportTCP)
+	r := read(t, e.PublicURL()+"/cam-1", gortsplib.ProtocolTCP)
 	waitPackets(t, r, 25)
 
 	const seconds = 10

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bluenviron/gortsplib/v4"
+	"github.com/bluenviron/gortsplib/v5"
 	"github.com/pion/rtp"
 
 	"github.com/ferrystream/ferry/libs/events"
@@ -101,13 +101,13 @@ func testHandover(t *testing.T, camera bool) {
 	h.place("cam-1", a, "s-1", "", "", time.Time{})
 
 	ag := rtsptest.NewAgent(src)
-	oldConn, err := ag.Connect(publishURL(a, "cam-1", h.token("cam-1", "ingest-1", "s-1", "", time.Minute)), gortsplib.TransportTCP)
+	oldConn, err := ag.Connect(publishURL(a, "cam-1", h.token("cam-1", "ingest-1", "s-1", "", time.Minute)), gortsplib.ProtocolTCP)
 	if err != nil {
 		t.Fatal(err)
 	}
 	runAgent(t, ag)
 	readers := map[string]*rtsptest.Reader{}
-	for _, tr := range []gortsplib.Transport{gortsplib.TransportTCP, gortsplib.TransportUDP} {
+	for _, tr := range []gortsplib.Protocol{gortsplib.ProtocolTCP, gortsplib.ProtocolUDP} {
 		readers[transportName(tr)] = read(t, a.PublicURL()+"/cam-1", tr)
 	}
 	for _, r := range readers {
@@ -119,7 +119,7 @@ func testHandover(t *testing.T, camera bool) {
 	deadline := time.Now().Add(8 * time.Second)
 	pl := h.place("cam-1", b, "s-1", "m-1", "ingest-1", deadline)
 	moved := time.Now()
-	if _, err := ag.Connect(publishURL(b, "cam-1", h.token("cam-1", "ingest-2", "s-1", "m-1", time.Minute)), gortsplib.TransportUDP); err != nil {
+	if _, err := ag.Connect(publishURL(b, "cam-1", h.token("cam-1", "ingest-2", "s-1", "m-1", time.Minute)), gortsplib.ProtocolUDP); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -182,7 +182,7 @@ func testHandover(t *testing.T, camera bool) {
 		return nil
 	})
 	// the new host carries on
-	r := read(t, b.PublicURL()+"/cam-1", gortsplib.TransportTCP)
+	r := read(t, b.PublicURL()+"/cam-1", gortsplib.ProtocolTCP)
 	waitPackets(t, r, 25)
 }
 
@@ -194,7 +194,7 @@ func TestHandoverNoReaders(t *testing.T) {
 	b := h.node("ingest-2")
 	ag, oldConn := h.publish(a, "cam-1", "s-1")
 	h.place("cam-1", b, "s-1", "m-2", "ingest-1", time.Now().Add(time.Minute))
-	if _, err := ag.Connect(publishURL(b, "cam-1", h.token("cam-1", "ingest-2", "s-1", "m-2", time.Minute)), gortsplib.TransportTCP); err != nil {
+	if _, err := ag.Connect(publishURL(b, "cam-1", h.token("cam-1", "ingest-2", "s-1", "m-2", time.Minute)), gortsplib.ProtocolTCP); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -224,7 +224,7 @@ func TestHandoverNewHostNeverAttaches(t *testing.T) {
 	a := h.node("ingest-1")
 	b := h.node("ingest-2")
 	_, conn := h.publish(a, "cam-1", "s-1")
-	r := read(t, a.PublicURL()+"/cam-1", gortsplib.TransportTCP)
+	r := read(t, a.PublicURL()+"/cam-1", gortsplib.ProtocolTCP)
 	waitPackets(t, r, 25)
 
 	deadline := time.Now().Add(2 * time.Second)
@@ -278,7 +278,7 @@ func TestDetachCarriesItsMigration(t *testing.T) {
 	b := h.node("ingest-2")
 	ag, oldConn := h.publish(a, "cam-1", "s-1")
 	h.place("cam-1", b, "s-1", "m-2", "ingest-1", time.Now().Add(time.Minute))
-	onB, err := ag.Connect(publishURL(b, "cam-1", h.token("cam-1", "ingest-2", "s-1", "m-2", time.Minute)), gortsplib.TransportTCP)
+	onB, err := ag.Connect(publishURL(b, "cam-1", h.token("cam-1", "ingest-2", "s-1", "m-2", time.Minute)), gortsplib.ProtocolTCP)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,7 +292,7 @@ func TestDetachCarriesItsMigration(t *testing.T) {
 		t.Errorf("detach from ingest-1: migration %q, want m-2", first.MigrationID)
 	}
 	h.place("cam-1", a, "s-1", "m-3", "ingest-2", time.Now().Add(time.Minute))
-	if _, err := ag.Connect(publishURL(a, "cam-1", h.token("cam-1", "ingest-1", "s-1", "m-3", time.Minute)), gortsplib.TransportTCP); err != nil {
+	if _, err := ag.Connect(publishURL(a, "cam-1", h.token("cam-1", "ingest-1", "s-1", "m-3", time.Minute)), gortsplib.ProtocolTCP); err != nil {
 		t.Fatal(err)
 	}
 	select {

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bluenviron/gortsplib/v4"
+	"github.com/bluenviron/gortsplib/v5"
 	"github.com/nats-io/nats.go"
 
 	"github.com/ferrystream/ferry/libs/bus"
@@ -203,7 +203,7 @@ func (h *harness) countEvents(typ string) int {
 }
 
 // read starts a reader and closes it at the end of the test.
-func read(t *testing.T, url string, tr gortsplib.Transport) *rtsptest.Reader {
+func read(t *testing.T, url string, tr gortsplib.Protocol) *rtsptest.Reader {
 	t.Helper()
 	var r *rtsptest.Reader
 	testutil.CheckFor(t, 5*time.Second, 50*time.Millisecond, func() error {
@@ -227,8 +227,8 @@ func waitPackets(t *testing.T, r *rtsptest.Reader, n uint64) {
 	})
 }
 
-func transportName(tr gortsplib.Transport) string {
-	if tr == gortsplib.TransportUDP {
+func transportName(tr gortsplib.Protocol) string {
+	if tr == gortsplib.ProtocolUDP {
 		return "udp"
 	}
 	return "tcp"
@@ -252,7 +252,7 @@ func waitAll(t *testing.T, readers map[string]*rtsptest.Reader, n uint64) {
 }
 
 // readSamples starts a reader that keeps every packet's timing.
-func readSamples(t *testing.T, url string, tr gortsplib.Transport) *rtsptest.Reader {
+func readSamples(t *testing.T, url string, tr gortsplib.Protocol) *rtsptest.Reader {
 	t.Helper()
 	var r *rtsptest.Reader
 	testutil.CheckFor(t, 5*time.Second, 50*time.Millisecond, func() error {
@@ -295,7 +295,7 @@ func (h *harness) publish(a *App, stream, session string) (*rtsptest.Agent, *rts
 	h.t.Helper()
 	h.place(stream, a, session, "", "", time.Time{})
 	ag := rtsptest.NewAgent(fakeH264(h.t))
-	conn, err := ag.Connect(publishURL(a, stream, h.token(stream, a.HostID(), session, "", time.Minute)), gortsplib.TransportTCP)
+	conn, err := ag.Connect(publishURL(a, stream, h.token(stream, a.HostID(), session, "", time.Minute)), gortsplib.ProtocolTCP)
 	if err != nil {
 		h.t.Fatal(err)
 	}

@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bluenviron/gortsplib/v4"
-	"github.com/bluenviron/gortsplib/v4/pkg/base"
-	"github.com/bluenviron/gortsplib/v4/pkg/liberrors"
+	"github.com/bluenviron/gortsplib/v5"
+	"github.com/bluenviron/gortsplib/v5/pkg/base"
+	"github.com/bluenviron/gortsplib/v5/pkg/liberrors"
 
 	"github.com/ferrystream/ferry/libs/events"
 	"github.com/ferrystream/ferry/libs/media"
@@ -51,7 +51,7 @@ func TestPublishAndRead(t *testing.T) {
 	}
 
 	ag := rtsptest.NewAgent(fakeH264(t))
-	conn, err := ag.Connect(publishURL(a, "cam-1", h.token("cam-1", "ingest-1", "s-1", "", time.Minute)), gortsplib.TransportTCP)
+	conn, err := ag.Connect(publishURL(a, "cam-1", h.token("cam-1", "ingest-1", "s-1", "", time.Minute)), gortsplib.ProtocolTCP)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +63,7 @@ func TestPublishAndRead(t *testing.T) {
 	}
 
 	readers := map[string]*rtsptest.Reader{}
-	for _, tr := range []gortsplib.Transport{gortsplib.TransportTCP, gortsplib.TransportUDP} {
+	for _, tr := range []gortsplib.Protocol{gortsplib.ProtocolTCP, gortsplib.ProtocolUDP} {
 		readers[transportName(tr)] = read(t, a.PublicURL()+"/cam-1", tr)
 	}
 	for name, r := range readers {
@@ -83,7 +83,7 @@ func TestPublishAndRead(t *testing.T) {
 	}
 	// a new publisher (another encoder) takes over; readers see one continuous stream
 	ag2 := rtsptest.NewAgent(fakeH264(t))
-	if _, err := ag2.Connect(publishURL(a, "cam-1", h.token("cam-1", "ingest-1", "s-2", "", time.Minute)), gortsplib.TransportUDP); err != nil {
+	if _, err := ag2.Connect(publishURL(a, "cam-1", h.token("cam-1", "ingest-1", "s-2", "", time.Minute)), gortsplib.ProtocolUDP); err != nil {
 		t.Fatal(err)
 	}
 	runAgent(t, ag2)
@@ -132,7 +132,7 @@ func TestPublishRefused(t *testing.T) {
 			if tc.tok != "" {
 				u += "?token=" + tc.tok
 			}
-			_, err := rtsptest.NewAgent(fakeH264(t)).Connect(u, gortsplib.TransportTCP)
+			_, err := rtsptest.NewAgent(fakeH264(t)).Connect(u, gortsplib.ProtocolTCP)
 			var bs liberrors.ErrClientBadStatusCode
 			if !errors.As(err, &bs) || bs.Code != tc.status {
 				t.Fatalf("err = %v, want status %d", err, tc.status)
@@ -149,12 +149,12 @@ func TestPublishRefused(t *testing.T) {
 
 	t.Run("codec mismatch on takeover", func(t *testing.T) {
 		ag := rtsptest.NewAgent(fakeH264(t))
-		if _, err := ag.Connect(publishURL(a, "cam-1", h.token("cam-1", "ingest-1", "s-1", "", time.Minute)), gortsplib.TransportTCP); err != nil {
+		if _, err := ag.Connect(publishURL(a, "cam-1", h.token("cam-1", "ingest-1", "s-1", "", time.Minute)), gortsplib.ProtocolTCP); err != nil {
 			t.Fatal(err)
 		}
 		runAgent(t, ag)
 		h265, _ := media.NewFakeH265(media.FakeConfig{})
-		_, err := rtsptest.NewAgent(h265).Connect(publishURL(a, "cam-1", h.token("cam-1", "ingest-1", "s-2", "", time.Minute)), gortsplib.TransportTCP)
+		_, err := rtsptest.NewAgent(h265).Connect(publishURL(a, "cam-1", h.token("cam-1", "ingest-1", "s-2", "", time.Minute)), gortsplib.ProtocolTCP)
 		var bs liberrors.ErrClientBadStatusCode
 		if !errors.As(err, &bs) || bs.Code != base.StatusUnsupportedMediaType {
 			t.Fatalf("err = %v, want 415", err)
@@ -171,11 +171,11 @@ func TestOpenPublish(t *testing.T) {
 	h := newHarness(t)
 	a := h.node("ingest-1", withEnv("INGEST_ALLOW_OPEN_PUBLISH", "true"))
 	ag := rtsptest.NewAgent(fakeH264(t))
-	if _, err := ag.Connect(a.PublicURL()+"/dev-1", gortsplib.TransportTCP); err != nil {
+	if _, err := ag.Connect(a.PublicURL()+"/dev-1", gortsplib.ProtocolTCP); err != nil {
 		t.Fatal(err)
 	}
 	runAgent(t, ag)
-	r := read(t, a.PublicURL()+"/dev-1", gortsplib.TransportTCP)
+	r := read(t, a.PublicURL()+"/dev-1", gortsplib.ProtocolTCP)
 	waitPackets(t, r, 20)
 }
 
@@ -196,12 +196,12 @@ func TestTakeoverSameHost(t *testing.T) {
 			a := h.node("ingest-1")
 			h.place("cam-1", a, "s-1", "", "", time.Time{})
 			ag := rtsptest.NewAgent(fakeH264(t))
-			first, err := ag.Connect(publishURL(a, "cam-1", h.token("cam-1", "ingest-1", "s-1", "", time.Minute)), gortsplib.TransportTCP)
+			first, err := ag.Connect(publishURL(a, "cam-1", h.token("cam-1", "ingest-1", "s-1", "", time.Minute)), gortsplib.ProtocolTCP)
 			if err != nil {
 				t.Fatal(err)
 			}
 			runAgent(t, ag)
-			r := read(t, a.PublicURL()+"/cam-1", gortsplib.TransportTCP)
+			r := read(t, a.PublicURL()+"/cam-1", gortsplib.ProtocolTCP)
 			waitPackets(t, r, 30)
 
 			ag2 := ag
@@ -209,7 +209,7 @@ func TestTakeoverSameHost(t *testing.T) {
 				ag2 = rtsptest.NewAgent(fakeH264(t))
 				runAgent(t, ag2)
 			}
-			if _, err := ag2.Connect(publishURL(a, "cam-1", h.token("cam-1", "ingest-1", tc.session2, "", time.Minute)), gortsplib.TransportTCP); err != nil {
+			if _, err := ag2.Connect(publishURL(a, "cam-1", h.token("cam-1", "ingest-1", tc.session2, "", time.Minute)), gortsplib.ProtocolTCP); err != nil {
 				t.Fatal(err)
 			}
 			select {
@@ -286,7 +286,7 @@ func TestRegistryAndTelemetry(t *testing.T) {
 // after INGEST_READ_TIMEOUT, over TCP and over UDP: publisher_detached is
 // reported, the readers stay attached, and the next publisher is spliced in.
 func TestPublisherGoesSilent(t *testing.T) {
-	for _, tr := range []gortsplib.Transport{gortsplib.TransportTCP, gortsplib.TransportUDP} {
+	for _, tr := range []gortsplib.Protocol{gortsplib.ProtocolTCP, gortsplib.ProtocolUDP} {
 		t.Run(transportName(tr), func(t *testing.T) {
 			h := newHarness(t)
 			// 3 s: under -race on a busy machine a live publisher can stall
@@ -303,7 +303,7 @@ func TestPublisherGoesSilent(t *testing.T) {
 			sending := make(chan struct{})
 			go func() { _ = ag.Run(ctx); close(sending) }()
 			t.Cleanup(func() { stop(); <-sending; ag.Close() })
-			r := read(t, a.PublicURL()+"/cam-1", gortsplib.TransportTCP)
+			r := read(t, a.PublicURL()+"/cam-1", gortsplib.ProtocolTCP)
 			waitPackets(t, r, 25)
 
 			stop() // the packets stop; the connection stays open

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bluenviron/gortsplib/v4"
+	"github.com/bluenviron/gortsplib/v5"
 
 	"github.com/ferrystream/ferry/libs/events"
 	"github.com/ferrystream/ferry/libs/testutil"
@@ -46,8 +46,8 @@ func pingPong(t *testing.T, deadline time.Duration) {
 	hosts := []*App{a, b}
 	ag, conn := h.publish(a, "cam-1", "s-1")
 	readers := map[string]*rtsptest.Reader{
-		"edge":   read(t, e.PublicURL()+"/cam-1", gortsplib.TransportTCP),
-		"origin": read(t, a.PublicURL()+"/cam-1", gortsplib.TransportTCP),
+		"edge":   read(t, e.PublicURL()+"/cam-1", gortsplib.ProtocolTCP),
+		"origin": read(t, a.PublicURL()+"/cam-1", gortsplib.ProtocolTCP),
 	}
 	waitAll(t, readers, 50)
 
@@ -61,7 +61,7 @@ func pingPong(t *testing.T, deadline time.Duration) {
 		h.putPlacement(events.Placement{Stream: "cam-1", Host: to.HostID(), RTSPURL: to.PublicURL(), Epoch: uint64(i + 1),
 			MigrationID: mig, FromHost: from.HostID(), Deadline: time.Now().Add(deadline), SessionID: "s-1",
 			Mode: "push", UpdatedAt: time.Now().UTC()})
-		next, err := ag.Connect(publishURL(to, "cam-1", h.token("cam-1", to.HostID(), "s-1", mig, time.Minute)), gortsplib.TransportTCP)
+		next, err := ag.Connect(publishURL(to, "cam-1", h.token("cam-1", to.HostID(), "s-1", mig, time.Minute)), gortsplib.ProtocolTCP)
 		if err != nil {
 			t.Fatalf("move %d: %v", i, err)
 		}

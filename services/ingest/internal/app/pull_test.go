@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bluenviron/gortsplib/v4"
+	"github.com/bluenviron/gortsplib/v5"
 
 	"github.com/ferrystream/ferry/libs/events"
 	"github.com/ferrystream/ferry/libs/testutil"
@@ -24,7 +24,7 @@ func TestPullMode(t *testing.T) {
 	a := h.node("ingest-1")
 	b := h.node("ingest-2")
 	ag := rtsptest.NewAgent(fakeH264(t))
-	if _, err := ag.Connect(cam.PublicURL()+"/front", gortsplib.TransportTCP); err != nil {
+	if _, err := ag.Connect(cam.PublicURL()+"/front", gortsplib.ProtocolTCP); err != nil {
 		t.Fatal(err)
 	}
 	runAgent(t, ag)
@@ -40,7 +40,7 @@ func TestPullMode(t *testing.T) {
 	if att.Mode != "pull" || att.Stream != "door" {
 		t.Fatalf("publisher_attached %+v", att)
 	}
-	r := read(t, a.PublicURL()+"/door", gortsplib.TransportTCP)
+	r := read(t, a.PublicURL()+"/door", gortsplib.ProtocolTCP)
 	waitPackets(t, r, 30)
 
 	h.putPlacement(events.Placement{Stream: "door", Host: "ingest-2", RTSPURL: b.PublicURL(), Epoch: 2, Mode: "pull",
@@ -86,7 +86,7 @@ func TestPullCameraReconnect(t *testing.T) {
 	camera := func(id string) (*App, *rtsptest.Agent) {
 		cam := h.node(id, withEnv("INGEST_ALLOW_OPEN_PUBLISH", "true"), withEnv("INGEST_RTSP_ADDR", camAddr))
 		ag := rtsptest.NewAgent(fakeH264(t))
-		if _, err := ag.Connect("rtsp://"+camAddr+"/front", gortsplib.TransportTCP); err != nil {
+		if _, err := ag.Connect("rtsp://"+camAddr+"/front", gortsplib.ProtocolTCP); err != nil {
 			t.Fatal(err)
 		}
 		runAgent(t, ag)
@@ -100,7 +100,7 @@ func TestPullCameraReconnect(t *testing.T) {
 	if _, err := events.Publish(context.Background(), h.env.JS, "test", events.PullCommand{CommandID: "p-1", Host: "ingest-1", Stream: "door", SourceURL: camURL}); err != nil {
 		t.Fatal(err)
 	}
-	r := read(t, a.PublicURL()+"/door", gortsplib.TransportTCP)
+	r := read(t, a.PublicURL()+"/door", gortsplib.ProtocolTCP)
 	waitPackets(t, r, 30)
 
 	cam.Abort() // the camera dies: the pull loses its source

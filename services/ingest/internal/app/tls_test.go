@@ -20,10 +20,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bluenviron/gortsplib/v4"
-	"github.com/bluenviron/gortsplib/v4/pkg/base"
-	"github.com/bluenviron/gortsplib/v4/pkg/description"
-	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/bluenviron/gortsplib/v5"
+	"github.com/bluenviron/gortsplib/v5/pkg/base"
+	"github.com/bluenviron/gortsplib/v5/pkg/description"
+	"github.com/bluenviron/gortsplib/v5/pkg/format"
 	"github.com/pion/rtp"
 
 	"github.com/ferrystream/ferry/libs/media"
@@ -65,8 +65,8 @@ func TestRTSPS(t *testing.T) {
 	h.place("cam-1", a, "s-1", "", "", time.Time{})
 	insecure := &tls.Config{InsecureSkipVerify: true} //nolint:gosec // self-signed test certificate
 	src := fakeH264(t)
-	tcp := gortsplib.TransportTCP
-	pub := &gortsplib.Client{TLSConfig: insecure, Transport: &tcp}
+	tcp := gortsplib.ProtocolTCP
+	pub := &gortsplib.Client{TLSConfig: insecure, Protocol: &tcp}
 	if err := pub.StartRecording(publishURL(a, "cam-1", h.token("cam-1", "ingest-1", "s-1", "", time.Minute)), src.Description()); err != nil {
 		t.Fatal(err)
 	}
@@ -89,8 +89,8 @@ func TestRTSPS(t *testing.T) {
 		}
 	}()
 	u, _ := base.ParseURL(a.PublicURL() + "/cam-1")
-	rd := &gortsplib.Client{Scheme: u.Scheme, Host: u.Host, TLSConfig: insecure, Transport: &tcp}
-	if err := rd.Start2(); err != nil {
+	rd := &gortsplib.Client{Scheme: u.Scheme, Host: u.Host, TLSConfig: insecure, Protocol: &tcp}
+	if err := rd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer rd.Close()

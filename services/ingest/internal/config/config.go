@@ -73,6 +73,16 @@ type Config struct {
 	// ReadTimeout ends an RTSP session that sent nothing for this long: a
 	// publisher whose packets stopped (TCP or UDP) or a silent client (INGEST_READ_TIMEOUT).
 	ReadTimeout time.Duration
+	// HandshakeTimeout closes an RTSP connection that has not completed a
+	// request this long after it opened or after its last request, while it
+	// holds no session: a half-sent request, a stray interleaved frame, a
+	// stalled TLS handshake (INGEST_HANDSHAKE_TIMEOUT).
+	HandshakeTimeout time.Duration
+	// MaxPendingPerIP caps the connections one remote IP may hold without a
+	// session; 0 = no cap (INGEST_MAX_PENDING_PER_IP).
+	MaxPendingPerIP int
+	// MaxTracks bounds the medias of an announced stream (INGEST_MAX_TRACKS).
+	MaxTracks int
 	// AllowOpenPublish lets publishers in without a token (dev only; INGEST_ALLOW_OPEN_PUBLISH).
 	AllowOpenPublish bool
 	// TLSCert and TLSKey enable RTSPS (INGEST_TLS_CERT, INGEST_TLS_KEY).
@@ -99,6 +109,12 @@ func Default() Config {
 		EdgeLinger:      10 * time.Second,
 		UpstreamWait:    5 * time.Second,
 		ReadTimeout:     10 * time.Second,
+		// a session-less connection needs only a few: OPTIONS, DESCRIBE,
+		// the first SETUP or ANNOUNCE; 64 leaves room for an edge host that
+		// opens many upstream pulls at once after a move.
+		HandshakeTimeout: 10 * time.Second,
+		MaxPendingPerIP:  64,
+		MaxTracks:        16,
 	}
 }
 
@@ -123,6 +139,9 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	dur(&c.EdgeLinger, "INGEST_EDGE_LINGER")
 	dur(&c.UpstreamWait, "INGEST_UPSTREAM_WAIT")
 	dur(&c.ReadTimeout, "INGEST_READ_TIMEOUT")
+	dur(&c.HandshakeTimeout, "INGEST_HANDSHAKE_TIMEOUT")
+	e.Int(&c.MaxPendingPerIP, "INGEST_MAX_PENDING_PER_IP")
+	e.Int(&c.MaxTracks, "INGEST_MAX_TRACKS")
 	e.Bool(&c.AllowOpenPublish, "INGEST_ALLOW_OPEN_PUBLISH")
 	str(&c.TLSCert, "INGEST_TLS_CERT")
 	str(&c.TLSKey, "INGEST_TLS_KEY")
@@ -152,6 +171,9 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	fs.DurationVar(&c.EdgeLinger, "edge-linger", c.EdgeLinger, "keep an upstream pull this long after its last reader (INGEST_EDGE_LINGER)")
 	fs.DurationVar(&c.UpstreamWait, "upstream-wait", c.UpstreamWait, "how long readers wait for an upstream (INGEST_UPSTREAM_WAIT)")
 	fs.DurationVar(&c.ReadTimeout, "read-timeout", c.ReadTimeout, "end an RTSP session silent this long, e.g. a publisher whose packets stopped (INGEST_READ_TIMEOUT)")
+	fs.DurationVar(&c.HandshakeTimeout, "handshake-timeout", c.HandshakeTimeout, "close an RTSP connection without a session that completes no request this long (INGEST_HANDSHAKE_TIMEOUT)")
+	fs.IntVar(&c.MaxPendingPerIP, "max-pending-per-ip", c.MaxPendingPerIP, "connections without a session one remote IP may hold, 0 = no cap (INGEST_MAX_PENDING_PER_IP)")
+	fs.IntVar(&c.MaxTracks, "max-tracks", c.MaxTracks, "most medias an announced stream may have (INGEST_MAX_TRACKS)")
 	fs.BoolVar(&c.AllowOpenPublish, "allow-open-publish", c.AllowOpenPublish, "DEV ONLY: accept publishers without a token (INGEST_ALLOW_OPEN_PUBLISH)")
 	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "RTSPS certificate file (INGEST_TLS_CERT)")
 	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "RTSPS key file (INGEST_TLS_KEY)")
@@ -252,11 +274,17 @@ func (c Config) Validate() error {
 	}{
 		{"INGEST_DRAIN_GRACE", c.DrainGrace}, {"INGEST_STREAM_GRACE", c.StreamGrace},
 		{"INGEST_EDGE_LINGER", c.EdgeLinger}, {"INGEST_UPSTREAM_WAIT", c.UpstreamWait},
-		{"INGEST_READ_TIMEOUT", c.ReadTimeout},
+		{"INGEST_READ_TIMEOUT", c.ReadTimeout}, {"INGEST_HANDSHAKE_TIMEOUT", c.HandshakeTimeout},
 	} {
 		if d.v <= 0 {
 			errs = append(errs, fmt.Errorf("%s: must be positive, got %s", d.key, d.v))
 		}
+	}
+	if c.MaxPendingPerIP < 0 {
+		errs = append(errs, fmt.Errorf("INGEST_MAX_PENDING_PER_IP: must not be negative, got %d", c.MaxPendingPerIP))
+	}
+	if c.MaxTracks < 1 || c.MaxTracks > 64 {
+		errs = append(errs, fmt.Errorf("INGEST_MAX_TRACKS: must be between 1 and 64, got %d", c.MaxTracks))
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		errs = append(errs, errors.New("INGEST_TLS_CERT, INGEST_TLS_KEY: set both or neither"))

@@ -19,10 +19,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/bluenviron/gortsplib/v4"
-	"github.com/bluenviron/gortsplib/v4/pkg/base"
-	"github.com/bluenviron/gortsplib/v4/pkg/description"
-	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/bluenviron/gortsplib/v5"
+	"github.com/bluenviron/gortsplib/v5/pkg/base"
+	"github.com/bluenviron/gortsplib/v5/pkg/description"
+	"github.com/bluenviron/gortsplib/v5/pkg/format"
 	"github.com/pion/rtp"
 	"github.com/rs/zerolog"
 
@@ -32,6 +32,7 @@ import (
 	"github.com/ferrystream/ferry/services/ingest/internal/config"
 	"github.com/ferrystream/ferry/services/ingest/internal/control"
 	"github.com/ferrystream/ferry/services/ingest/internal/emit"
+	"github.com/ferrystream/ferry/services/ingest/internal/guard"
 	"github.com/ferrystream/ferry/services/ingest/internal/metrics"
 	"github.com/ferrystream/ferry/services/ingest/internal/stream"
 	"github.com/ferrystream/ferry/services/ingest/internal/tasks"
@@ -127,12 +128,22 @@ func New(cfg config.Config, d Deps) (*Node, error) {
 		UDPRTCPAddress: cfg.UDPRTCPAddr,
 		WriteQueueSize: 512,
 		ReadTimeout:    cfg.ReadTimeout,
+		// the guard sits between the socket and gortsplib (with TLS, below
+		// the TLS layer, so a stalled TLS handshake is timed too)
 		Listen: func(network, address string) (net.Listener, error) {
 			ln, err := net.Listen(network, address)
-			if err == nil {
-				n.addr = ln.Addr().String()
+			if err != nil {
+				return nil, err
 			}
-			return ln, err
+			n.addr = ln.Addr().String()
+			return guard.New(ln, guard.Config{
+				HandshakeTimeout: cfg.HandshakeTimeout,
+				MaxPendingPerIP:  cfg.MaxPendingPerIP,
+				Log:              n.log,
+				OnClose: func(reason string) {
+					n.d.Metrics.Refused.WithLabelValues("CONN", reason).Inc()
+				},
+			}), nil
 		},
 	}
 	if cfg.TLSCert != "" {
@@ -279,13 +290,6 @@ type sessionInfo struct {
 	recording   bool
 }
 
-// streamName extracts and validates the stream name of a request path.
-func streamName(path string) (string, bool) {
-	name := strings.TrimPrefix(path, "/")
-	name = strings.TrimSuffix(name, "/")
-	return name, config.NamePattern.MatchString(name)
-}
-
 // refuse builds a refusal: the status line carries the reason, the error
 // closes the connection after the response.
 func (n *Node) refuse(method, reason string, code base.StatusCode, msg string, ev *zerolog.Event) (*base.Response, error) {
@@ -310,6 +314,23 @@ func statusMessage(code base.StatusCode, detail string) string {
 		m = m[:200]
 	}
 	return m
+}
+
+// OnRequest implements gortsplib.ServerHandlerOnRequest: a complete request
+// stops the connection's handshake timer while it is handled.
+func (n *Node) OnRequest(sc *gortsplib.ServerConn, _ *base.Request) {
+	if g := guard.Of(sc.NetConn()); g != nil {
+		g.RequestStarted()
+	}
+}
+
+// OnResponse implements gortsplib.ServerHandlerOnResponse: once answered, a
+// connection with a session is left to gortsplib's timeouts, one without
+// gets the handshake timeout again.
+func (n *Node) OnResponse(sc *gortsplib.ServerConn, _ *base.Response) {
+	if g := guard.Of(sc.NetConn()); g != nil {
+		g.RequestDone(sc.Session() != nil)
+	}
 }
 
 // OnConnOpen implements gortsplib.ServerHandlerOnConnOpen.
@@ -395,10 +416,10 @@ func (n *Node) OnStreamWriteError(*gortsplib.ServerHandlerOnStreamWriteErrorCtx)
 // resolve finds the stream a reader asks for: a local one, or one the edge
 // resolver pulls.
 func (n *Node) resolve(method, path string, conn *gortsplib.ServerConn) (*stream.Stream, *base.Response, error) {
-	name, ok := streamName(path)
+	name, reason, msg := checkPath(path)
 	log := n.log.With().Str("stream", name).Str("remote", remote(conn)).Logger()
-	if !ok {
-		res, err := n.refuse(method, "bad_path", base.StatusBadRequest, "invalid stream name", log.Warn())
+	if reason != "" {
+		res, err := n.refuse(method, reason, base.StatusBadRequest, msg, log.Warn().Str("path", safePath(path)))
 		return nil, res, err
 	}
 	if s := n.table.Get(name); s != nil && !s.Closed() {
@@ -464,6 +485,14 @@ func isFerryPull(req *base.Request) bool {
 
 // OnSetup implements gortsplib.ServerHandlerOnSetup.
 func (n *Node) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Response, *gortsplib.ServerStream, error) {
+	if msg := checkTransport(ctx.Request, ctx.Transport); msg != "" {
+		// 461 without closing: the client may offer another transport
+		n.d.Metrics.Refused.WithLabelValues("SETUP", "bad_transport").Inc()
+		n.log.Warn().Str("remote", remote(ctx.Conn)).Int("status", int(base.StatusUnsupportedTransport)).
+			Str("reason", "bad_transport").Msg("SETUP refused: " + msg)
+		return &base.Response{StatusCode: base.StatusUnsupportedTransport,
+			StatusMessage: statusMessage(base.StatusUnsupportedTransport, msg)}, nil, nil
+	}
 	if ctx.Session.State() == gortsplib.ServerSessionStatePreRecord {
 		info, _ := ctx.Session.UserData().(*sessionInfo)
 		if info == nil || info.kind != kindPublisher {
@@ -504,10 +533,10 @@ func (n *Node) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Response, er
 
 // OnAnnounce implements gortsplib.ServerHandlerOnAnnounce: the publish gate.
 func (n *Node) OnAnnounce(ctx *gortsplib.ServerHandlerOnAnnounceCtx) (*base.Response, error) {
-	name, ok := streamName(ctx.Path)
+	name, reason, msg := checkPath(ctx.Path)
 	log := n.log.With().Str("stream", name).Str("remote", remote(ctx.Conn)).Logger()
-	if !ok {
-		return n.refuse("ANNOUNCE", "bad_path", base.StatusBadRequest, "invalid stream name", log.Warn())
+	if reason != "" {
+		return n.refuse("ANNOUNCE", reason, base.StatusBadRequest, msg, log.Warn().Str("path", safePath(ctx.Path)))
 	}
 	if !n.cfg.Origin() {
 		return n.refuse("ANNOUNCE", "edge_only", base.StatusMethodNotAllowed, "this host only serves viewers (edge role)", log.Warn())
@@ -523,6 +552,10 @@ func (n *Node) OnAnnounce(ctx *gortsplib.ServerHandlerOnAnnounceCtx) (*base.Resp
 	}
 	if ctx.Description == nil || len(ctx.Description.Medias) == 0 {
 		return n.refuse("ANNOUNCE", "no_medias", base.StatusBadRequest, "description has no medias", log.Warn())
+	}
+	if len(ctx.Description.Medias) > n.cfg.MaxTracks {
+		return n.refuse("ANNOUNCE", "too_many_tracks", base.StatusBadRequest,
+			fmt.Sprintf("description has %d medias, at most %d allowed", len(ctx.Description.Medias), n.cfg.MaxTracks), log.Warn())
 	}
 	for i, m := range ctx.Description.Medias {
 		if len(m.Formats) == 0 {

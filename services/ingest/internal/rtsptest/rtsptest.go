@@ -14,10 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bluenviron/gortsplib/v4"
-	"github.com/bluenviron/gortsplib/v4/pkg/base"
-	"github.com/bluenviron/gortsplib/v4/pkg/description"
-	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/bluenviron/gortsplib/v5"
+	"github.com/bluenviron/gortsplib/v5/pkg/base"
+	"github.com/bluenviron/gortsplib/v5/pkg/description"
+	"github.com/bluenviron/gortsplib/v5/pkg/format"
 	"github.com/pion/rtp"
 
 	"github.com/ferrystream/ferry/libs/media"
@@ -57,7 +57,7 @@ func UDPPair(t testing.TB) (rtpAddr, rtcpAddr string) {
 }
 
 // Transport returns a pointer to a transport value.
-func Transport(t gortsplib.Transport) *gortsplib.Transport { return &t }
+func Transport(t gortsplib.Protocol) *gortsplib.Protocol { return &t }
 
 // cloneDesc gives each client its own media objects (a client edits the
 // description it announces) sharing the formats.
@@ -125,11 +125,11 @@ func NewAgent(src media.Source) *Agent { return &Agent{src: src} }
 
 // Connect starts recording to url (with its token) over transport tr; packets
 // go to it from the next one written on.
-func (a *Agent) Connect(url string, tr gortsplib.Transport) (*AgentConn, error) {
+func (a *Agent) Connect(url string, tr gortsplib.Protocol) (*AgentConn, error) {
 	desc := cloneDesc(a.src.Description())
 	ac := &AgentConn{URL: url, desc: desc, done: make(chan struct{})}
 	var d net.Dialer
-	c := &gortsplib.Client{Transport: &tr, DialContext: func(ctx context.Context, network, address string) (net.Conn, error) {
+	c := &gortsplib.Client{Protocol: &tr, DialContext: func(ctx context.Context, network, address string) (net.Conn, error) {
 		conn, err := d.DialContext(ctx, network, address)
 		if err == nil {
 			ac.mu.Lock()
@@ -252,14 +252,14 @@ type ReadOptions struct {
 }
 
 // Read plays url over transport tr and feeds an Analyzer.
-func Read(url string, tr gortsplib.Transport, o ReadOptions) (*Reader, error) {
+func Read(url string, tr gortsplib.Protocol, o ReadOptions) (*Reader, error) {
 	u, err := base.ParseURL(url)
 	if err != nil {
 		return nil, err
 	}
 	r := &Reader{done: make(chan struct{}), keep: o.KeepSamples}
 	r.c = &gortsplib.Client{
-		Scheme: u.Scheme, Host: u.Host, Transport: &tr,
+		Scheme: u.Scheme, Host: u.Host, Protocol: &tr,
 		OnPacketsLost: func(n uint64) { r.lost.Add(n) },
 		OnDecodeError: func(error) { r.decodeErr.Add(1) },
 		OnServerRequest: func(req *base.Request) {
@@ -270,7 +270,7 @@ func Read(url string, tr gortsplib.Transport, o ReadOptions) (*Reader, error) {
 			}
 		},
 	}
-	if err := r.c.Start2(); err != nil {
+	if err := r.c.Start(); err != nil {
 		return nil, err
 	}
 	desc, _, err := r.c.Describe(u)

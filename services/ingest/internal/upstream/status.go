@@ -3,8 +3,8 @@ package upstream
 import (
 	"errors"
 
-	"github.com/bluenviron/gortsplib/v4/pkg/base"
-	"github.com/bluenviron/gortsplib/v4/pkg/liberrors"
+	"github.com/bluenviron/gortsplib/v5/pkg/base"
+	"github.com/bluenviron/gortsplib/v5/pkg/liberrors"
 )
 
 // isStatus reports whether err is an RTSP response with the given status.

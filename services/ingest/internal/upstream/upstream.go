@@ -9,10 +9,10 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/bluenviron/gortsplib/v4"
-	"github.com/bluenviron/gortsplib/v4/pkg/base"
-	"github.com/bluenviron/gortsplib/v4/pkg/description"
-	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/bluenviron/gortsplib/v5"
+	"github.com/bluenviron/gortsplib/v5/pkg/base"
+	"github.com/bluenviron/gortsplib/v5/pkg/description"
+	"github.com/bluenviron/gortsplib/v5/pkg/format"
 	"github.com/pion/rtp"
 )
 
@@ -29,8 +29,8 @@ const UserAgent = "ferry-ingest"
 
 // Options configure a connection.
 type Options struct {
-	// Transport defaults to TCP (interleaved), the reliable choice between hosts.
-	Transport *gortsplib.Transport
+	// Protocol defaults to TCP (interleaved), the reliable choice between hosts.
+	Protocol *gortsplib.Protocol
 	// Timeout bounds each RTSP request and the read silence (default 5s).
 	Timeout time.Duration
 	// OnPacketsLost and OnDecodeError count problems (optional).
@@ -60,15 +60,15 @@ func Dial(ctx context.Context, url string, o Options) (*Conn, error) {
 	if o.Timeout <= 0 {
 		o.Timeout = 5 * time.Second
 	}
-	tr := o.Transport
+	tr := o.Protocol
 	if tr == nil {
-		t := gortsplib.TransportTCP
+		t := gortsplib.ProtocolTCP
 		tr = &t
 	}
 	c := &gortsplib.Client{
 		Scheme:      u.Scheme,
 		Host:        u.Host,
-		Transport:   tr,
+		Protocol:    tr,
 		ReadTimeout: o.Timeout, WriteTimeout: o.Timeout,
 		UserAgent: UserAgent,
 	}
@@ -78,7 +78,7 @@ func Dial(ctx context.Context, url string, o Options) (*Conn, error) {
 	if o.OnDecodeError != nil {
 		c.OnDecodeError = func(err error) { o.OnDecodeError(err) }
 	}
-	if err := c.Start2(); err != nil {
+	if err := c.Start(); err != nil {
 		return nil, fmt.Errorf("connect %s: %w", u.Host, err)
 	}
 	stop := context.AfterFunc(ctx, c.Close)
