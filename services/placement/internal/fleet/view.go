@@ -2,8 +2,10 @@
 // records (liveness, capacity, load) and the open signals that make a host
 // unfit to receive streams or make its streams leave (outage predictions,
 // drains, host-down reports). It also holds the host-choice algorithm
-// (Pick). The view is fed from outside (a KV watcher and an event
-// consumer) and is safe for concurrent use.
+// (Pick) and its ranking rule (Fit), with which placement's index also
+// ranks hosts as the view reports their changes (Observe). The view is fed
+// from outside (a KV watcher and an event consumer) and is safe for
+// concurrent use.
 package fleet
 
 import (
@@ -69,7 +71,7 @@ type hostState struct {
 	lastSeq uint64
 }
 
-// View is the current state of the fleet. The mutex guards hosts.
+// View is the current state of the fleet. The mutex guards hosts and observe.
 type View struct {
 	cfg Config
 	log zerolog.Logger
