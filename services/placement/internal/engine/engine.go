@@ -191,6 +191,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 	s := &Service{cfg: cfg, nc: d.NC, js: d.JS, log: log, now: d.Now, source: "ferry/placement/" + cfg.ID,
 		met: newMetrics(reg), ix: newIndex(), pres: events.NewPresence()}
 	s.view = fleet.NewView(cfg.Fleet, log, d.Now)
+	s.ix.follow(s.view, d.Now, cfg.StreamBitrate)
 	return s, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/ferrystream/ferry/libs/events"
 	"github.com/ferrystream/ferry/services/placement/internal/fleet"
@@ -18,7 +19,10 @@ type entry struct {
 
 // index is this replica's copy of the placements bucket (fed by a watch and
 // by this replica's own successful writes), with per-host and per-client
-// counts and the reservations of decisions in flight. mu guards all fields.
+// counts, the reservations of decisions in flight, and the fleet's hosts
+// ranked for pick (rank.go). mu guards all fields; fleet.View calls
+// setHost under its own lock, so the index never calls the view while
+// holding mu.
 type index struct {
 	mu         sync.Mutex
 	streams    map[string]entry
@@ -27,11 +31,19 @@ type index struct {
 	clientHost map[string]map[string]int
 	reserved   map[string]int
 	resClient  map[string]map[string]int
+
+	// Set by follow.
+	view    *fleet.View
+	now     func() time.Time
+	bitrate int64
+	slots   map[string]*slot     // every host with a registry record
+	zones   map[string]*zoneHeap // zone → its hosts that may receive a stream
 }
 
 func newIndex() *index {
 	return &index{streams: map[string]entry{}, gone: map[string]uint64{}, hostCount: map[string]int{},
-		clientHost: map[string]map[string]int{}, reserved: map[string]int{}, resClient: map[string]map[string]int{}}
+		clientHost: map[string]map[string]int{}, reserved: map[string]int{}, resClient: map[string]map[string]int{},
+		slots: map[string]*slot{}, zones: map[string]*zoneHeap{}}
 }
 
 func streamOfKey(key string) (string, bool) {
@@ -44,6 +56,7 @@ func (ix *index) count(p events.Placement, d int) {
 	if ix.hostCount[p.Host] <= 0 {
 		delete(ix.hostCount, p.Host)
 	}
+	ix.rank(p.Host)
 	if p.ClientID == "" {
 		return
 	}
@@ -151,10 +164,37 @@ type reservation struct {
 }
 
 // pick chooses a host for a stream of client (not exclude) and reserves a
-// slot on it until commit or release.
-func (ix *index) pick(snap fleet.Snapshot, client, exclude string, bitrate int64) (fleet.Candidate, *reservation, error) {
+// slot on it until commit or release. The ranked hosts answer under mu in
+// O(zones × log hosts); when none fits (or bitrate is not the one they are
+// ranked for) fleet.Pick decides on a fresh snapshot, outside mu, and says
+// why each host was refused.
+func (ix *index) pick(client, exclude string, bitrate int64) (fleet.Candidate, *reservation, error) {
+	now := ix.now()
+	ix.mu.Lock()
+	if bitrate == ix.bitrate {
+		if c, ok := ix.chooseLocked(client, exclude, now); ok {
+			defer ix.mu.Unlock()
+			return c, ix.reserveLocked(client, c.Host), nil
+		}
+	}
+	ix.mu.Unlock()
+	return ix.pickScan(ix.view.Snapshot(), client, exclude, bitrate)
+}
+
+// pickScan is pick with fleet.Pick on snap: the reference the ranked hosts
+// must agree with (rank_test.go), and the fallback that explains refusals.
+func (ix *index) pickScan(snap fleet.Snapshot, client, exclude string, bitrate int64) (fleet.Candidate, *reservation, error) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
+	c, err := fleet.Pick(snap, ix.demandLocked(client, exclude, bitrate))
+	if err != nil {
+		return c, nil, err
+	}
+	return c, ix.reserveLocked(client, c.Host), nil
+}
+
+// demandLocked is what fleet.Pick needs from the index.
+func (ix *index) demandLocked(client, exclude string, bitrate int64) fleet.Demand {
 	placed := maps.Clone(ix.hostCount)
 	for h, n := range ix.reserved {
 		placed[h] += n
@@ -166,20 +206,21 @@ func (ix *index) pick(snap fleet.Snapshot, client, exclude string, bitrate int64
 	for h, n := range ix.resClient[client] {
 		clientHosts[h] += n
 	}
-	c, err := fleet.Pick(snap, fleet.Demand{Exclude: exclude, Placed: placed, ClientHosts: clientHosts, StreamBitrate: bitrate})
-	if err != nil {
-		return c, nil, err
-	}
-	ix.reserved[c.Host]++
+	return fleet.Demand{Exclude: exclude, Placed: placed, ClientHosts: clientHosts, StreamBitrate: bitrate}
+}
+
+func (ix *index) reserveLocked(client, host string) *reservation {
+	ix.reserved[host]++
+	ix.rank(host)
 	if client != "" {
 		m := ix.resClient[client]
 		if m == nil {
 			m = map[string]int{}
 			ix.resClient[client] = m
 		}
-		m[c.Host]++
+		m[host]++
 	}
-	return c, &reservation{client: client, host: c.Host}, nil
+	return &reservation{client: client, host: host}
 }
 
 // release drops a reservation (no-op if already committed or released).
@@ -198,6 +239,7 @@ func (ix *index) releaseLocked(r *reservation) {
 	if ix.reserved[host]--; ix.reserved[host] <= 0 {
 		delete(ix.reserved, host)
 	}
+	ix.rank(host)
 	if m := ix.resClient[client]; m != nil {
 		if m[host]--; m[host] <= 0 {
 			delete(m, host)

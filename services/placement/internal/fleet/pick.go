@@ -83,30 +83,39 @@ func Pick(s Snapshot, d Demand) (Candidate, error) {
 }
 
 func score(c Candidate, d Demand) (scored, string) {
-	placed := d.Placed[c.Host]
-	load := max(placed, c.Streams)
-	sc := scored{c: c, load: load}
+	util, load, why := Fit(c, d.Placed[c.Host], d.StreamBitrate)
+	return scored{c: c, util: util, load: load}, why
+}
+
+// Fit says whether c has headroom for one more stream of streamBitrate when
+// placed streams are placed on it (placements plus decisions in flight),
+// and how Pick ranks it: util is its utilisation with that stream (the
+// higher of streams and bitrate), load the streams counted on it. why says
+// why it is full ("" when it has headroom). Pick and any index kept for it
+// must rank with this one function.
+func Fit(c Candidate, placed int, streamBitrate int64) (util float64, load int, why string) {
+	load = max(placed, c.Streams)
 	if c.CapacityStreams > 0 {
 		if load+1 > c.CapacityStreams {
-			return sc, fmt.Sprintf("full (%d/%d streams)", load, c.CapacityStreams)
+			return 0, load, fmt.Sprintf("full (%d/%d streams)", load, c.CapacityStreams)
 		}
-		sc.util = float64(load+1) / float64(c.CapacityStreams)
+		util = float64(load+1) / float64(c.CapacityStreams)
 	}
 	if c.CapacityBitrate > 0 {
-		per := d.StreamBitrate
+		per := streamBitrate
 		if c.Streams > 0 && c.BitrateIn > 0 {
 			per = c.BitrateIn / int64(c.Streams)
 		}
 		// Streams placed but not yet reported in the record carry the estimate.
 		bitrate := c.BitrateIn + int64(max(0, placed-c.Streams))*per
-		if bitrate+d.StreamBitrate > c.CapacityBitrate {
-			return sc, fmt.Sprintf("bitrate full (%d+%d > %d bit/s)", bitrate, d.StreamBitrate, c.CapacityBitrate)
+		if bitrate+streamBitrate > c.CapacityBitrate {
+			return 0, load, fmt.Sprintf("bitrate full (%d+%d > %d bit/s)", bitrate, streamBitrate, c.CapacityBitrate)
 		}
-		if u := float64(bitrate+d.StreamBitrate) / float64(c.CapacityBitrate); u > sc.util {
-			sc.util = u
+		if u := float64(bitrate+streamBitrate) / float64(c.CapacityBitrate); u > util {
+			util = u
 		}
 	}
-	return sc, ""
+	return util, load, ""
 }
 
 func better(a, b scored) bool {

@@ -2,8 +2,10 @@
 // records (liveness, capacity, load) and the open signals that make a host
 // unfit to receive streams or make its streams leave (outage predictions,
 // drains, host-down reports). It also holds the host-choice algorithm
-// (Pick). The view is fed from outside (a KV watcher and an event
-// consumer) and is safe for concurrent use.
+// (Pick) and its ranking rule (Fit), with which placement's index also
+// ranks hosts as the view reports their changes (Observe). The view is fed
+// from outside (a KV watcher and an event consumer) and is safe for
+// concurrent use.
 package fleet
 
 import (
@@ -69,7 +71,7 @@ type hostState struct {
 	lastSeq uint64
 }
 
-// View is the current state of the fleet. The mutex guards hosts.
+// View is the current state of the fleet. The mutex guards hosts and observe.
 type View struct {
 	cfg Config
 	log zerolog.Logger
@@ -77,6 +79,9 @@ type View struct {
 
 	mu    sync.RWMutex
 	hosts map[string]*hostState
+	// observe, if set, is told every change of a host (under mu, so in
+	// the order the changes were made).
+	observe func(Host)
 
 	changed chan struct{}
 }
@@ -144,6 +149,7 @@ func (v *View) ApplyRecord(key string, rec *events.HostRecord) {
 	if rec == nil {
 		if h := v.hosts[key]; h != nil {
 			h.rec, h.invalid = nil, nil
+			v.observed(key, h)
 		}
 		return
 	}
@@ -154,6 +160,7 @@ func (v *View) ApplyRecord(key string, rec *events.HostRecord) {
 	}
 	r := *rec
 	h.rec, h.invalid = &r, err
+	defer v.observed(key, h)
 	// A record refreshed after a host-down report means the host is back.
 	if h.down && r.UpdatedAt.After(h.downDetected) {
 		h.down = false
@@ -255,6 +262,7 @@ func (v *View) ApplyEvent(env events.Envelope, seq uint64) error {
 		h.lastSeq = seq
 	}
 	apply(h)
+	v.observed(host, h)
 	v.notify()
 	return nil
 }
@@ -296,7 +304,7 @@ func (v *View) status(name string, h *hostState, now time.Time) Status {
 	s.Predicted = len(h.predictions) > 0
 	if h.rec != nil {
 		s.Edge = h.rec.Role == "edge"
-		s.Heartbeating = now.Sub(h.rec.UpdatedAt) <= v.cfg.StaleAfter
+		s.Heartbeating = fresh(h.rec.UpdatedAt, v.cfg.StaleAfter, now)
 	}
 	switch {
 	case !s.Known:
@@ -371,15 +379,78 @@ func (v *View) Snapshot() Snapshot {
 			}
 			continue
 		}
-		c := Candidate{Host: name, Zone: h.rec.Zone, RTSPURL: h.rec.RTSPURL, CapacityStreams: h.rec.CapacityStreams,
-			CapacityBitrate: h.rec.CapacityBitrate, Streams: h.rec.Streams, BitrateIn: h.rec.BitrateIn}
-		if c.CapacityStreams == 0 {
-			c.CapacityStreams = v.cfg.DefaultCapacityStreams
-		}
-		s.Candidates = append(s.Candidates, c)
+		s.Candidates = append(s.Candidates, v.candidate(name, h.rec))
 	}
 	sort.Slice(s.Candidates, func(i, j int) bool { return s.Candidates[i].Host < s.Candidates[j].Host })
 	return s
+}
+
+func (v *View) candidate(name string, r *events.HostRecord) Candidate {
+	c := Candidate{Host: name, Zone: r.Zone, RTSPURL: r.RTSPURL, CapacityStreams: r.CapacityStreams,
+		CapacityBitrate: r.CapacityBitrate, Streams: r.Streams, BitrateIn: r.BitrateIn}
+	if c.CapacityStreams == 0 {
+		c.CapacityStreams = v.cfg.DefaultCapacityStreams
+	}
+	return c
+}
+
+func fresh(updatedAt time.Time, staleAfter time.Duration, now time.Time) bool {
+	return now.Sub(updatedAt) <= staleAfter
+}
+
+// Host is one host as an index kept for Pick needs it: everything that
+// decides whether and how Pick may choose it, except the passing of time
+// (a record goes stale StaleAfter after its UpdatedAt, with no change).
+type Host struct {
+	Name string
+	// Known: the host has a registry record; Zone is then its zone (Pick
+	// spreads a client's streams across the zones of known hosts).
+	Known bool
+	Zone  string
+	// Usable: the host may receive streams while its record is Fresh
+	// (Status.Usable is Usable && Fresh(now)).
+	Usable bool
+	// Candidate is the host as Snapshot lists it (when Usable).
+	Candidate  Candidate
+	UpdatedAt  time.Time
+	StaleAfter time.Duration
+}
+
+// Fresh reports whether the host's record is heartbeating at now, by the
+// same rule as Status.
+func (h Host) Fresh(now time.Time) bool { return fresh(h.UpdatedAt, h.StaleAfter, now) }
+
+func (v *View) hostOf(name string, h *hostState) Host {
+	out := Host{Name: name, StaleAfter: v.cfg.StaleAfter}
+	if h.rec == nil {
+		return out
+	}
+	out.Known, out.Zone, out.UpdatedAt = true, h.rec.Zone, h.rec.UpdatedAt
+	draining := h.draining || h.rec.Status == "draining"
+	out.Usable = h.rec.Role != "edge" && h.invalid == nil && !h.down && !draining && len(h.predictions) == 0
+	if out.Usable {
+		out.Candidate = v.candidate(name, h.rec)
+	}
+	return out
+}
+
+func (v *View) observed(name string, h *hostState) {
+	if v.observe != nil {
+		v.observe(v.hostOf(name, h))
+	}
+}
+
+// Observe makes the view call fn with every host it holds now and then
+// with a host after each change of its state, in the order of the changes.
+// fn runs under the view's lock: it must not call the view. One observer;
+// a second call replaces the first.
+func (v *View) Observe(fn func(Host)) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.observe = fn
+	for name, h := range v.hosts {
+		v.observed(name, h)
+	}
 }
 
 // URL returns host's registered RTSP base URL ("" if unknown).
