@@ -189,7 +189,9 @@ func (s *sim) killLeader() string {
 		return ""
 	}
 	name := string(e.Value())
+	s.mu.Lock()
 	c := s.services[name]
+	s.mu.Unlock()
 	if c == nil {
 		s.violation("leader %q is not a replica this simulation started", name)
 		return ""

@@ -53,7 +53,7 @@ type sim struct {
 	started   time.Time
 	self      *usage
 
-	// mu guards counters and violations.
+	// mu guards counters, violations and services.
 	mu         sync.Mutex
 	counters   map[string]int64
 	violations []string
@@ -193,8 +193,22 @@ func (s *sim) startService(name string) error {
 	if err != nil {
 		return err
 	}
+	s.mu.Lock()
 	s.services[name] = c
+	s.mu.Unlock()
 	return waitReady(s.ctx, c, "http://"+metrics+"/readyz", 90*time.Second)
+}
+
+// serviceList returns the service processes started so far (a scenario
+// restarts services while the sampler reads them).
+func (s *sim) serviceList() []*child {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*child, 0, len(s.services))
+	for _, c := range s.services {
+		out = append(out, c)
+	}
+	return out
 }
 
 // sampler records every process's RSS each second.
@@ -207,7 +221,7 @@ func (s *sim) sampler() {
 	s.mu.Unlock()
 	for {
 		s.nats.usage.sample()
-		for _, c := range s.services {
+		for _, c := range s.serviceList() {
 			c.usage.sample()
 		}
 		self.sample()
