@@ -204,7 +204,7 @@ func (a *App) Run(ctx context.Context) error {
 		func() float64 { _, o := node.Table().Bytes(); return float64(o) },
 		func() float64 { _, p := node.Table().In(); return float64(p) })
 	edgeMgr = edge.New(edge.Config{Self: a.cfg.HostID, Linger: a.cfg.EdgeLinger, UpstreamWait: a.cfg.UpstreamWait},
-		node.Table(), hub, hosts, a.emitter, a.metrics, log)
+		edge.Deps{Table: node.Table(), Placements: hub, Hosts: hosts, Emit: a.emitter, Metrics: a.metrics, Log: log})
 	a.edge = edgeMgr
 	a.handover = handover.New(handover.Config{Self: a.cfg.HostID}, node.Table(), hub,
 		control.Attachments{JS: js}, edgeMgr, hosts, a.emitter, a.metrics, log)
@@ -232,7 +232,7 @@ func (a *App) Run(ctx context.Context) error {
 	bg(func() { hub.Run(rctx) })
 	bg(func() { a.registry.Run(rctx) })
 	bg(func() { node.RunJanitor(rctx) })
-	bg(func() { edgeMgr.Run(rctx) })
+	bg(func() { _ = edgeMgr.Run(rctx) })
 	cctx, ccancel := context.WithCancel(rctx)
 	consuming := make(chan error, 1)
 	bg(func() {
