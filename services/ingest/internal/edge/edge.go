@@ -354,7 +354,7 @@ func (f *follower) stop(reason string) {
 	for _, p := range pulls {
 		p.mu.Lock()
 		if p.feed != nil {
-			p.feed.Retire("edge follower stopped: " + reason)
+			p.feed.Stream().Retire(p.feed, "edge follower stopped: "+reason)
 		}
 		p.mu.Unlock()
 	}
@@ -429,11 +429,7 @@ func (f *follower) apply() {
 		for _, lf := range st.LocalFeeds() {
 			select {
 			case <-lf.Ready():
-				for _, o := range st.Feeds() {
-					if o.Kind == stream.KindUpstream {
-						o.Retire("the stream is published here now")
-					}
-				}
+				st.ReplaceUpstreams(nil, "the stream is published here now")
 				return
 			default:
 			}
@@ -583,11 +579,7 @@ func (f *follower) runPull(p *pull) {
 				p.mu.Unlock()
 				if f.desired(p.host) {
 					// make-before-break: the new upstream carries the stream, the old ones go
-					for _, o := range st.Feeds() {
-						if o != feed && o.Kind == stream.KindUpstream {
-							o.Retire("replaced by the pull from " + p.host)
-						}
-					}
+					st.ReplaceUpstreams(feed, "replaced by the pull from "+p.host)
 				}
 			case <-feed.Done():
 			}

@@ -250,9 +250,7 @@ func (m *Manager) handover(ctx context.Context, st *stream.Stream, pl events.Pla
 			return
 		}
 	}
-	for _, f := range st.LocalFeeds() {
-		f.Retire("moved to " + pl.Host)
-	}
+	st.Cease("moved to " + pl.Host)
 	m.emit.Emit(events.StreamCeased{Stream: st.Name, Host: m.cfg.Self, NewHost: pl.Host, MigrationID: pl.MigrationID,
 		ReadersRelayed: readers, At: time.Now().UTC()})
 	log.Info().Int("readers_relayed", readers).Dur("took", time.Since(started)).Msg("stream ceased: old publisher closed")
@@ -297,9 +295,7 @@ func (m *Manager) result(r string) {
 // closeout ends a handover that missed a step: the local sources close, the
 // readers are redirected to the new host.
 func (m *Manager) closeout(st *stream.Stream, pl events.Placement, log zerolog.Logger, readers int) {
-	for _, f := range st.LocalFeeds() {
-		f.Retire("moved to " + pl.Host + " (deadline)")
-	}
+	st.Cease("moved to " + pl.Host + " (deadline)")
 	m.emit.Emit(events.StreamCeased{Stream: st.Name, Host: m.cfg.Self, NewHost: pl.Host, MigrationID: pl.MigrationID,
 		ReadersRelayed: 0, At: time.Now().UTC()})
 	m.redirect(st, pl, log)
