@@ -96,9 +96,6 @@ func newManagerWith(t *testing.T, cfg Config, d Deps, opts stream.Options) (*Man
 	return m, table, got
 }
 
-// sessionDesc lets the tests' fakes name a description without importing gortsplib.
-type sessionDesc = description.Session
-
 func h264Desc() *description.Session {
 	return &description.Session{Medias: []*description.Media{{
 		Type: description.MediaTypeVideo, Formats: []format.Format{&format.H264{PayloadTyp: 96, PacketizationMode: 1}},

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"slices"
 	"sync"
 	"testing"
@@ -17,7 +16,7 @@ import (
 	"github.com/ferrystream/ferry/libs/testutil"
 	"github.com/ferrystream/ferry/services/ingest/internal/clock"
 	"github.com/ferrystream/ferry/services/ingest/internal/stream"
-	"github.com/ferrystream/ferry/services/ingest/internal/upstream"
+	"github.com/ferrystream/ferry/services/ingest/internal/upstream/upstreamtest"
 )
 
 // movingPlacement is a placements bucket a test moves the stream in: Watch
@@ -75,124 +74,6 @@ type hostURLs struct{}
 
 func (hostURLs) URL(_ context.Context, host string) string { return "rtsp://" + host + ":8554" }
 
-// fakeUpstreams is the edge's dialer in these tests: every dial opens a
-// fakeConn the test drives.
-type fakeUpstreams struct {
-	mu    sync.Mutex
-	conns map[string][]*fakeConn // by host, in dial order
-}
-
-func (u *fakeUpstreams) dial(_ context.Context, rawURL string, _ upstream.Options) (upstream.Source, error) {
-	pu, err := url.Parse(rawURL)
-	if err != nil {
-		return nil, err
-	}
-	c := &fakeConn{host: pu.Hostname(), done: make(chan struct{})}
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if u.conns == nil {
-		u.conns = map[string][]*fakeConn{}
-	}
-	u.conns[c.host] = append(u.conns[c.host], c)
-	return c, nil
-}
-
-func (u *fakeUpstreams) dials(host string) int {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return len(u.conns[host])
-}
-
-// playing waits for the n-th (from 0) connection to host to play.
-func (u *fakeUpstreams) playing(t *testing.T, host string, n int) *fakeConn {
-	t.Helper()
-	var c *fakeConn
-	testutil.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
-		u.mu.Lock()
-		defer u.mu.Unlock()
-		if len(u.conns[host]) <= n {
-			return fmt.Errorf("%d connections to %s", len(u.conns[host]), host)
-		}
-		c = u.conns[host][n]
-		if !c.isPlaying() {
-			return fmt.Errorf("connection %d to %s not playing", n, host)
-		}
-		return nil
-	})
-	return c
-}
-
-// fakeConn is one upstream connection: the test sends its packets (one H.264
-// IDR packet per sequence number) and kills it.
-type fakeConn struct {
-	host string
-	mu   sync.Mutex
-	cb   func(int, *rtp.Packet)
-	once sync.Once
-	err  error
-	done chan struct{}
-}
-
-func (c *fakeConn) Description() *sessionDesc { return h264Desc() }
-
-func (c *fakeConn) Play(cb func(int, *rtp.Packet)) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.cb = cb
-	return nil
-}
-
-func (c *fakeConn) Wait() error {
-	<-c.done
-	return c.err
-}
-
-func (c *fakeConn) Close() { c.die(errors.New("closed")) }
-
-func (c *fakeConn) die(err error) {
-	c.once.Do(func() {
-		c.err = err
-		close(c.done)
-	})
-}
-
-func (c *fakeConn) isPlaying() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.cb != nil
-}
-
-func (c *fakeConn) closed() bool {
-	select {
-	case <-c.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// send delivers the packets with sequence numbers seqs (a packet's payload
-// carries its sequence number, so the output shows which input it was).
-func (c *fakeConn) send(seqs ...uint16) {
-	c.mu.Lock()
-	cb := c.cb
-	c.mu.Unlock()
-	for _, seq := range seqs {
-		cb(0, &rtp.Packet{
-			Header:  rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: seq, Timestamp: uint32(seq) * 3000, SSRC: 7, Marker: true},
-			Payload: []byte{0x65, 0x88, byte(seq >> 8), byte(seq)},
-		})
-	}
-}
-
-func seqs(from, to uint16) []uint16 {
-	var out []uint16
-	for s := from; s <= to; s++ {
-		out = append(out, s)
-	}
-	return out
-}
-
 // output records the input sequence numbers of the packets a stream wrote.
 type output struct {
 	mu   sync.Mutex
@@ -202,7 +83,7 @@ type output struct {
 func (o *output) add(_ *stream.Stream, _ int, pkt *rtp.Packet, _ time.Time) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.seqs = append(o.seqs, uint16(pkt.Payload[2])<<8|uint16(pkt.Payload[3]))
+	o.seqs = append(o.seqs, upstreamtest.Seq(pkt))
 }
 
 // is waits until the output is exactly want.
@@ -244,6 +125,18 @@ func feedOf(t *testing.T, st *stream.Stream, host string) *stream.Feed {
 	return f
 }
 
+// followerEnv is one TestFollower case's manager and fakes; origin-a's pull
+// (a) carried packets 1-5 when the case starts.
+type followerEnv struct {
+	m   *Manager
+	clk *clock.Fake
+	pl  *movingPlacement
+	ups *upstreamtest.Dialer
+	st  *stream.Stream
+	out *output
+	a   *upstreamtest.Conn
+}
+
 // TestFollower moves a pulled stream between upstream hosts on fakes: a
 // placements bucket the test moves, upstream connections it drives, and a
 // clock that spends no time on the pull's backoff. Every case checks that the
@@ -255,100 +148,100 @@ func TestFollower(t *testing.T) {
 		name string
 		// run moves the stream and drives the connections (origin-a's pull
 		// carries packets 1-5 when it starts).
-		run func(t *testing.T, m *Manager, clk *clock.Fake, pl *movingPlacement, ups *fakeUpstreams, st *stream.Stream, out *output, a *fakeConn)
+		run func(t *testing.T, e *followerEnv)
 	}{
-		{"upstream dies mid-switch", func(t *testing.T, m *Manager, clk *clock.Fake, pl *movingPlacement, ups *fakeUpstreams, st *stream.Stream, out *output, a *fakeConn) {
-			pl.place("origin-b", "m-1")
-			seen(t, m, "origin-b")
-			b := ups.playing(t, "origin-b", 0)
-			b.die(errors.New("connection reset")) // before it caught up
-			b2 := ups.playing(t, "origin-b", 1)   // re-dialled after the (fake) backoff
-			if a.closed() {
+		{"upstream dies mid-switch", func(t *testing.T, e *followerEnv) {
+			e.pl.place("origin-b", "m-1")
+			seen(t, e.m, "origin-b")
+			b := e.ups.Playing(t, "origin-b", 0)
+			b.Die(errors.New("connection reset")) // before it caught up
+			b2 := e.ups.Playing(t, "origin-b", 1) // re-dialled after the (fake) backoff
+			if e.a.Closed() {
 				t.Fatal("the old upstream was let go while the new one had not caught up")
 			}
-			if w := clk.Waits(); !slices.Contains(w, 100*time.Millisecond) {
+			if w := e.clk.Waits(); !slices.Contains(w, 100*time.Millisecond) {
 				t.Fatalf("backoffs %v, want the first re-pull after 100ms", w)
 			}
-			a.send(6)
-			b2.send(6) // caught up: the pull from b carries the stream, a goes
+			e.a.Send(6)
+			b2.Send(6) // caught up: the pull from b carries the stream, a goes
 			testutil.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
-				if !a.closed() {
+				if !e.a.Closed() {
 					return errors.New("the pull from origin-a is still open")
 				}
 				return nil
 			})
-			b2.send(seqs(7, 10)...)
-			out.is(t, seqs(1, 10))
-			if b2.closed() {
+			b2.Send(upstreamtest.Seqs(7, 10)...)
+			e.out.is(t, upstreamtest.Seqs(1, 10))
+			if b2.Closed() {
 				t.Fatal("the pull from origin-b was closed")
 			}
 		}},
-		{"two moves in a row", func(t *testing.T, m *Manager, clk *clock.Fake, pl *movingPlacement, ups *fakeUpstreams, st *stream.Stream, out *output, a *fakeConn) {
-			pl.place("origin-b", "m-1")
-			seen(t, m, "origin-b")
-			b := ups.playing(t, "origin-b", 0)
-			pl.place("origin-c", "m-2") // before the pull from b caught up
-			seen(t, m, "origin-c")
-			c := ups.playing(t, "origin-c", 0)
-			a.send(6)
-			b.send(6) // b is ready, but no longer the placed host: nothing goes
-			c.send(6) // c is ready and placed: a and b go
+		{"two moves in a row", func(t *testing.T, e *followerEnv) {
+			e.pl.place("origin-b", "m-1")
+			seen(t, e.m, "origin-b")
+			b := e.ups.Playing(t, "origin-b", 0)
+			e.pl.place("origin-c", "m-2") // before the pull from b caught up
+			seen(t, e.m, "origin-c")
+			c := e.ups.Playing(t, "origin-c", 0)
+			e.a.Send(6)
+			b.Send(6) // b is ready, but no longer the placed host: nothing goes
+			c.Send(6) // c is ready and placed: a and b go
 			testutil.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
-				if !a.closed() || !b.closed() {
-					return fmt.Errorf("pulls still open: origin-a %v, origin-b %v", !a.closed(), !b.closed())
+				if !e.a.Closed() || !b.Closed() {
+					return fmt.Errorf("pulls still open: origin-a %v, origin-b %v", !e.a.Closed(), !b.Closed())
 				}
 				return nil
 			})
-			c.send(seqs(7, 10)...)
-			out.is(t, seqs(1, 10))
-			if c.closed() || ups.dials("origin-b") != 1 || ups.dials("origin-c") != 1 {
+			c.Send(upstreamtest.Seqs(7, 10)...)
+			e.out.is(t, upstreamtest.Seqs(1, 10))
+			if c.Closed() || e.ups.Conns("origin-b") != 1 || e.ups.Conns("origin-c") != 1 {
 				t.Fatalf("origin-c closed %v; dials: origin-b %d, origin-c %d (want 1, 1)",
-					c.closed(), ups.dials("origin-b"), ups.dials("origin-c"))
+					c.Closed(), e.ups.Conns("origin-b"), e.ups.Conns("origin-c"))
 			}
 		}},
-		{"stream moved back", func(t *testing.T, m *Manager, clk *clock.Fake, pl *movingPlacement, ups *fakeUpstreams, st *stream.Stream, out *output, a *fakeConn) {
-			pl.place("origin-b", "m-1")
-			seen(t, m, "origin-b")
-			b := ups.playing(t, "origin-b", 0)
-			pl.place("origin-a", "m-2") // back before the pull from b caught up
-			seen(t, m, "origin-a")
-			a.send(6)
-			b.send(6) // b is ready, but not placed: a stays
-			b.die(errors.New("connection reset"))
+		{"stream moved back", func(t *testing.T, e *followerEnv) {
+			e.pl.place("origin-b", "m-1")
+			seen(t, e.m, "origin-b")
+			b := e.ups.Playing(t, "origin-b", 0)
+			e.pl.place("origin-a", "m-2") // back before the pull from b caught up
+			seen(t, e.m, "origin-a")
+			e.a.Send(6)
+			b.Send(6) // b is ready, but not placed: a stays
+			b.Die(errors.New("connection reset"))
 			testutil.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
-				for _, f := range st.Feeds() {
+				for _, f := range e.st.Feeds() {
 					if f.Host == "origin-b" {
 						return errors.New("the feed from origin-b is still there")
 					}
 				}
 				return nil
 			})
-			a.send(seqs(7, 10)...)
-			out.is(t, seqs(1, 10))
-			if a.closed() || ups.dials("origin-b") != 1 || ups.dials("origin-a") != 1 {
+			e.a.Send(upstreamtest.Seqs(7, 10)...)
+			e.out.is(t, upstreamtest.Seqs(1, 10))
+			if e.a.Closed() || e.ups.Conns("origin-b") != 1 || e.ups.Conns("origin-a") != 1 {
 				t.Fatalf("origin-a closed %v; dials: origin-a %d, origin-b %d (want 1, 1: no re-pull of a host no longer placed)",
-					a.closed(), ups.dials("origin-a"), ups.dials("origin-b"))
+					e.a.Closed(), e.ups.Conns("origin-a"), e.ups.Conns("origin-b"))
 			}
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			pl := newMovingPlacement("origin-a")
-			ups := &fakeUpstreams{}
+			ups := &upstreamtest.Dialer{}
 			out := &output{}
 			clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), true)
 			m, _, _ := newManagerWith(t, Config{Self: "edge-1", UpstreamWait: 5 * time.Second},
-				Deps{Placements: pl, Hosts: hostURLs{}, Dial: ups.dial, Clock: clk},
+				Deps{Placements: pl, Hosts: hostURLs{}, Dial: ups.Dial, Clock: clk},
 				stream.Options{Log: zerolog.Nop(), OnOutput: out.add})
 			st, err := m.Serve(testutil.Context(t), "cam-1")
 			if err != nil {
 				t.Fatal(err)
 			}
-			a := ups.playing(t, "origin-a", 0)
-			a.send(seqs(1, 5)...)
-			out.is(t, seqs(1, 5))
+			a := ups.Playing(t, "origin-a", 0)
+			a.Send(upstreamtest.Seqs(1, 5)...)
+			out.is(t, upstreamtest.Seqs(1, 5))
 			feedOf(t, st, "origin-a")
-			tc.run(t, m, clk, pl, ups, st, out, a)
+			tc.run(t, &followerEnv{m: m, clk: clk, pl: pl, ups: ups, st: st, out: out, a: a})
 		})
 	}
 }
