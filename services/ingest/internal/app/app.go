@@ -208,7 +208,8 @@ func (a *App) Run(ctx context.Context) error {
 	a.edge = edgeMgr
 	a.handover = handover.New(handover.Config{Self: a.cfg.HostID}, node.Table(), hub,
 		control.Attachments{JS: js}, edgeMgr, hosts, a.emitter, a.metrics, log)
-	a.camera = camera.New(a.cfg.HostID, node.Table(), a.emitter, a.metrics, log, a.handover.Track)
+	a.camera = camera.New(camera.Config{Self: a.cfg.HostID}, camera.Deps{Table: node.Table(), Emit: a.emitter,
+		Metrics: a.metrics, Log: log, OnHosted: a.handover.Track})
 	node.SetResolver(edgeMgr)
 	node.SetOnHosted(a.handover.Track)
 	if err := node.Start(); err != nil {
