@@ -601,6 +601,9 @@ func (f *follower) runPull(p *pull) {
 			log.Info().Str("feed", feed.ID).Str("reason", feed.Reason()).Msg("upstream pull closed")
 			return
 		}
+		if f.ctx.Err() != nil {
+			return // the follower stopped (and closed the connection): not an upstream failure
+		}
 		f.setErr(werr)
 		f.m.metrics.UpstreamErrors.WithLabelValues("edge").Inc()
 		log.Warn().Err(werr).Msg("upstream lost: re-resolving and re-pulling")
