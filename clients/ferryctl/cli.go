@@ -133,6 +133,23 @@ func positional(pos []string, want int, names string) error {
 	return nil
 }
 
+// oneArg parses fs and returns its one positional argument (names, in the
+// usage error, says what and how), validated by check as what (checkName,
+// checkID).
+func oneArg(fs *flag.FlagSet, args []string, names, what string, check func(what, v string) error) (string, error) {
+	pos, err := parse(fs, args)
+	if err != nil {
+		return "", err
+	}
+	if err := positional(pos, 1, names); err != nil {
+		return "", err
+	}
+	if err := check(what, pos[0]); err != nil {
+		return "", err
+	}
+	return pos[0], nil
+}
+
 // nameRE is the syntax of host and stream names (they are subject tokens).
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
 

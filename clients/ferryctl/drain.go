@@ -20,15 +20,8 @@ Examples:
   ferryctl drain ingest-2 --grace 2m --reason "deploy v1.4"`, true)
 	grace := fs.Duration("grace", 0, "time until the host goes offline (default: the host's INGEST_DRAIN_GRACE, 30s)")
 	reason := fs.String("reason", "", "why")
-	pos, err := parse(fs, e.args)
+	host, err := oneArg(fs, e.args, "host (ferryctl drain <host>)", "host", checkName)
 	if err != nil {
-		return err
-	}
-	if err := positional(pos, 1, "host (ferryctl drain <host>)"); err != nil {
-		return err
-	}
-	host := pos[0]
-	if err := checkName("host", host); err != nil {
 		return err
 	}
 	if *grace < 0 {

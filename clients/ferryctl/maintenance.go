@@ -102,15 +102,8 @@ Examples:
 	reason := fs.String("reason", "", "why (shown in status, events and to the services)")
 	by := fs.String("by", e.getenv("USER"), "who asks (default $USER)")
 	asJSON := fs.Bool("json", false, "print the stored record as JSON instead of the id")
-	pos, err := parse(fs, e.args)
+	host, err := oneArg(fs, e.args, "host (ferryctl maintenance schedule <host> --in 2m)", "host", checkName)
 	if err != nil {
-		return err
-	}
-	if err := positional(pos, 1, "host (ferryctl maintenance schedule <host> --in 2m)"); err != nil {
-		return err
-	}
-	host := pos[0]
-	if err := checkName("host", host); err != nil {
 		return err
 	}
 	set := map[string]bool{}
@@ -200,15 +193,8 @@ marks the window cancelled in the maintenance bucket. Pending evacuations for it
 Example:
   ferryctl maintenance cancel mw-0a1b2c3d4e5f --reason "postponed"`, true)
 	reason := fs.String("reason", "", "why")
-	pos, err := parse(fs, e.args)
+	id, err := oneArg(fs, e.args, "maintenance id (ferryctl maintenance cancel mw-...)", "maintenance id", checkID)
 	if err != nil {
-		return err
-	}
-	if err := positional(pos, 1, "maintenance id (ferryctl maintenance cancel mw-...)"); err != nil {
-		return err
-	}
-	id := pos[0]
-	if err := checkID("maintenance id", id); err != nil {
 		return err
 	}
 	ctx, cancel := e.oneShot()

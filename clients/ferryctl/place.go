@@ -44,15 +44,8 @@ Examples:
 	pull := fs.String("pull", "", "pull mode: the ingest host pulls this rtsp:// camera URL")
 	transport := fs.String("transport", "tcp", "RTSP transport in the printed ffmpeg command (tcp or udp)")
 	asJSON := fs.Bool("json", false, "print placement's reply as JSON")
-	pos, err := parse(fs, e.args)
+	stream, err := oneArg(fs, e.args, "stream (ferryctl place <stream>)", "stream", checkName)
 	if err != nil {
-		return err
-	}
-	if err := positional(pos, 1, "stream (ferryctl place <stream>)"); err != nil {
-		return err
-	}
-	stream := pos[0]
-	if err := checkName("stream", stream); err != nil {
 		return err
 	}
 	if err := checkName("client", *client); err != nil {

@@ -24,15 +24,8 @@ previous step.
 Example:
   ferryctl trace m-0123456789abcdef`, true)
 	asJSON := fs.Bool("json", false, "print the trace as JSON")
-	pos, err := parse(fs, e.args)
+	id, err := oneArg(fs, e.args, "migration id (ferryctl trace m-...)", "migration id", checkID)
 	if err != nil {
-		return err
-	}
-	if err := positional(pos, 1, "migration id (ferryctl trace m-...)"); err != nil {
-		return err
-	}
-	id := pos[0]
-	if err := checkID("migration id", id); err != nil {
 		return err
 	}
 	ctx, cancel := e.oneShot()

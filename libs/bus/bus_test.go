@@ -225,8 +225,19 @@ func TestPermanentErrorNotRetried(t *testing.T) {
 	if _, err := events.Publish(ctx, env.JS, "test", events.Draining{Host: "ingest-9", Deadline: time.Now().UTC()}); err != nil {
 		t.Fatal(err)
 	}
+	waitAckFloor(t, env, "t-perm", 1)
+	if calls.Load() != 1 {
+		t.Fatalf("calls %d", calls.Load())
+	}
+}
+
+// waitAckFloor waits until the durable consumer of FERRY_EVENTS acked the
+// stream's first n messages.
+func waitAckFloor(t *testing.T, env *testutil.Env, durable string, n uint64) {
+	t.Helper()
+	ctx := testutil.Context(t)
 	testutil.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
-		cons, err := env.JS.Consumer(ctx, bus.StreamEvents, "t-perm")
+		cons, err := env.JS.Consumer(ctx, bus.StreamEvents, durable)
 		if err != nil {
 			return err // the consumer goroutine may not have created it yet
 		}
@@ -234,14 +245,11 @@ func TestPermanentErrorNotRetried(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if info.AckFloor.Stream != 1 {
-			return fmt.Errorf("ack floor %d", info.AckFloor.Stream)
+		if info.AckFloor.Stream != n {
+			return fmt.Errorf("ack floor %d, want %d", info.AckFloor.Stream, n)
 		}
 		return nil
 	})
-	if calls.Load() != 1 {
-		t.Fatalf("calls %d", calls.Load())
-	}
 }
 
 func TestIdempotentConsumerSkipsRepublished(t *testing.T) {
@@ -262,20 +270,7 @@ func TestIdempotentConsumerSkipsRepublished(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	testutil.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
-		cons, err := env.JS.Consumer(ctx, bus.StreamEvents, "t-idem")
-		if err != nil {
-			return err // the consumer goroutine may not have created it yet
-		}
-		info, err := cons.Info(ctx)
-		if err != nil {
-			return err
-		}
-		if info.AckFloor.Stream != 2 {
-			return fmt.Errorf("ack floor %d", info.AckFloor.Stream)
-		}
-		return nil
-	})
+	waitAckFloor(t, env, "t-idem", 2)
 	if calls.Load() != 1 {
 		t.Fatalf("handled %d times, want 1", calls.Load())
 	}

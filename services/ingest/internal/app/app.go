@@ -20,6 +20,7 @@ import (
 
 	"github.com/ferrystream/ferry/libs/bus"
 	"github.com/ferrystream/ferry/libs/events"
+	"github.com/ferrystream/ferry/libs/group"
 	"github.com/ferrystream/ferry/libs/media"
 	"github.com/ferrystream/ferry/libs/obs"
 	"github.com/ferrystream/ferry/libs/subject"
@@ -183,10 +184,21 @@ func (a *App) Run(ctx context.Context) error {
 	emitDone := make(chan struct{})
 	go func() { a.emitter.Run(ectx); close(emitDone) }()
 
-	var edgeMgr *edge.Manager
+	// The edge and the handover work on the node's stream table, and the node
+	// asks them back (a stream it does not host, a stream that got a local
+	// source): it reaches them through these functions, which run only once
+	// the node started, after both are built.
+	var (
+		edgeMgr *edge.Manager
+		hand    *handover.Manager
+	)
 	node, err := origin.New(a.cfg, origin.Deps{
 		Log: log, Metrics: a.metrics, Placements: placements, Sessions: control.Sessions{KV: stores.Sessions},
 		Emit: a.emitter,
+		Resolver: serveFunc(func(ctx context.Context, name string) (*stream.Stream, error) {
+			return edgeMgr.Serve(ctx, name)
+		}),
+		OnHosted: func(st *stream.Stream) { hand.Track(st) },
 		StreamOptions: stream.Options{
 			OnSwitch: func(s *stream.Stream, info media.SwitchInfo, from, to *stream.Feed) {
 				a.onSwitch(edgeMgr, s, info, from, to)
@@ -204,13 +216,13 @@ func (a *App) Run(ctx context.Context) error {
 		func() float64 { _, o := node.Table().Bytes(); return float64(o) },
 		func() float64 { _, p := node.Table().In(); return float64(p) })
 	edgeMgr = edge.New(edge.Config{Self: a.cfg.HostID, Linger: a.cfg.EdgeLinger, UpstreamWait: a.cfg.UpstreamWait},
-		node.Table(), hub, hosts, a.emitter, a.metrics, log)
+		edge.Deps{Table: node.Table(), Placements: hub, Hosts: hosts, Emit: a.emitter, Metrics: a.metrics, Log: log})
 	a.edge = edgeMgr
-	a.handover = handover.New(handover.Config{Self: a.cfg.HostID}, node.Table(), hub,
-		control.Attachments{JS: js}, edgeMgr, hosts, a.emitter, a.metrics, log)
-	a.camera = camera.New(a.cfg.HostID, node.Table(), a.emitter, a.metrics, log, a.handover.Track)
-	node.SetResolver(edgeMgr)
-	node.SetOnHosted(a.handover.Track)
+	hand = handover.New(handover.Config{Self: a.cfg.HostID}, handover.Deps{Table: node.Table(), Placements: hub,
+		Attachments: control.Attachments{JS: js}, Relay: edgeMgr, Hosts: hosts, Emit: a.emitter, Metrics: a.metrics, Log: log})
+	a.handover = hand
+	a.camera = camera.New(camera.Config{Self: a.cfg.HostID}, camera.Deps{Table: node.Table(), Emit: a.emitter,
+		Metrics: a.metrics, Log: log, OnHosted: hand.Track})
 	if err := node.Start(); err != nil {
 		ecancel()
 		return err
@@ -224,23 +236,27 @@ func (a *App) Run(ctx context.Context) error {
 		log.Warn().Err(err).Msg("first registration failed; retrying in the background")
 	}
 
-	var wg sync.WaitGroup
-	bg := func(f func()) {
-		wg.Add(1)
-		go func() { defer wg.Done(); f() }()
-	}
-	bg(func() { hub.Run(rctx) })
-	bg(func() { a.registry.Run(rctx) })
-	bg(func() { node.RunJanitor(rctx) })
-	bg(func() { edgeMgr.Run(rctx) })
+	// The node's parts run side by side under one group until abort (the
+	// end of the shutdown below). None fails the others: the command
+	// consumer's end starts a drain, a metrics server that cannot listen is
+	// logged and left out.
 	cctx, ccancel := context.WithCancel(rctx)
 	consuming := make(chan error, 1)
-	bg(func() {
-		consuming <- bus.Consume(cctx, js, log, bus.ConsumerSpec{
-			Stream: bus.StreamCommands, Durable: "ingest-" + a.cfg.HostID,
-			Filters: []string{subject.IngestCommands(a.cfg.HostID)},
-		}, a.handleCommand)
-	})
+	tasks := []group.Task{
+		{Name: "placements hub", Run: func(ctx context.Context) error { hub.Run(ctx); return nil }},
+		{Name: "registry", Run: func(ctx context.Context) error { a.registry.Run(ctx); return nil }},
+		{Name: "stream janitor", Run: func(ctx context.Context) error { node.RunJanitor(ctx); return nil }},
+		{Name: "edge", Run: edgeMgr.Run},
+		{Name: "handover", Run: hand.Run},
+		{Name: "camera", Run: a.camera.Run},
+		{Name: "commands", Run: func(context.Context) error {
+			consuming <- bus.Consume(cctx, js, log, bus.ConsumerSpec{
+				Stream: bus.StreamCommands, Durable: "ingest-" + a.cfg.HostID,
+				Filters: []string{subject.IngestCommands(a.cfg.HostID)},
+			}, a.handleCommand)
+			return nil
+		}},
+	}
 	srv := &obs.Server{Addr: a.cfg.MetricsAddr, Registry: a.reg, Log: log, Ready: func() error {
 		if !a.ready.Load() {
 			return errors.New("starting")
@@ -258,7 +274,12 @@ func (a *App) Run(ctx context.Context) error {
 	} else if addr != nil {
 		a.metrics0 = addr.String()
 	}
-	bg(func() { _ = srv.Run(rctx) })
+	tasks = append(tasks, group.Task{Name: "metrics", Run: func(ctx context.Context) error {
+		_ = srv.Run(ctx) // a failure to listen is logged above
+		return nil
+	}})
+	ran := make(chan struct{})
+	go func() { _ = group.Run(rctx, tasks...); close(ran) }()
 
 	a.ready.Store(true)
 	close(a.started)
@@ -294,7 +315,7 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	node.Close()
 	abort()
-	wg.Wait()
+	<-ran
 	if drained {
 		// Leave on purpose: without the record and with host_left, the
 		// heartbeat silence that follows is not taken for a failure.
@@ -310,6 +331,14 @@ func (a *App) Run(ctx context.Context) error {
 	<-emitDone
 	log.Info().Bool("drained", drained).Msg("ingest node stopped")
 	return nil
+}
+
+// serveFunc is an origin.Resolver made of a function.
+type serveFunc func(ctx context.Context, name string) (*stream.Stream, error)
+
+// Serve implements origin.Resolver.
+func (f serveFunc) Serve(ctx context.Context, name string) (*stream.Stream, error) {
+	return f(ctx, name)
 }
 
 // onSwitch dispatches a stream's switch: a switch from one upstream to

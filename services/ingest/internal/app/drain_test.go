@@ -31,6 +31,7 @@ func hostRecord(t *testing.T, h *harness, host string) (events.HostRecord, error
 // TestDrainEmpty: a drain command on a host without streams announces the
 // deadline and the host exits at once, removing its record.
 func TestDrainEmpty(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	a := h.node("ingest-1")
 	if _, err := events.Publish(context.Background(), h.env.JS, "test", events.DrainCommand{CommandID: "c-1", Host: "ingest-1", GraceSeconds: 20, Reason: "deploy"}); err != nil {
@@ -59,6 +60,7 @@ func TestDrainEmpty(t *testing.T) {
 // Retry-After; the host keeps hosting until its stream moved (it then exits
 // before the deadline), or until the deadline.
 func TestDrainWithStreams(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		move bool
@@ -137,6 +139,7 @@ func TestDrainWithStreams(t *testing.T) {
 // TestDrainOnSignal: cancelling Run's context (SIGTERM in main) drains with
 // the configured grace.
 func TestDrainOnSignal(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	a := h.node("ingest-1")
 	h.signal(a)

@@ -43,6 +43,7 @@ func duplicateKeys(line string) ([]string, error) {
 // TestLogLinesHaveUniqueKeys: every JSON log line of a node (origin, edge,
 // handover, camera, registry) carries "host" once.
 func TestLogLinesHaveUniqueKeys(t *testing.T) {
+	t.Parallel()
 	if d, _ := duplicateKeys(`{"host":"a","x":1,"host":"a"}`); len(d) != 1 {
 		t.Fatalf("duplicateKeys misses a duplicate: %v", d)
 	}

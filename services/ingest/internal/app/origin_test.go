@@ -105,6 +105,7 @@ func TestPublishAndRead(t *testing.T) {
 // stream not placed here, and a codec that differs from the stream's are
 // refused with a clear status, and nothing else changes.
 func TestPublishRefused(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	a := h.node("ingest-1")
 	other := h.node("ingest-2")
@@ -168,6 +169,7 @@ func TestPublishRefused(t *testing.T) {
 
 // TestOpenPublish: the dev flag lets a publisher in without a token.
 func TestOpenPublish(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	a := h.node("ingest-1", withEnv("INGEST_ALLOW_OPEN_PUBLISH", "true"))
 	ag := rtsptest.NewAgent(fakeH264(t))
@@ -243,6 +245,7 @@ func TestTakeoverSameHost(t *testing.T) {
 
 // TestRegistryAndTelemetry: the host record, heartbeats and telemetry.
 func TestRegistryAndTelemetry(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	a := h.node("ingest-1", withEnv("INGEST_ZONE", "zone-b"), withEnv("INGEST_CAPACITY_STREAMS", "7"))
 	ctx := context.Background()

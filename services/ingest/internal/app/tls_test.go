@@ -56,6 +56,7 @@ func selfSigned(t *testing.T) (certFile, keyFile string) {
 // TestRTSPS: with a certificate configured the node speaks RTSPS; a publisher
 // and a reader use it (TCP, SRTP inside the TLS connection as gortsplib does).
 func TestRTSPS(t *testing.T) {
+	t.Parallel()
 	cert, key := selfSigned(t)
 	h := newHarness(t)
 	a := h.node("ingest-1", withEnv("INGEST_TLS_CERT", cert), withEnv("INGEST_TLS_KEY", key))
@@ -120,6 +121,7 @@ func TestRTSPS(t *testing.T) {
 
 // TestMetricsAndReady: /metrics and /readyz.
 func TestMetricsAndReady(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	a := h.node("ingest-1", withEnv("INGEST_METRICS_ADDR", "127.0.0.1:0"))
 	get := func(path string) (int, string) {

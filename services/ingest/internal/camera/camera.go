@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/ferrystream/ferry/libs/events"
+	"github.com/ferrystream/ferry/services/ingest/internal/clock"
 	"github.com/ferrystream/ferry/services/ingest/internal/config"
 	"github.com/ferrystream/ferry/services/ingest/internal/emit"
 	"github.com/ferrystream/ferry/services/ingest/internal/metrics"
@@ -26,16 +27,40 @@ import (
 // ErrBadCommand is returned for an invalid pull command.
 var ErrBadCommand = errors.New("invalid pull command")
 
-// Manager runs the camera pulls of a host.
-type Manager struct {
-	self     string
-	table    *stream.Table
-	emit     *emit.Emitter
-	metrics  *metrics.Metrics
-	log      zerolog.Logger
-	onHosted func(*stream.Stream)
+// Config configures the camera pulls.
+type Config struct {
+	// Self is this host's id.
+	Self string
 	// MaxBackoff caps the reconnect delay (default 5s).
 	MaxBackoff time.Duration
+}
+
+// Deps are the manager's collaborators.
+type Deps struct {
+	// Table holds the node's streams (origin.Node.Table).
+	Table   *stream.Table
+	Emit    *emit.Emitter
+	Metrics *metrics.Metrics
+	Log     zerolog.Logger
+	// OnHosted is told when a stream gets its camera feed (handover.Manager.Track).
+	OnHosted func(*stream.Stream)
+	// Dial opens a camera connection (default upstream.DialSource).
+	Dial upstream.DialFunc
+	// Clock times the reconnect backoff (default the wall clock).
+	Clock clock.Clock
+}
+
+// Manager runs the camera pulls of a host.
+type Manager struct {
+	self       string
+	table      *stream.Table
+	emit       *emit.Emitter
+	metrics    *metrics.Metrics
+	log        zerolog.Logger
+	onHosted   func(*stream.Stream)
+	dial       upstream.DialFunc
+	clock      clock.Clock
+	maxBackoff time.Duration
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -51,12 +76,25 @@ type pull struct {
 	cancel                 context.CancelFunc
 }
 
-// New returns a camera manager; onHosted is told when a stream gets its camera feed.
-func New(self string, table *stream.Table, em *emit.Emitter, m *metrics.Metrics, log zerolog.Logger, onHosted func(*stream.Stream)) *Manager {
+// New returns a camera manager; it starts nothing (pulls start on Handle).
+func New(cfg Config, d Deps) *Manager {
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 5 * time.Second
+	}
+	if d.Dial == nil {
+		d.Dial = upstream.DialSource
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Manager{self: self, table: table, emit: em, metrics: metrics.OrNop(m), onHosted: onHosted,
-		log: log.With().Str("component", "camera").Logger(), ctx: ctx, cancel: cancel,
-		pulls: map[string]*pull{}, MaxBackoff: 5 * time.Second}
+	return &Manager{self: cfg.Self, table: d.Table, emit: d.Emit, metrics: metrics.OrNop(d.Metrics), onHosted: d.OnHosted,
+		log: d.Log.With().Str("component", "camera").Logger(), dial: d.Dial, clock: clock.Or(d.Clock),
+		ctx: ctx, cancel: cancel, pulls: map[string]*pull{}, maxBackoff: cfg.MaxBackoff}
+}
+
+// Run returns nil once ctx ends, having stopped every pull (Close).
+func (m *Manager) Run(ctx context.Context) error {
+	<-ctx.Done()
+	m.Close()
+	return nil
 }
 
 // Validate checks a pull command.
@@ -148,19 +186,19 @@ func (m *Manager) run(ctx context.Context, p *pull) {
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(backoff):
+			case <-m.clock.After(backoff):
 			}
-			backoff = min(backoff*2, m.MaxBackoff)
+			backoff = min(backoff*2, m.maxBackoff)
 		}
 		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		conn, err := upstream.Dial(dctx, p.url, upstream.Options{})
+		conn, err := m.dial(dctx, p.url, upstream.Options{})
 		cancel()
 		if err != nil {
 			m.metrics.UpstreamErrors.WithLabelValues("camera").Inc()
 			log.Warn().Err(err).Int("attempt", attempt+1).Dur("retry_in", backoff).Msg("camera unreachable")
 			continue
 		}
-		st, _, err := m.table.GetOrCreate(p.name, conn.Desc)
+		st, _, err := m.table.GetOrCreate(p.name, conn.Description())
 		if err != nil {
 			conn.Close()
 			log.Error().Err(err).Msg("create stream")
@@ -172,7 +210,7 @@ func (m *Manager) run(ctx context.Context, p *pull) {
 		m.mu.Unlock()
 		retired := make(chan struct{})
 		feed, err := st.AddFeed(stream.FeedSpec{
-			Kind: stream.KindCamera, Space: "cam:" + m.self + ":" + strconv.Itoa(n), Label: "cam", Desc: conn.Desc,
+			Kind: stream.KindCamera, Space: "cam:" + m.self + ":" + strconv.Itoa(n), Label: "cam", Desc: conn.Description(),
 			OnRetire: func(string) { close(retired); conn.Close() },
 		})
 		if err != nil {

@@ -10,6 +10,7 @@ import (
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 
 func TestLoadOrder(t *testing.T) {
+	t.Parallel()
 	cfg, err := Load([]string{"--zone", "zone-c", "--drain-grace", "5s"}, env(map[string]string{
 		"INGEST_HOST_ID": "ingest-7", "INGEST_ZONE": "zone-b", "INGEST_ROLE": "edge", "FERRY_TOKEN_SECRET": "s",
 		"INGEST_RTSP_ADDR": "127.0.0.1:9554", "INGEST_DRAIN_GRACE": "1m",
@@ -32,6 +33,7 @@ func TestLoadOrder(t *testing.T) {
 // TestHelpAndVersion checks that -h opens with the description paragraph and
 // spells flags with two dashes, and that --version prints one line.
 func TestHelpAndVersion(t *testing.T) {
+	t.Parallel()
 	var out strings.Builder
 	if _, err := Load([]string{"-h"}, env(nil), &out); !errors.Is(err, ErrHelp) {
 		t.Fatalf("-h: %v", err)
@@ -49,6 +51,7 @@ func TestHelpAndVersion(t *testing.T) {
 }
 
 func TestConfErrors(t *testing.T) {
+	t.Parallel()
 	base := map[string]string{"INGEST_HOST_ID": "ingest-1", "FERRY_TOKEN_SECRET": "s"}
 	for _, tc := range []struct {
 		name string
@@ -82,6 +85,7 @@ func TestConfErrors(t *testing.T) {
 		{"flag parse error", nil, []string{"--drain-grace", "10x"}, `--drain-grace: "10x" is not a duration like 30s or 2m`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			m := map[string]string{}
 			for k, v := range base {
 				m[k] = v
@@ -101,6 +105,7 @@ func TestConfErrors(t *testing.T) {
 }
 
 func TestEdgeOnlyNeedsNoSecret(t *testing.T) {
+	t.Parallel()
 	cfg, err := Load(nil, env(map[string]string{"INGEST_HOST_ID": "edge-1", "INGEST_ROLE": "edge"}), nil)
 	if err != nil {
 		t.Fatal(err)

@@ -19,6 +19,7 @@ import (
 )
 
 func TestStreamURL(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name    string
 		pl      events.Placement
@@ -32,6 +33,7 @@ func TestStreamURL(t *testing.T) {
 		{"unknown", events.Placement{Stream: "cam-1"}, "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			if got := StreamURL(tc.pl, tc.hostURL); got != tc.want {
 				t.Fatalf("StreamURL = %q, want %q", got, tc.want)
 			}
@@ -80,6 +82,7 @@ func (l *lostRequests) CreateOrUpdateConsumer(ctx context.Context, stream string
 // must not hang until the migration's deadline when its first request is lost
 // (a NATS node failing over): each attempt is bounded and retried.
 func TestWaitSurvivesLostRequest(t *testing.T) {
+	t.Parallel()
 	env := testutil.NATS(t)
 	js := &lostRequests{JetStream: env.JS}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // the migration's deadline
@@ -125,6 +128,7 @@ func (l *lostWatch) Watch(ctx context.Context, keys string, opts ...jetstream.Wa
 // followed streams again once a watch runs), so a follower (edge or old host's
 // relay) keeps following through a failover.
 func TestPlacementWatchSurvivesLostRequest(t *testing.T) {
+	t.Parallel()
 	env := testutil.NATS(t)
 	kv := &lostWatch{KeyValue: env.Stores.Placements}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -190,6 +194,7 @@ func next(t *testing.T, ch <-chan events.Placement) events.Placement {
 // current placement, then its changes and deletes, never another stream's;
 // a follower whose context ends has its channel closed and is forgotten.
 func TestHubFollowers(t *testing.T) {
+	t.Parallel()
 	env := testutil.NATS(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -249,6 +254,7 @@ func TestHubFollowers(t *testing.T) {
 // many times loses the older placements, never the newest, and never gets an
 // older one after a newer one.
 func TestHubSlowFollower(t *testing.T) {
+	t.Parallel()
 	env := testutil.NATS(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

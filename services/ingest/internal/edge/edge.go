@@ -29,6 +29,7 @@ import (
 
 	"github.com/ferrystream/ferry/libs/events"
 	"github.com/ferrystream/ferry/libs/media"
+	"github.com/ferrystream/ferry/services/ingest/internal/clock"
 	"github.com/ferrystream/ferry/services/ingest/internal/control"
 	"github.com/ferrystream/ferry/services/ingest/internal/emit"
 	"github.com/ferrystream/ferry/services/ingest/internal/metrics"
@@ -62,6 +63,23 @@ type Config struct {
 	Settle time.Duration
 }
 
+// Deps are the manager's collaborators.
+type Deps struct {
+	// Table holds the node's streams (origin.Node.Table).
+	Table *stream.Table
+	// Placements is the placements bucket (control.Hub).
+	Placements Placements
+	// Hosts resolves hosts' RTSP URLs (control.Hosts).
+	Hosts   HostURLs
+	Emit    *emit.Emitter
+	Metrics *metrics.Metrics
+	Log     zerolog.Logger
+	// Dial opens an upstream pull (default upstream.DialSource).
+	Dial upstream.DialFunc
+	// Clock times retries and switch reports (default the wall clock).
+	Clock clock.Clock
+}
+
 // Manager runs one follower per pulled stream.
 type Manager struct {
 	cfg     Config
@@ -71,6 +89,8 @@ type Manager struct {
 	emit    *emit.Emitter
 	metrics *metrics.Metrics
 	log     zerolog.Logger
+	dial    upstream.DialFunc
+	clock   clock.Clock
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -88,27 +108,31 @@ var ErrClosed = errors.New("edge manager closed")
 
 var _ origin.Resolver = (*Manager)(nil)
 
-// New returns a manager; Run must run for lingering pulls to stop.
-func New(cfg Config, table *stream.Table, pl Placements, hosts HostURLs, em *emit.Emitter, m *metrics.Metrics, log zerolog.Logger) *Manager {
+// New returns a manager; it starts nothing (followers start on demand, Run
+// must run for lingering pulls to stop).
+func New(cfg Config, d Deps) *Manager {
 	if cfg.Settle <= 0 {
 		cfg.Settle = time.Second
 	}
+	if d.Dial == nil {
+		d.Dial = upstream.DialSource
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Manager{cfg: cfg, table: table, pl: pl, hosts: hosts, emit: em, metrics: metrics.OrNop(m),
-		log: log.With().Str("component", "edge").Logger(), ctx: ctx, cancel: cancel,
-		followers: map[string]*follower{}, gaps: map[string]float64{}}
+	return &Manager{cfg: cfg, table: d.Table, pl: d.Placements, hosts: d.Hosts, emit: d.Emit, metrics: metrics.OrNop(d.Metrics),
+		log: d.Log.With().Str("component", "edge").Logger(), dial: d.Dial, clock: clock.Or(d.Clock),
+		ctx: ctx, cancel: cancel, followers: map[string]*follower{}, gaps: map[string]float64{}}
 }
 
 // Run stops followers whose stream lost its last reader Linger ago, until ctx
-// ends; then it stops every follower.
-func (m *Manager) Run(ctx context.Context) {
+// ends; then it stops every follower and returns nil.
+func (m *Manager) Run(ctx context.Context) error {
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			m.Close()
-			return
+			return nil
 		case <-t.C:
 		}
 		m.mu.Lock()
@@ -330,7 +354,7 @@ func (f *follower) stop(reason string) {
 	for _, p := range pulls {
 		p.mu.Lock()
 		if p.feed != nil {
-			p.feed.Retire("edge follower stopped: " + reason)
+			p.feed.Stream().Retire(p.feed, "edge follower stopped: "+reason)
 		}
 		p.mu.Unlock()
 	}
@@ -405,11 +429,7 @@ func (f *follower) apply() {
 		for _, lf := range st.LocalFeeds() {
 			select {
 			case <-lf.Ready():
-				for _, o := range st.Feeds() {
-					if o.Kind == stream.KindUpstream {
-						o.Retire("the stream is published here now")
-					}
-				}
+				st.ReplaceUpstreams(nil, "the stream is published here now")
 				return
 			default:
 			}
@@ -500,7 +520,7 @@ func (f *follower) runPull(p *pull) {
 			select {
 			case <-f.ctx.Done():
 				return
-			case <-time.After(backoff):
+			case <-f.m.clock.After(backoff):
 			}
 			if !f.desired(p.host) {
 				return
@@ -512,7 +532,7 @@ func (f *follower) runPull(p *pull) {
 			continue
 		}
 		dctx, cancel := context.WithTimeout(f.ctx, f.m.cfg.UpstreamWait)
-		conn, err := upstream.Dial(dctx, u, upstream.Options{Timeout: f.m.cfg.UpstreamWait})
+		conn, err := f.m.dial(dctx, u, upstream.Options{Timeout: f.m.cfg.UpstreamWait})
 		cancel()
 		if err != nil {
 			f.setErr(err)
@@ -534,7 +554,7 @@ func (f *follower) runPull(p *pull) {
 		}
 		st.ResetGap() // the switch report covers the output from here
 		feed, err := st.AddFeed(stream.FeedSpec{
-			Kind: stream.KindUpstream, Space: space(p.pl), Host: p.host, Label: p.host, Desc: conn.Desc,
+			Kind: stream.KindUpstream, Space: space(p.pl), Host: p.host, Label: p.host, Desc: conn.Description(),
 			OnRetire: func(string) { conn.Close() },
 		})
 		if err != nil {
@@ -564,11 +584,7 @@ func (f *follower) runPull(p *pull) {
 				p.mu.Unlock()
 				if f.desired(p.host) {
 					// make-before-break: the new upstream carries the stream, the old ones go
-					for _, o := range st.Feeds() {
-						if o != feed && o.Kind == stream.KindUpstream {
-							o.Retire("replaced by the pull from " + p.host)
-						}
-					}
+					st.ReplaceUpstreams(feed, "replaced by the pull from "+p.host)
 				}
 			case <-feed.Done():
 			}
@@ -606,7 +622,7 @@ func (f *follower) setErr(err error) {
 
 // ensureStream returns the follower's stream, creating it from the first
 // upstream's description.
-func (f *follower) ensureStream(conn *upstream.Conn) (*stream.Stream, error) {
+func (f *follower) ensureStream(conn upstream.Source) (*stream.Stream, error) {
 	f.mu.Lock()
 	st := f.st
 	f.mu.Unlock()
@@ -616,7 +632,7 @@ func (f *follower) ensureStream(conn *upstream.Conn) (*stream.Stream, error) {
 	if st != nil {
 		return nil, stream.ErrClosed
 	}
-	st, _, err := f.m.table.GetOrCreate(f.name, conn.Desc)
+	st, _, err := f.m.table.GetOrCreate(f.name, conn.Description())
 	if err != nil {
 		return nil, err
 	}
@@ -712,12 +728,10 @@ func (m *Manager) sleep(d time.Duration) bool {
 	if d <= 0 {
 		return m.ctx.Err() == nil
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
 	select {
 	case <-m.ctx.Done():
 		return false
-	case <-t.C:
+	case <-m.clock.After(d):
 		return true
 	}
 }

@@ -62,12 +62,19 @@ func (e *emitted) all() []events.Data {
 
 func newManager(t *testing.T, cfg Config) (*Manager, *stream.Table, *emitted) {
 	t.Helper()
+	return newManagerWith(t, cfg, Deps{}, stream.Options{Log: zerolog.Nop()})
+}
+
+// newManagerWith is newManager with collaborators (zero fields: every stream
+// placed on origin-1, no host URLs) and the table's stream options.
+func newManagerWith(t *testing.T, cfg Config, d Deps, opts stream.Options) (*Manager, *stream.Table, *emitted) {
+	t.Helper()
 	srv := &gortsplib.Server{RTSPAddress: "127.0.0.1:0"}
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Close)
-	table := stream.NewTable(srv, stream.Options{Log: zerolog.Nop()})
+	table := stream.NewTable(srv, opts)
 	em := emit.New(nil, "test", zerolog.Nop())
 	got := &emitted{}
 	em.OnEmit = got.add
@@ -77,7 +84,14 @@ func newManager(t *testing.T, cfg Config) (*Manager, *stream.Table, *emitted) {
 	if cfg.UpstreamWait == 0 {
 		cfg.UpstreamWait = 50 * time.Millisecond
 	}
-	m := New(cfg, table, placedOn("origin-1"), noURLs{}, em, metrics.Nop(), testutil.Logger(t))
+	if d.Placements == nil {
+		d.Placements = placedOn("origin-1")
+	}
+	if d.Hosts == nil {
+		d.Hosts = noURLs{}
+	}
+	d.Table, d.Emit, d.Metrics, d.Log = table, em, metrics.Nop(), testutil.Logger(t)
+	m := New(cfg, d)
 	t.Cleanup(m.Close)
 	return m, table, got
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/ferrystream/ferry/libs/events"
+	"github.com/ferrystream/ferry/services/ingest/internal/clock"
 )
 
 // Emitter queues events for publishing.
@@ -20,6 +21,8 @@ type Emitter struct {
 	ch     chan item
 	// OnEmit, if set, sees every event handed to Emit (tests).
 	OnEmit func(events.Data)
+	// Clock times the retries (nil: the wall clock; set before Run).
+	Clock clock.Clock
 }
 
 type item struct {
@@ -85,7 +88,7 @@ func (e *Emitter) Publish(ctx context.Context, d events.Data, opts ...jetstream.
 		select {
 		case <-ctx.Done():
 			return err
-		case <-time.After(time.Duration(attempt+1) * 200 * time.Millisecond):
+		case <-clock.Or(e.Clock).After(time.Duration(attempt+1) * 200 * time.Millisecond):
 		}
 	}
 	return err

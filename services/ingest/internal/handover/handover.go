@@ -57,6 +57,22 @@ type Config struct {
 	DefaultDeadline time.Duration
 }
 
+// Deps are the manager's collaborators.
+type Deps struct {
+	// Table holds the node's streams (origin.Node.Table).
+	Table *stream.Table
+	// Placements is the placements hub (control.Hub).
+	Placements Placements
+	// Attachments waits for publisher_attached (control.Attachments).
+	Attachments Attachments
+	// Relay pulls a stream back from its new host (edge.Manager).
+	Relay   Relay
+	Hosts   HostURLs
+	Emit    *emit.Emitter
+	Metrics *metrics.Metrics
+	Log     zerolog.Logger
+}
+
 // Manager watches the placement of every stream this host publishes.
 type Manager struct {
 	cfg     Config
@@ -85,19 +101,16 @@ type watch struct {
 	running []context.CancelFunc // handovers started since the stream was last placed here
 }
 
-// New returns a manager.
-func New(cfg Config, table *stream.Table, pl Placements, att Attachments, relay Relay, hosts HostURLs,
-	em *emit.Emitter, m *metrics.Metrics, log zerolog.Logger) *Manager {
+// New returns a manager; it starts nothing (Track follows streams, Run
+// forgets the closed ones).
+func New(cfg Config, d Deps) *Manager {
 	if cfg.DefaultDeadline <= 0 {
 		cfg.DefaultDeadline = 2 * time.Minute
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	mgr := &Manager{cfg: cfg, table: table, pl: pl, att: att, relay: relay, hosts: hosts, emit: em, metrics: metrics.OrNop(m),
-		log: log.With().Str("component", "handover").Logger(),
+	return &Manager{cfg: cfg, table: d.Table, pl: d.Placements, att: d.Attachments, relay: d.Relay, hosts: d.Hosts,
+		emit: d.Emit, metrics: metrics.OrNop(d.Metrics), log: d.Log.With().Str("component", "handover").Logger(),
 		ctx: ctx, cancel: cancel, tracked: map[string]*watch{}}
-	mgr.wg.Add(1)
-	go func() { defer mgr.wg.Done(); mgr.janitor() }()
-	return mgr
 }
 
 // Close stops every watch and handover.
@@ -134,14 +147,17 @@ func (m *Manager) untrack(w *watch) {
 	w.cancel()
 }
 
-// janitor stops following streams that closed.
-func (m *Manager) janitor() {
+// Run stops following streams that closed, until ctx ends or Close; then it
+// returns nil (Close stops the handovers).
+func (m *Manager) Run(ctx context.Context) error {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
 		select {
+		case <-ctx.Done():
+			return nil
 		case <-m.ctx.Done():
-			return
+			return nil
 		case <-tick.C:
 		}
 		m.mu.Lock()
@@ -250,9 +266,7 @@ func (m *Manager) handover(ctx context.Context, st *stream.Stream, pl events.Pla
 			return
 		}
 	}
-	for _, f := range st.LocalFeeds() {
-		f.Retire("moved to " + pl.Host)
-	}
+	st.Cease("moved to " + pl.Host)
 	m.emit.Emit(events.StreamCeased{Stream: st.Name, Host: m.cfg.Self, NewHost: pl.Host, MigrationID: pl.MigrationID,
 		ReadersRelayed: readers, At: time.Now().UTC()})
 	log.Info().Int("readers_relayed", readers).Dur("took", time.Since(started)).Msg("stream ceased: old publisher closed")
@@ -297,9 +311,7 @@ func (m *Manager) result(r string) {
 // closeout ends a handover that missed a step: the local sources close, the
 // readers are redirected to the new host.
 func (m *Manager) closeout(st *stream.Stream, pl events.Placement, log zerolog.Logger, readers int) {
-	for _, f := range st.LocalFeeds() {
-		f.Retire("moved to " + pl.Host + " (deadline)")
-	}
+	st.Cease("moved to " + pl.Host + " (deadline)")
 	m.emit.Emit(events.StreamCeased{Stream: st.Name, Host: m.cfg.Self, NewHost: pl.Host, MigrationID: pl.MigrationID,
 		ReadersRelayed: 0, At: time.Now().UTC()})
 	m.redirect(st, pl, log)

@@ -120,7 +120,8 @@ func TestHandoverTable(t *testing.T) {
 			em := emit.New(nil, "test", zerolog.Nop())
 			got := &emitted{}
 			em.OnEmit = got.add
-			m := New(Config{Self: "old-host"}, table, pl, tc.attach, neverReady{}, noURLs{}, em, nil, testutil.Logger(t))
+			m := New(Config{Self: "old-host"}, Deps{Table: table, Placements: pl, Attachments: tc.attach, Relay: neverReady{},
+				Hosts: noURLs{}, Emit: em, Log: testutil.Logger(t)})
 			t.Cleanup(m.Close)
 			m.Track(st)
 			pl.deliver(events.Placement{Stream: "cam-1", Host: "new-host", MigrationID: "m-1",

@@ -729,11 +729,8 @@ func (n *Node) supersede(s *stream.Stream, feed *stream.Feed, log zerolog.Logger
 	case <-n.ctx.Done():
 		return
 	}
-	for _, f := range s.LocalFeeds() {
-		if f != feed && f.Kind == stream.KindPublisher && f.Space == feed.Space {
-			log.Info().Str("feed", f.ID).Str("by", feed.ID).Msg("older connection of the same session closed")
-			f.Retire("superseded by " + feed.ID)
-		}
+	for _, f := range s.Supersede(feed) {
+		log.Info().Str("feed", f.ID).Str("by", feed.ID).Msg("older connection of the same session closed")
 	}
 }
 

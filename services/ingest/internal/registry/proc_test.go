@@ -10,6 +10,7 @@ import (
 )
 
 func TestReadCPU(t *testing.T) {
+	t.Parallel()
 	// a command name with spaces and parentheses, utime 250 and stime 50 ticks
 	line := "1234 (my (odd) proc) S 1 1 1 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 5 0 100 1000 200 18446744073709551615"
 	p := filepath.Join(t.TempDir(), "stat")
@@ -22,6 +23,7 @@ func TestReadCPU(t *testing.T) {
 }
 
 func TestTelemetrySample(t *testing.T) {
+	t.Parallel()
 	if _, err := os.Stat("/proc/self/stat"); err != nil {
 		t.Skip("no /proc on this system")
 	}
@@ -44,6 +46,7 @@ func TestTelemetrySample(t *testing.T) {
 }
 
 func TestLimits(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	write := func(name, content string) string {
 		p := filepath.Join(dir, name)

@@ -336,6 +336,56 @@ func (s *Stream) AddFeed(spec FeedSpec) (*Feed, error) {
 	return f, nil
 }
 
+// The stream is the one authority over its feeds' life: they are added
+// (AddFeed), made ready (by the Splicer's judgement: Feed.Ready), retired and
+// removed here. Who asks decides when (a placement changed, a feed became
+// ready); which feeds go is decided by the methods below, each named after
+// the step of a move that calls it (docs/move.md).
+
+// Retire retires f, a feed of s: its owner is told to stop it (OnRetire
+// runs once, in its own goroutine under Options.Tasks).
+func (s *Stream) Retire(f *Feed, reason string) {
+	if f == nil || f.s != s {
+		return
+	}
+	f.retire(reason)
+}
+
+// retireWhere retires every current feed that match selects and returns them.
+func (s *Stream) retireWhere(match func(*Feed) bool, reason string) []*Feed {
+	var out []*Feed
+	for _, f := range s.Feeds() {
+		if match(f) && !f.Retired() {
+			f.retire(reason)
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// Supersede retires the older publisher connections of by's session (same
+// Space) now that by, a publisher that reconnected to this host, is ready:
+// the new host's takeover of a session's earlier connection (origin).
+func (s *Stream) Supersede(by *Feed) []*Feed {
+	return s.retireWhere(func(f *Feed) bool {
+		return f != by && f.Kind == KindPublisher && f.Space == by.Space
+	}, "superseded by "+by.ID)
+}
+
+// ReplaceUpstreams retires every upstream pull but keep (nil: all of them):
+// a newer pull carries the stream (an edge that followed it to its new
+// host), or a local source took over from the pulls (the stream was placed
+// here).
+func (s *Stream) ReplaceUpstreams(keep *Feed, reason string) []*Feed {
+	return s.retireWhere(func(f *Feed) bool { return f != keep && f.Kind == KindUpstream }, reason)
+}
+
+// Cease retires every local source (publisher or camera): the stream moved
+// to another host (the old host of a handover).
+func (s *Stream) Cease(reason string) []*Feed {
+	return s.retireWhere(func(f *Feed) bool { return f.Kind.Local() }, reason)
+}
+
 // Active returns the active feed, or nil.
 func (s *Stream) Active() *Feed {
 	id := s.sp.Active()
@@ -590,8 +640,8 @@ func (f *Feed) Reason() string {
 }
 
 // Retire tells the feed's owner to stop it (OnRetire runs once, in its own
-// goroutine under Options.Tasks).
-func (f *Feed) Retire(reason string) { f.retire(reason) }
+// goroutine under Options.Tasks); it is its stream's Retire.
+func (f *Feed) Retire(reason string) { f.s.Retire(f, reason) }
 
 func (f *Feed) retire(reason string) {
 	if f.retired.Swap(true) {

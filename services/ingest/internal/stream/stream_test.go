@@ -21,6 +21,7 @@ func desc(fs ...format.Format) *description.Session {
 }
 
 func TestCompatible(t *testing.T) {
+	t.Parallel()
 	h264 := &format.H264{PayloadTyp: 96, PacketizationMode: 1}
 	pcmu := &format.G711{PayloadTyp: 0, MULaw: true, SampleRate: 8000, ChannelCount: 1}
 	ref := desc(h264, pcmu)
@@ -36,6 +37,7 @@ func TestCompatible(t *testing.T) {
 		{"no medias", &description.Session{}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			err := Compatible(ref, tc.d)
 			if (err == nil) != tc.ok || (err != nil && !errors.Is(err, ErrIncompatible)) {
 				t.Fatalf("Compatible = %v, want ok=%v", err, tc.ok)

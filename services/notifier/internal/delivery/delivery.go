@@ -385,7 +385,7 @@ func (e *Engine) prepare(ctx context.Context, env events.Envelope, r events.Reas
 			rec.State, rec.Reason = StateFailed, ReasonNotCapable
 			break
 		}
-		u, err := e.newURL(r, client)
+		u, err := e.newURL(r, client, rec.Notice.OfflineAt)
 		if err != nil {
 			return "", Record{}, err
 		}
@@ -421,14 +421,16 @@ func usableChannels(c events.Capabilities) ([]string, string) {
 	return out, c.WebhookURL
 }
 
-// newURL is the reassigned ToURL with a fresh publish token for the new host.
-func (e *Engine) newURL(r events.Reassigned, client string) (string, error) {
+// newURL is the reassigned ToURL with a fresh publish token for the new host,
+// valid until TokenGrace after the notice's offline time (for a move decided
+// after its deadline, the urgent window's end: the deadline itself is past).
+func (e *Engine) newURL(r events.Reassigned, client string, offlineAt time.Time) (string, error) {
 	tok, err := token.Sign(e.cfg.TokenSecret, token.Claims{
 		Stream:      r.Stream,
 		Host:        r.ToHost,
 		Session:     r.SessionID,
 		ClientID:    client,
-		Expires:     r.Deadline.Add(e.cfg.TokenGrace),
+		Expires:     offlineAt.Add(e.cfg.TokenGrace),
 		MigrationID: r.MigrationID,
 	})
 	if err != nil {
