@@ -588,6 +588,8 @@ func TestSubjectsInAsyncAPI(t *testing.T) {
 		"IngestDrain":          subject.IngestDrain(h),
 		"IngestPull":           subject.IngestPull(h),
 		"DeadLetter":           subject.DeadLetter(s, "{consumer}"),
+		"PlacementHost":        subject.PlacementHost(h, s),
+		"PlacementStream":      subject.PlacementStream(s),
 		"PlacementChoose":      subject.PlacementChoose,
 		"PlacementGet":         subject.PlacementGet,
 	}
