@@ -146,3 +146,16 @@ func TestIdleStreamsAreNotEvacuated(t *testing.T) {
 		}
 	}
 }
+
+func TestReleaseEvery(t *testing.T) {
+	for _, c := range []struct{ after, want time.Duration }{
+		{10 * time.Minute, 30 * time.Second},
+		{5 * time.Minute, 15 * time.Second},
+		{10 * time.Second, time.Second},
+		{time.Hour, 30 * time.Second},
+	} {
+		if got := releaseEvery(c.after); got != c.want {
+			t.Errorf("releaseEvery(%v) = %v, want %v", c.after, got, c.want)
+		}
+	}
+}
