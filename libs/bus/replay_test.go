@@ -332,22 +332,7 @@ func TestReplayAgedOutMessages(t *testing.T) {
 // both streams, is shut down: each sees every message published before,
 // during and after the failover, once, in order.
 func TestReplayAndWatchThroughNodeLoss(t *testing.T) {
-	if testing.Short() {
-		t.Skip("cluster test")
-	}
-	cl, err := natsembed.RunCluster(t.TempDir(), 3, 15322)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cl.Shutdown)
-	ctx := testutil.Context(t)
-	nc, err := nats.Connect(cl.URLs(), nats.DontRandomize(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	testutil.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error { return bus.Bootstrap(ctx, js, 3) })
+	cl, nc, js, ctx := clusterClient(t, 15322)
 	// A bucket that keeps every revision: a re-created watcher can then be
 	// held to all of them (a bucket keeps History revisions a key).
 	var kv jetstream.KeyValue
@@ -541,22 +526,7 @@ func TestReplayAttempts(t *testing.T) {
 // 10 s) — that delay held a handover's cease for 10 s in the compose test's
 // NATS node stop.
 func TestReplayFollowsPastLeaderLoss(t *testing.T) {
-	if testing.Short() {
-		t.Skip("cluster test")
-	}
-	cl, err := natsembed.RunCluster(t.TempDir(), 3, 15422)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cl.Shutdown)
-	ctx := testutil.Context(t)
-	nc, err := nats.Connect(cl.URLs(), nats.DontRandomize(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	testutil.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error { return bus.Bootstrap(ctx, js, 3) })
+	cl, nc, js, ctx := clusterClient(t, 15422)
 	connected := nc.ConnectedServerName()
 	// The stream's leader must be another node than the client's.
 	testutil.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
@@ -615,22 +585,7 @@ func TestReplayFollowsPastLeaderLoss(t *testing.T) {
 // deliver again within seconds; with the client library's defaults (30 s
 // pulls, 15 s heartbeats) its pending pull was lost for up to 30 s.
 func TestConsumeFollowsPastLeaderLoss(t *testing.T) {
-	if testing.Short() {
-		t.Skip("cluster test")
-	}
-	cl, err := natsembed.RunCluster(t.TempDir(), 3, 15522)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cl.Shutdown)
-	ctx := testutil.Context(t)
-	nc, err := nats.Connect(cl.URLs(), nats.DontRandomize(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	testutil.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error { return bus.Bootstrap(ctx, js, 3) })
+	cl, nc, js, ctx := clusterClient(t, 15522)
 	spec := bus.ConsumerSpec{Stream: bus.StreamEvents, Durable: "t-follow", Filters: []string{subject.Draining("ingest-1")}}
 	got := make(chan int, 16)
 	cctx, stop := context.WithCancel(ctx)
@@ -703,4 +658,28 @@ func TestConsumeFollowsPastLeaderLoss(t *testing.T) {
 			t.Fatal("event not consumed after the consumer leader's loss")
 		}
 	}
+}
+
+// clusterClient starts a 3-node cluster (cluster ports from basePort), connects
+// a client that stays on the first node while it lives, and bootstraps Ferry's
+// streams and buckets at R3. It skips under -short.
+func clusterClient(t *testing.T, basePort int) (*natsembed.Cluster, *nats.Conn, jetstream.JetStream, context.Context) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("cluster test")
+	}
+	cl, err := natsembed.RunCluster(t.TempDir(), 3, basePort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Shutdown)
+	ctx := testutil.Context(t)
+	nc, err := nats.Connect(cl.URLs(), nats.DontRandomize(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	testutil.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error { return bus.Bootstrap(ctx, js, 3) })
+	return cl, nc, js, ctx
 }
