@@ -142,8 +142,14 @@ func (p *placementStub) choose(r micro.Request) {
 
 func (p *placementStub) putPlacement(pl events.Placement) {
 	b, _ := json.Marshal(pl)
-	if _, err := p.env.Stores.Placements.Put(context.Background(), events.PlacementKey(pl.Stream), b); err != nil {
+	rev, err := p.env.Stores.Placements.Put(context.Background(), events.PlacementKey(pl.Stream), b)
+	if err != nil {
 		p.t.Errorf("put placement: %v", err)
+		return
+	}
+	// The hosts follow their streams through placement's notices.
+	if err := bus.NotifyPlacement(p.env.NC, pl, rev); err != nil {
+		p.t.Errorf("notify placement: %v", err)
 	}
 }
 
