@@ -167,7 +167,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, spec ReplaySpec, h func
 				return fmt.Errorf("bus: replay %s: %w", spec.Stream, err)
 			}
 			spec.Log.Debug().Err(err).Str("stream", spec.Stream).Msg("replay: next")
-			sleep(rctx, spec.RetryWait) // an ended rctx is handled by the next Next
+			Sleep(rctx, spec.RetryWait) // an ended rctx is handled by the next Next
 			continue
 		}
 		var seq, pending uint64
@@ -295,14 +295,14 @@ func retry(ctx context.Context, attempts int, timeout, wait time.Duration, f fun
 		if attempts > 0 && n >= attempts && ctx.Err() == nil {
 			return fmt.Errorf("bus: %s: %w", what, err)
 		}
-		if !sleep(ctx, wait) {
+		if !Sleep(ctx, wait) {
 			return fmt.Errorf("bus: %s: %w (last: %v)", what, ctx.Err(), err)
 		}
 	}
 }
 
-// sleep waits d; false when ctx ended first.
-func sleep(ctx context.Context, d time.Duration) bool {
+// Sleep waits d; false when ctx ended first.
+func Sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

@@ -64,7 +64,7 @@ func WatchKV(ctx context.Context, kv jetstream.KeyValue, spec WatchSpec, h func(
 			if ctx.Err() == nil {
 				spec.Log.Warn().Err(err).Str("bucket", kv.Bucket()).Msg("watch")
 			}
-			if !sleep(ctx, spec.RetryWait) {
+			if !Sleep(ctx, spec.RetryWait) {
 				return fmt.Errorf("bus: watch %s: %w (last: %v)", kv.Bucket(), ctx.Err(), err)
 			}
 			continue
@@ -82,7 +82,7 @@ func WatchKV(ctx context.Context, kv jetstream.KeyValue, spec WatchSpec, h func(
 			return ctx.Err()
 		}
 		spec.Log.Debug().Str("bucket", kv.Bucket()).Msg("watcher ended: re-created")
-		if !sleep(ctx, spec.RetryWait) {
+		if !Sleep(ctx, spec.RetryWait) {
 			return ctx.Err()
 		}
 	}

@@ -105,7 +105,7 @@ func (a *agent) publish(ctx context.Context) error {
 			}
 		}
 		a.s.count("publish_retries")
-		if !sleepCtx(ctx, wait) {
+		if !bus.Sleep(ctx, wait) {
 			break
 		}
 		wait = min(2*wait, retryMax)
@@ -190,7 +190,7 @@ func (a *agent) move(n events.MoveNotice) {
 			return
 		}
 		a.s.count("move_dial_retries")
-		if !sleepCtx(ctx, wait) {
+		if !bus.Sleep(ctx, wait) {
 			a.mu.Lock()
 			if a.moving == n.MigrationID {
 				a.moving = ""
@@ -225,7 +225,7 @@ func (a *agent) ack(n events.MoveNotice) {
 			}
 			return
 		}
-		if !sleepCtx(a.s.ctx, wait) {
+		if !bus.Sleep(a.s.ctx, wait) {
 			return
 		}
 		wait = min(2*wait, retryMax)

@@ -395,7 +395,7 @@ func (h *simHost) watch() {
 	for h.ctx.Err() == nil {
 		w, err := h.placements.Watch(h.ctx, events.PlacementKey(">"), jetstream.UpdatesOnly())
 		if err != nil {
-			sleepCtx(h.ctx, 200*time.Millisecond)
+			bus.Sleep(h.ctx, 200*time.Millisecond)
 			continue
 		}
 		h.watchesMade.Add(1)
@@ -608,17 +608,6 @@ func (h *simHost) handover(stream string, pl events.Placement) {
 	h.emit(events.PublisherDetached{Stream: stream, Host: h.id, SessionID: hs.session, ClientID: hs.ag.client,
 		MigrationID: pl.MigrationID, Reason: "moved to " + pl.Host, At: now})
 	hs.ag.uplinkEnded(h.id)
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 // attachments dispatches publisher_attached events to the handovers waiting

@@ -58,7 +58,7 @@ func (s *sim) runScenarios() error {
 		// must declare none down (a false host_down here means the
 		// simulation or the services cannot keep up at this size)
 		down0 := s.obs.countsCopy()[events.TypeHostDown]
-		sleepCtx(s.ctx, 10*time.Second)
+		bus.Sleep(s.ctx, 10*time.Second)
 		falseDown := s.obs.countsCopy()[events.TypeHostDown] - down0
 		if falseDown > 0 {
 			s.violation("steady: %d host_down events while every host was heartbeating", falseDown)
@@ -441,7 +441,7 @@ func (s *sim) waitFor(wait time.Duration, f func() error) error {
 		if err == nil {
 			return nil
 		}
-		if !sleepCtx(ctx, 50*time.Millisecond) {
+		if !bus.Sleep(ctx, 50*time.Millisecond) {
 			return err
 		}
 	}

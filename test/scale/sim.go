@@ -115,7 +115,7 @@ func (s *sim) start() error {
 	go func() {
 		t := time.NewTicker(30 * time.Second)
 		defer t.Stop()
-		for sleepCtx(s.ctx, 30*time.Second) {
+		for bus.Sleep(s.ctx, 30*time.Second) {
 			s.attach.prune(2 * time.Minute)
 		}
 	}()

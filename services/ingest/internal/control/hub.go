@@ -129,7 +129,7 @@ func (h *Hub) runNotices(ctx context.Context) {
 		if sub, err = h.nc.Subscribe(subject.PlacementHostAll(h.host), h.onNotice); err == nil {
 			break
 		}
-		if !sleepCtx(ctx, 200*time.Millisecond) {
+		if !bus.Sleep(ctx, 200*time.Millisecond) {
 			return
 		}
 	}
@@ -205,17 +205,6 @@ func (h *Hub) unwatchStream(stream string) {
 	if ss.users--; ss.users == 0 {
 		_ = ss.sub.Unsubscribe()
 		delete(h.streamSubs, stream)
-	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
 

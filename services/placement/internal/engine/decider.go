@@ -311,7 +311,7 @@ func (d *decider) evacuate(ctx context.Context, host string) {
 		}
 		d.mu.Unlock()
 		if len(todo) == 0 {
-			if !sleepCtx(ctx, d.s.cfg.Tick*4) {
+			if !bus.Sleep(ctx, d.s.cfg.Tick*4) {
 				return
 			}
 			continue
@@ -344,7 +344,7 @@ func (d *decider) evacuate(ctx context.Context, host string) {
 			Msg("evacuating")
 		moved := d.evacuatePass(ctx, host, todo, spec, pace)
 		if moved == 0 && ctx.Err() == nil {
-			if !sleepCtx(ctx, d.s.cfg.Tick*4) {
+			if !bus.Sleep(ctx, d.s.cfg.Tick*4) {
 				return
 			}
 		}
@@ -352,17 +352,6 @@ func (d *decider) evacuate(ctx context.Context, host string) {
 }
 
 func nocapKey(e entry) string { return fmt.Sprintf("%s@%d", e.P.Stream, e.Rev) }
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
 
 // evacuatePass tries each stream once and returns how many moved.
 func (d *decider) evacuatePass(ctx context.Context, host string, todo []entry, spec moveSpec, pace time.Duration) (n int) {
@@ -387,7 +376,7 @@ func (d *decider) evacuatePass(ctx context.Context, host string, todo []entry, s
 		}
 		if pace > 0 {
 			at := d.slot(c.Host, pace)
-			if wait := at.Sub(d.s.now()); wait > 0 && !sleepCtx(ctx, wait) {
+			if wait := at.Sub(d.s.now()); wait > 0 && !bus.Sleep(ctx, wait) {
 				d.s.ix.release(res)
 				return
 			}
