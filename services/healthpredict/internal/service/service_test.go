@@ -354,6 +354,22 @@ func TestTwoReplicasPublishEachPredictionOnce(t *testing.T) {
 	a := start(t, env, "hp-a")
 	b := start(t, env, "hp-b")
 	heartbeat(t, env.JS, "ingest-1", time.Minute)
+	// Heartbeats and maintenance windows come on different streams, whose
+	// relative order a replica does not control: a replica that saw both
+	// windows before the heartbeat opens the earlier window directly (another
+	// prediction id, reconciled afterwards). Both must have seen the host
+	// report before the windows, for both to make the same two revisions.
+	testutil.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		for _, r := range []*running{a, b} {
+			r.mu.Lock()
+			known := r.tr.Known("ingest-1")
+			r.mu.Unlock()
+			if !known {
+				return fmt.Errorf("%s has not seen ingest-1 report", r.cfg.Instance)
+			}
+		}
+		return nil
+	})
 	now := time.Now().UTC()
 	publish(t, env.JS, events.MaintenanceScheduled{MaintenanceID: "mw-1", Host: "ingest-1", StartAt: now.Add(time.Minute),
 		EndAt: now.Add(time.Hour)})

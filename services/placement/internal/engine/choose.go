@@ -308,7 +308,7 @@ func (s *Service) home(ctx context.Context, req client.ChooseRequest, sessionID 
 	for attempt := 0; attempt < 8; attempt++ {
 		e, err := s.st.Placements.Get(ctx, key)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			c, res, err := s.ix.pick(req.ClientID, "", s.cfg.StreamBitrate)
+			c, res, err := s.ix.pick(req.Stream, req.ClientID, "", s.cfg.StreamBitrate)
 			if err != nil {
 				s.met.noCapacity.Inc()
 				return events.Placement{}, err
@@ -377,7 +377,7 @@ func (s *Service) home(ctx context.Context, req client.ChooseRequest, sessionID 
 		// The current home cannot take the publisher back (or is about to
 		// be evacuated anyway): move the stream.
 		st.Reason = why
-		c, res, err := s.ix.pick(req.ClientID, cur.Host, s.cfg.StreamBitrate)
+		c, res, err := s.ix.pick(req.Stream, req.ClientID, cur.Host, s.cfg.StreamBitrate)
 		if err != nil {
 			s.met.noCapacity.Inc()
 			return events.Placement{}, fmt.Errorf("current home %s unusable (%s): %w", cur.Host, st.Reason, err)

@@ -369,7 +369,7 @@ func (d *decider) evacuatePass(ctx context.Context, host string, todo []entry, s
 		if _, ok := d.s.view.EvacuationOf(host); !ok {
 			return
 		}
-		c, res, err := d.s.ix.pick(e.P.ClientID, host, d.s.cfg.StreamBitrate)
+		c, res, err := d.s.ix.pick(e.P.Stream, e.P.ClientID, host, d.s.cfg.StreamBitrate)
 		if err != nil {
 			d.noCapacity(ctx, e, spec, err)
 			continue

@@ -31,6 +31,7 @@ type index struct {
 	clientHost map[string]map[string]int
 	reserved   map[string]int
 	resClient  map[string]map[string]int
+	held       map[string]*reservation // stream → its decision in flight
 
 	// Set by follow.
 	view    *fleet.View
@@ -43,7 +44,7 @@ type index struct {
 func newIndex() *index {
 	return &index{streams: map[string]entry{}, gone: map[string]uint64{}, hostCount: map[string]int{},
 		clientHost: map[string]map[string]int{}, reserved: map[string]int{}, resClient: map[string]map[string]int{},
-		slots: map[string]*slot{}, zones: map[string]*zoneHeap{}}
+		held: map[string]*reservation{}, slots: map[string]*slot{}, zones: map[string]*zoneHeap{}}
 }
 
 func streamOfKey(key string) (string, bool) {
@@ -106,6 +107,12 @@ func (ix *index) applyLocked(stream string, p *events.Placement, rev uint64) {
 	}
 	ix.streams[stream] = entry{P: *p, Rev: rev}
 	ix.count(*p, +1)
+	// The watch can deliver a write before its writer commits it: the
+	// placement now counts the host, so the reservation no longer may (else
+	// the host counts twice until the commit, and picks meanwhile skew).
+	if r := ix.held[stream]; r != nil && r.host == p.Host {
+		ix.releaseLocked(r)
+	}
 }
 
 func (ix *index) get(stream string) (entry, bool) {
@@ -156,41 +163,42 @@ func (ix *index) all() []entry {
 	return out
 }
 
-// reservation is a slot taken on a host by pick until commit or release.
-// Its done flag is guarded by index.mu.
+// reservation is a slot taken on a host by pick until commit or release
+// (or until the placement it was taken for is seen on that host). Its done
+// flag is guarded by index.mu.
 type reservation struct {
-	client, host string
-	done         bool
+	stream, client, host string
+	done                 bool
 }
 
-// pick chooses a host for a stream of client (not exclude) and reserves a
+// pick chooses a host for stream of client (not exclude) and reserves a
 // slot on it until commit or release. The ranked hosts answer under mu in
 // O(zones × log hosts); when none fits (or bitrate is not the one they are
 // ranked for) fleet.Pick decides on a fresh snapshot, outside mu, and says
 // why each host was refused.
-func (ix *index) pick(client, exclude string, bitrate int64) (fleet.Candidate, *reservation, error) {
+func (ix *index) pick(stream, client, exclude string, bitrate int64) (fleet.Candidate, *reservation, error) {
 	now := ix.now()
 	ix.mu.Lock()
 	if bitrate == ix.bitrate {
 		if c, ok := ix.chooseLocked(client, exclude, now); ok {
 			defer ix.mu.Unlock()
-			return c, ix.reserveLocked(client, c.Host), nil
+			return c, ix.reserveLocked(stream, client, c.Host), nil
 		}
 	}
 	ix.mu.Unlock()
-	return ix.pickScan(ix.view.Snapshot(), client, exclude, bitrate)
+	return ix.pickScan(ix.view.Snapshot(), stream, client, exclude, bitrate)
 }
 
 // pickScan is pick with fleet.Pick on snap: the reference the ranked hosts
 // must agree with (rank_test.go), and the fallback that explains refusals.
-func (ix *index) pickScan(snap fleet.Snapshot, client, exclude string, bitrate int64) (fleet.Candidate, *reservation, error) {
+func (ix *index) pickScan(snap fleet.Snapshot, stream, client, exclude string, bitrate int64) (fleet.Candidate, *reservation, error) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	c, err := fleet.Pick(snap, ix.demandLocked(client, exclude, bitrate))
 	if err != nil {
 		return c, nil, err
 	}
-	return c, ix.reserveLocked(client, c.Host), nil
+	return c, ix.reserveLocked(stream, client, c.Host), nil
 }
 
 // demandLocked is what fleet.Pick needs from the index.
@@ -209,7 +217,11 @@ func (ix *index) demandLocked(client, exclude string, bitrate int64) fleet.Deman
 	return fleet.Demand{Exclude: exclude, Placed: placed, ClientHosts: clientHosts, StreamBitrate: bitrate}
 }
 
-func (ix *index) reserveLocked(client, host string) *reservation {
+func (ix *index) reserveLocked(stream, client, host string) *reservation {
+	r := &reservation{stream: stream, client: client, host: host}
+	if stream != "" {
+		ix.held[stream] = r // one decision per stream at a time; a later one replaces it here
+	}
 	ix.reserved[host]++
 	ix.rank(host)
 	if client != "" {
@@ -220,7 +232,7 @@ func (ix *index) reserveLocked(client, host string) *reservation {
 		}
 		m[host]++
 	}
-	return &reservation{client: client, host: host}
+	return r
 }
 
 // release drops a reservation (no-op if already committed or released).
@@ -235,6 +247,9 @@ func (ix *index) releaseLocked(r *reservation) {
 		return
 	}
 	r.done = true
+	if ix.held[r.stream] == r {
+		delete(ix.held, r.stream)
+	}
 	client, host := r.client, r.host
 	if ix.reserved[host]--; ix.reserved[host] <= 0 {
 		delete(ix.reserved, host)

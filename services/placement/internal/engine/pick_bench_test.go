@@ -50,9 +50,9 @@ func BenchmarkPick(b *testing.B) {
 					var res *reservation
 					var err error
 					if path == "snapshot" {
-						_, res, err = ix.pickScan(v.Snapshot(), "agent-x", "ingest-00000", 4_000_000)
+						_, res, err = ix.pickScan(v.Snapshot(), "", "agent-x", "ingest-00000", 4_000_000)
 					} else {
-						_, res, err = ix.pick("agent-x", "ingest-00000", 4_000_000)
+						_, res, err = ix.pick("", "agent-x", "ingest-00000", 4_000_000)
 					}
 					if err != nil {
 						b.Fatal(err)
@@ -77,7 +77,7 @@ func BenchmarkEvacuationPicks(b *testing.B) {
 			b.ResetTimer()
 			for n := 0; n < b.N; n++ {
 				for s := range 100 {
-					_, r, err := ix.pick(fmt.Sprintf("agent-0-%d", s), "ingest-00000", 4_000_000)
+					_, r, err := ix.pick("", fmt.Sprintf("agent-0-%d", s), "ingest-00000", 4_000_000)
 					if err != nil {
 						b.Fatal(err)
 					}

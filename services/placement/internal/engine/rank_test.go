@@ -166,7 +166,7 @@ func (f *randomFleet) check(client, exclude string) {
 			f.t.Fatal(wantErr)
 		}
 		// pick falls back to fleet.Pick and returns its error as is.
-		if _, _, err := f.ix.pick(client, exclude, testBitrate); err == nil || err.Error() != wantErr.Error() {
+		if _, _, err := f.ix.pick("", client, exclude, testBitrate); err == nil || err.Error() != wantErr.Error() {
 			f.t.Fatalf("pick err = %v, want %v", err, wantErr)
 		}
 	case !ok:
@@ -174,7 +174,7 @@ func (f *randomFleet) check(client, exclude string) {
 	case got != want:
 		f.t.Fatalf("client %q exclude %q: ranked chose %+v, fleet.Pick %+v", client, exclude, got, want)
 	default:
-		c, res, err := f.ix.pick(client, exclude, testBitrate)
+		c, res, err := f.ix.pick("", client, exclude, testBitrate)
 		if err != nil || c != want {
 			f.t.Fatalf("pick = %+v, %v; want %+v", c, err, want)
 		}
@@ -269,4 +269,68 @@ func TestRankedHeapsConsistent(t *testing.T) {
 			t.Fatalf("heaps hold %d hosts, %d fit", inHeaps, want)
 		}
 	}
+}
+
+// TestWatchBeforeCommitCountsOnce: a replica's own write can reach it
+// through the watch before the writer commits it. From then on the
+// placement counts its host, and the reservation it was chosen with must
+// not (the host would count twice until the commit, and every pick
+// meanwhile would avoid it: an evacuation of 30 streams onto two equal
+// hosts ended 16/14).
+func TestWatchBeforeCommitCountsOnce(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	view := fleet.NewView(fleet.Config{StaleAfter: 6 * time.Second, MaxCapacityStreams: 1000, MaxCapacityBitrate: 1 << 40,
+		EvacuationLead: 10 * time.Minute}, zerolog.Nop(), clock)
+	for _, h := range []string{"a", "b"} {
+		view.ApplyRecord(h, &events.HostRecord{Host: h, RTSPURL: "rtsp://" + h + ":8554", Role: "origin", CapacityStreams: 10,
+			Status: "ok", StartedAt: now.Add(-time.Hour), UpdatedAt: now})
+	}
+	ix := newIndex()
+	ix.follow(view, clock, testBitrate)
+
+	c, res, err := ix.pick("s1", "", "", testBitrate)
+	if err != nil || c.Host != "a" {
+		t.Fatalf("first pick = %s, %v; want a", c.Host, err)
+	}
+	p := events.Placement{Stream: "s1", Host: "a"}
+	ix.apply("s1", &p, 7) // the watch delivers the write first
+	ix.mu.Lock()
+	counted, reserved := ix.hostCount["a"], ix.reserved["a"]
+	ix.mu.Unlock()
+	if counted != 1 || reserved != 0 {
+		t.Fatalf("host a: %d placed, %d reserved; want 1, 0 (counted once)", counted, reserved)
+	}
+	// a pick for another stream now sees a:1, b:0, and chooses b
+	if c, r2, err := ix.pick("s2", "", "", testBitrate); err != nil || c.Host != "b" {
+		t.Fatalf("second pick = %s, %v; want b", c.Host, err)
+	} else {
+		ix.release(r2)
+	}
+	ix.commit("s1", &p, 7, res) // the writer's commit: nothing left to drop
+	ix.mu.Lock()
+	counted, reserved = ix.hostCount["a"], ix.reserved["a"]
+	ix.mu.Unlock()
+	if counted != 1 || reserved != 0 {
+		t.Fatalf("after commit, host a: %d placed, %d reserved; want 1, 0", counted, reserved)
+	}
+
+	// A placement of the stream on another host (another writer won) does
+	// not take the reservation: the loser's write fails and releases it.
+	_, res3, err := ix.pick("s3", "", "", testBitrate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := "a"
+	if res3.host == "a" {
+		other = "b"
+	}
+	ix.apply("s3", &events.Placement{Stream: "s3", Host: other}, 9)
+	ix.mu.Lock()
+	reserved = ix.reserved[res3.host]
+	ix.mu.Unlock()
+	if reserved != 1 {
+		t.Fatalf("reservation on %s dropped by a placement on %s", res3.host, other)
+	}
+	ix.release(res3)
 }
