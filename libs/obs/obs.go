@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"sync"
 	"time"
@@ -72,7 +73,11 @@ type Server struct {
 	Ready func() error
 	// Mux, if set, is served for every other path (service-specific handlers).
 	Mux http.Handler
-	Log zerolog.Logger
+	// Pprof serves Go's profiles under /debug/pprof/ (PprofEnabled: the
+	// FERRY_PPROF environment variable). Off by default: a profile costs
+	// CPU and shows internals, so operators turn it on for an investigation.
+	Pprof bool
+	Log   zerolog.Logger
 
 	ln net.Listener
 }
@@ -108,10 +113,24 @@ func (s *Server) Handler() http.Handler {
 		}
 		_, _ = io.WriteString(w, "ready\n")
 	})
+	if s.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	if s.Mux != nil {
 		mux.Handle("/", s.Mux)
 	}
 	return mux
+}
+
+// PprofEnabled reports whether FERRY_PPROF asks for /debug/pprof/ on the
+// metrics server ("1" or "true").
+func PprofEnabled(getenv func(string) string) bool {
+	v := strings.ToLower(strings.TrimSpace(getenv("FERRY_PPROF")))
+	return v == "1" || v == "true"
 }
 
 // Run serves until ctx ends. It calls Listen if it has not been called.

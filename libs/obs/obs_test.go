@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 )
@@ -65,5 +66,29 @@ func TestServer(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPprofOnlyWhenAsked: /debug/pprof/ is served only with Pprof set, which
+// FERRY_PPROF=1 (or true) asks for.
+func TestPprofOnlyWhenAsked(t *testing.T) {
+	for _, tc := range []struct {
+		env  string
+		want int
+	}{{"", 404}, {"0", 404}, {"yes", 404}, {"1", 200}, {"TRUE", 200}} {
+		s := &Server{Pprof: PprofEnabled(func(k string) string {
+			if k == "FERRY_PPROF" {
+				return tc.env
+			}
+			return ""
+		})}
+		rec := httptest.NewRecorder()
+		s.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/debug/pprof/", nil))
+		if rec.Code != tc.want {
+			t.Errorf("FERRY_PPROF=%q: /debug/pprof/ %d, want %d", tc.env, rec.Code, tc.want)
+		}
+		if tc.want == 200 && !strings.Contains(rec.Body.String(), "goroutine") {
+			t.Errorf("FERRY_PPROF=%q: index without profiles", tc.env)
+		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/ferrystream/ferry/libs/bus"
 	"github.com/ferrystream/ferry/libs/cli"
 	fenv "github.com/ferrystream/ferry/libs/env"
+	"github.com/ferrystream/ferry/libs/obs"
 )
 
 // Description is the paragraph that opens `ferry-notifier -h`.
@@ -37,6 +38,8 @@ type Config struct {
 	HTTPAddr string
 	// MetricsAddr serves /metrics, /healthz and /readyz; "" disables (NOTIFIER_METRICS_ADDR).
 	MetricsAddr string
+	// Pprof serves /debug/pprof/ on the metrics server (FERRY_PPROF=1).
+	Pprof bool
 	// TokenSecret signs the publish tokens of new URLs (FERRY_TOKEN_SECRET).
 	TokenSecret string
 	// Instance names this replica in event sources (NOTIFIER_INSTANCE, default hostname-pid).
@@ -90,6 +93,7 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	str, dur := e.Str, e.Dur
 	str(&c.HTTPAddr, "NOTIFIER_HTTP_ADDR")
 	str(&c.MetricsAddr, "NOTIFIER_METRICS_ADDR")
+	c.Pprof = obs.PprofEnabled(getenv)
 	str(&c.TokenSecret, "FERRY_TOKEN_SECRET")
 	str(&c.Instance, "NOTIFIER_INSTANCE")
 	dur(&c.RetryMin, "NOTIFIER_RETRY_MIN")

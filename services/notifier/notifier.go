@@ -88,7 +88,7 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, log zerolog.Logger) 
 		}
 		s.httpLn = ln
 	}
-	s.metricsS = &obs.Server{Addr: cfg.MetricsAddr, Registry: reg, Log: log, Ready: s.Ready}
+	s.metricsS = &obs.Server{Addr: cfg.MetricsAddr, Registry: reg, Log: log, Pprof: cfg.Pprof, Ready: s.Ready}
 	if _, err := s.metricsS.Listen(); err != nil {
 		if s.httpLn != nil {
 			_ = s.httpLn.Close()

@@ -74,7 +74,7 @@ func RunWithLog(ctx context.Context, args []string, getenv func(string) string, 
 	if err != nil {
 		return err
 	}
-	srv := &obs.Server{Addr: cfg.MetricsAddr, Registry: reg, Log: log, Ready: func() error {
+	srv := &obs.Server{Addr: cfg.MetricsAddr, Registry: reg, Log: log, Pprof: obs.PprofEnabled(getenv), Ready: func() error {
 		if !nc.IsConnected() {
 			return errors.New("NATS not connected")
 		}

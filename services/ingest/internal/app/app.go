@@ -257,7 +257,7 @@ func (a *App) Run(ctx context.Context) error {
 			return nil
 		}},
 	}
-	srv := &obs.Server{Addr: a.cfg.MetricsAddr, Registry: a.reg, Log: log, Ready: func() error {
+	srv := &obs.Server{Addr: a.cfg.MetricsAddr, Registry: a.reg, Log: log, Pprof: a.cfg.Pprof, Ready: func() error {
 		if !a.ready.Load() {
 			return errors.New("starting")
 		}

@@ -18,6 +18,7 @@ import (
 	"github.com/ferrystream/ferry/libs/bus"
 	"github.com/ferrystream/ferry/libs/cli"
 	fenv "github.com/ferrystream/ferry/libs/env"
+	"github.com/ferrystream/ferry/libs/obs"
 )
 
 // Description is the paragraph that opens `ferry-ingest -h`.
@@ -91,6 +92,8 @@ type Config struct {
 	TokenSecret string
 	// MetricsAddr serves /metrics, /healthz and /readyz; "" disables (INGEST_METRICS_ADDR).
 	MetricsAddr string
+	// Pprof serves /debug/pprof/ on the metrics server (FERRY_PPROF=1).
+	Pprof bool
 	// MemLimit overrides the memory limit reported in telemetry, bytes; 0 = the cgroup limit, else the machine memory (INGEST_MEM_LIMIT).
 	MemLimit int64
 	// NATS says how to reach NATS (FERRY_NATS_*, flag --nats).
@@ -147,6 +150,7 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	str(&c.TLSKey, "INGEST_TLS_KEY")
 	str(&c.TokenSecret, "FERRY_TOKEN_SECRET")
 	str(&c.MetricsAddr, "INGEST_METRICS_ADDR")
+	c.Pprof = obs.PprofEnabled(getenv)
 	c.NATS = bus.ConfigFromEnv(getenv, bus.Config{Name: "ferry-ingest"})
 	if err := e.Err(); err != nil {
 		return c, err
