@@ -48,7 +48,7 @@ type Config struct {
 	MaxCapacity int
 	// StreamBitrate estimates one stream's bitrate in bit/s (PLACEMENT_STREAM_BITRATE).
 	StreamBitrate int64
-	// Workers bounds concurrent decision writes (PLACEMENT_WORKERS, --workers).
+	// Workers bounds concurrent move writes across all evacuations (PLACEMENT_WORKERS, --workers).
 	Workers int
 	// ReleaseAfter: a push placement without a publisher for this long is
 	// released (deleted, event released) and no longer moved

@@ -196,6 +196,7 @@ func (s *sim) startService(name string) error {
 	s.mu.Lock()
 	s.services[name] = c
 	s.mu.Unlock()
+	s.say("%s started: metrics (and /debug/pprof/ with -service-env FERRY_PPROF=1) on http://%s", name, metrics)
 	return waitReady(s.ctx, c, "http://"+metrics+"/readyz", 90*time.Second)
 }
 

@@ -25,6 +25,12 @@ type decider struct {
 	s   *Service
 	log zerolog.Logger
 
+	// writes bounds the moves written at once across every evacuation
+	// (Config.Workers): one host's ~100 streams go out in one round, and
+	// twenty hosts lost together share the same bound instead of each
+	// bringing its own.
+	writes chan struct{}
+
 	mu      sync.Mutex
 	running map[string]bool            // hosts being evacuated
 	slots   map[string]time.Time       // next free move slot per target host
@@ -45,7 +51,7 @@ type tracked struct {
 
 func newDecider(s *Service) *decider {
 	return &decider{s: s, log: s.log.With().Str(obs.FieldComponent, "decider").Logger(),
-		running: map[string]bool{}, slots: map[string]time.Time{}, nocap: map[string]time.Time{},
+		writes: make(chan struct{}, max(1, s.cfg.Workers)), running: map[string]bool{}, slots: map[string]time.Time{}, nocap: map[string]time.Time{},
 		active: map[string]tracked{}, latest: map[string]latestMigration{}}
 }
 
@@ -357,7 +363,7 @@ func nocapKey(e entry) string { return fmt.Sprintf("%s@%d", e.P.Stream, e.Rev) }
 func (d *decider) evacuatePass(ctx context.Context, host string, todo []entry, spec moveSpec, pace time.Duration) (n int) {
 	var wg sync.WaitGroup
 	var moved atomic.Int64
-	sem := make(chan struct{}, d.s.cfg.Workers)
+	sem := d.writes
 	defer func() {
 		wg.Wait()
 		n = int(moved.Load())

@@ -75,7 +75,8 @@ type Config struct {
 	// lands within DecideWithin of the time left before the deadline.
 	Pace         time.Duration
 	DecideWithin float64
-	// Workers bounds the decisions written concurrently.
+	// Workers bounds the moves written concurrently, across every
+	// evacuation running at once (one host's streams fit in one round).
 	Workers int
 	// Fleet configures liveness and capacity checks.
 	Fleet fleet.Config
@@ -105,7 +106,7 @@ func DefaultConfig() Config {
 		MinDeadline:  10 * time.Second,
 		Pace:         100 * time.Millisecond,
 		DecideWithin: 0.5,
-		Workers:      16,
+		Workers:      128,
 		Fleet: fleet.Config{StaleAfter: 6 * time.Second, MaxCapacityStreams: 10000, MaxCapacityBitrate: 100_000_000_000,
 			DefaultCapacityStreams: 100, EvacuationLead: 10 * time.Minute},
 		StreamBitrate:   4_000_000,
