@@ -61,11 +61,11 @@ func startFuzzNode() {
 	cfg.PublicURL = "rtsp://127.0.0.1:0"
 	cfg.TokenSecret = fuzzSecret
 	cfg.UpstreamWait = 100 * time.Millisecond
-	fuzzNode, fuzzErr = New(cfg, Deps{Log: zerolog.New(io.Discard), Placements: placedHere("ingest-f"), Sessions: noSessions{}})
+	fuzzNode, fuzzErr = New(cfg, Deps{Log: zerolog.New(io.Discard), Placements: placedHere("ingest-f"), Sessions: noSessions{},
+		Resolver: resolveNothing{}})
 	if fuzzErr != nil {
 		return
 	}
-	fuzzNode.SetResolver(resolveNothing{})
 	fuzzErr = fuzzNode.Start()
 	fuzzTok, _ = token.Sign([]byte(fuzzSecret), token.Claims{Stream: "cam", Host: "ingest-f", Session: "s-f", Expires: time.Now().Add(time.Hour)})
 }

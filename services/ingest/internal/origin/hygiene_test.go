@@ -35,11 +35,11 @@ func startNode(t *testing.T, mut func(*config.Config)) (*Node, *testutil.Buffer)
 		mut(&cfg)
 	}
 	logs := &testutil.Buffer{}
-	n, err := New(cfg, Deps{Log: zerolog.New(logs), Placements: placedHere("ingest-h"), Sessions: noSessions{}})
+	n, err := New(cfg, Deps{Log: zerolog.New(logs), Placements: placedHere("ingest-h"), Sessions: noSessions{},
+		Resolver: resolveNothing{}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	n.SetResolver(resolveNothing{})
 	if err := n.Start(); err != nil {
 		t.Fatal(err)
 	}

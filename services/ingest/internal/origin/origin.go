@@ -171,12 +171,6 @@ func New(cfg config.Config, d Deps) (*Node, error) {
 	return n, nil
 }
 
-// SetResolver sets the edge resolver (before Start).
-func (n *Node) SetResolver(r Resolver) { n.d.Resolver = r }
-
-// SetOnHosted sets the hosted-stream hook (before Start).
-func (n *Node) SetOnHosted(f func(*stream.Stream)) { n.d.OnHosted = f }
-
 // Start opens the RTSP (and UDP) listeners.
 func (n *Node) Start() error {
 	if err := n.srv.Start(); err != nil {
