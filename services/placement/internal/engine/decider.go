@@ -30,6 +30,9 @@ type decider struct {
 	// twenty hosts lost together share the same bound instead of each
 	// bringing its own.
 	writes chan struct{}
+	// writing counts the moves holding a slot of writes; peak is its
+	// highest value (what the bound's test reads).
+	writing, peak atomic.Int64
 
 	mu      sync.Mutex
 	running map[string]bool            // hosts being evacuated
@@ -394,9 +397,13 @@ func (d *decider) evacuatePass(ctx context.Context, host string, todo []entry, s
 			return
 		}
 		wg.Add(1)
+		d.s.met.writing.Set(float64(d.holding(1)))
 		go func(e entry, c fleet.Candidate, res *reservation) {
 			defer wg.Done()
-			defer func() { <-sem }()
+			defer func() {
+				d.s.met.writing.Set(float64(d.holding(-1)))
+				<-sem
+			}()
 			defer d.s.ix.release(res)
 			if d.moveRetry(ctx, host, e, c, res, spec) {
 				moved.Add(1)
@@ -404,6 +411,15 @@ func (d *decider) evacuatePass(ctx context.Context, host string, todo []entry, s
 		}(e, c, res)
 	}
 	return
+}
+
+// holding counts a slot of writes taken (+1) or given back (-1) and
+// returns how many are held.
+func (d *decider) holding(delta int64) int64 {
+	n := d.writing.Add(delta)
+	for p := d.peak.Load(); n > p && !d.peak.CompareAndSwap(p, n); p = d.peak.Load() {
+	}
+	return n
 }
 
 // moveRetry moves e to c, re-reading the placement after a lost race:

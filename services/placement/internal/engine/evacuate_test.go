@@ -1,8 +1,10 @@
 package engine
 
 import (
+	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -355,4 +357,51 @@ func TestPullStreamEvacuationCommandsTheNewHost(t *testing.T) {
 	if len(ra) != 1 || ra[0].Mode != "pull" {
 		t.Fatalf("reassigned %+v", ra)
 	}
+}
+
+// TestEvacuationsShareTheWriteBound: PLACEMENT_WORKERS bounds the moves
+// written at once across every evacuation, not per evacuation: two hosts
+// evacuated together with Workers=2 never have more than two moves in
+// flight (per-evacuation bounds allowed four), and every stream still moves.
+func TestEvacuationsShareTheWriteBound(t *testing.T) {
+	h := newHarness(t)
+	h.host("h1", "zone-a", 100)
+	h.host("h2", "zone-a", 100)
+	h.host("h3", "zone-b", 100)
+	h.host("h4", "zone-c", 100)
+	for i := range 12 {
+		h.seed(fmt.Sprintf("cam-1-%02d", i), "h1", fmt.Sprintf("agent-1-%d", i), true)
+		h.seed(fmt.Sprintf("cam-2-%02d", i), "h2", fmt.Sprintf("agent-2-%d", i), true)
+	}
+	h.predict("h1", 2*time.Minute)
+	h.predict("h2", 2*time.Minute)
+	cfg := testConfig("a")
+	cfg.Workers, cfg.Pace = 2, 0
+	r := h.start(cfg, false)
+	ftu.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		for _, host := range []string{"h1", "h2"} {
+			if _, ok := r.s.view.EvacuationOf(host); !ok {
+				return fmt.Errorf("%s not to be evacuated yet", host)
+			}
+		}
+		return nil
+	})
+	d := newDecider(r.s)
+	ctx, cancel := context.WithCancel(h.ctx)
+	var wg sync.WaitGroup
+	for _, host := range []string{"h1", "h2"} {
+		wg.Add(1)
+		go func() { defer wg.Done(); d.evacuate(ctx, host) }()
+	}
+	h.movedOff("h1", 24, 20*time.Second)
+	h.movedOff("h2", 24, 20*time.Second)
+	cancel()
+	wg.Wait()
+	if p := d.peak.Load(); p < 1 || p > 2 {
+		t.Fatalf("%d moves in flight at the peak, want 1..2 (PLACEMENT_WORKERS=2 across both evacuations)", p)
+	}
+	if n := d.writing.Load(); n != 0 {
+		t.Fatalf("%d moves still counted in flight after the evacuations", n)
+	}
+	t.Logf("peak %d moves in flight", d.peak.Load())
 }

@@ -13,6 +13,7 @@ type metrics struct {
 	chooseTime  prometheus.Histogram
 	chooseCodes *prometheus.CounterVec
 	released    prometheus.Counter
+	writing     prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -35,7 +36,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "placement.v1.choose answers by code (200, 400, 503, 500)."}, []string{"code"}),
 		released: prometheus.NewCounter(prometheus.CounterOpts{Name: "ferry_placement_released_total",
 			Help: "Placements released because no publisher was attached for PLACEMENT_RELEASE_AFTER."}),
+		writing: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ferry_placement_moves_in_flight",
+			Help: "Evacuation moves being written now (at most PLACEMENT_WORKERS: at the bound, moves queue)."}),
 	}
-	reg.MustRegister(m.decisions, m.conflicts, m.noCapacity, m.migrations, m.leader, m.evacuating, m.chooseTime, m.chooseCodes, m.released)
+	reg.MustRegister(m.decisions, m.conflicts, m.noCapacity, m.migrations, m.leader, m.evacuating, m.chooseTime, m.chooseCodes, m.released, m.writing)
 	return m
 }
