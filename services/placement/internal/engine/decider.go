@@ -108,17 +108,24 @@ func (s *Service) Lead(ctx context.Context) {
 	recoverTick := time.NewTicker(15 * time.Second)
 	defer recoverTick.Stop()
 	var released time.Time
-	for {
-		d.reconcile(ctx, &wg)
+	housekeeping := func() {
 		d.checkDeadlines(ctx)
 		if now := s.now(); now.Sub(released) >= releaseEvery(s.cfg.ReleaseAfter) && d.releaseIdle(ctx) {
 			released = now
 		}
+	}
+	housekeeping()
+	// A change of the fleet (a prediction, a drain, a host_down) starts
+	// evacuations at once; deadlines and idle placements are judged by time,
+	// on the tick, not on every change.
+	for {
+		d.reconcile(ctx, &wg)
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
 		case <-s.view.Changed():
+		case <-tick.C:
+			housekeeping()
 		case <-recoverTick.C:
 			d.recover(ctx)
 		}

@@ -212,3 +212,49 @@ func TestCheckRecord(t *testing.T) {
 		})
 	}
 }
+
+// TestRecordRefreshDoesNotWakeTheDecider: Changed is signalled for a new
+// host, a record that starts or ends an evacuation (draining, a restart
+// that ends a host_down) and a deleted record, not for the refresh every
+// host sends every 2 s (at 1,000 hosts, 500 wake-ups a second, each judging
+// every host).
+func TestRecordRefreshDoesNotWakeTheDecider(t *testing.T) {
+	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	v := NewView(Config{StaleAfter: 6 * time.Second, MaxCapacityStreams: 1000, EvacuationLead: 10 * time.Minute, DefaultCapacityStreams: 50},
+		zerolog.Nop(), func() time.Time { return now })
+	woke := func() bool {
+		select {
+		case <-v.Changed():
+			return true
+		default:
+			return false
+		}
+	}
+	started := now.Add(-time.Hour)
+	v.ApplyRecord("h1", rec("h1", now, started))
+	if !woke() {
+		t.Fatal("a new host did not signal")
+	}
+	for i := 1; i <= 3; i++ {
+		r := rec("h1", now.Add(time.Duration(i)*2*time.Second), started)
+		r.Streams = i // load changes are not evacuation changes either
+		v.ApplyRecord("h1", r)
+		if woke() {
+			t.Fatalf("refresh %d signalled", i)
+		}
+	}
+	drain := rec("h1", now.Add(8*time.Second), started)
+	drain.Status, drain.Deadline = "draining", now.Add(time.Minute)
+	v.ApplyRecord("h1", drain)
+	if !woke() {
+		t.Fatal("a draining record did not signal")
+	}
+	v.ApplyRecord("h1", drain)
+	if woke() {
+		t.Fatal("the same draining record signalled again")
+	}
+	v.ApplyRecord("h1", nil)
+	if !woke() {
+		t.Fatal("a deleted record did not signal")
+	}
+}

@@ -142,10 +142,23 @@ func (c Config) CheckRecord(key string, r events.HostRecord) error {
 
 // ApplyRecord stores a registry record (rec nil: the key was deleted).
 // Invalid records are logged and make the host unusable.
+//
+// Changed is signalled only when the record changes whether or how the host
+// must be evacuated (status, deadline, a host_down or drain or prediction
+// it ends): a refresh of every host's record every 2 s would otherwise wake
+// the decider hundreds of times a second at fleet size, each time judging
+// every host. Staleness is judged by time, not by this signal.
 func (v *View) ApplyRecord(key string, rec *events.HostRecord) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	defer v.notify()
+	before, was := v.evacuation(key)
+	_, known := v.hosts[key]
+	defer func() {
+		after, is := v.evacuation(key)
+		if !known || was != is || !sameEvacuation(before, after) {
+			v.notify()
+		}
+	}()
 	if rec == nil {
 		if h := v.hosts[key]; h != nil {
 			h.rec, h.invalid = nil, nil
@@ -488,6 +501,11 @@ func (v *View) Evacuations() []Evacuation {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Host < out[j].Host })
 	return out
+}
+
+func sameEvacuation(a, b Evacuation) bool {
+	return a.Host == b.Host && a.Immediate == b.Immediate && a.Reason == b.Reason &&
+		a.Deadline.Equal(b.Deadline) && a.StartAt.Equal(b.StartAt)
 }
 
 // EvacuationOf returns host's evacuation, if its streams must leave.
