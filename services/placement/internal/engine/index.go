@@ -28,6 +28,7 @@ type index struct {
 	streams    map[string]entry
 	gone       map[string]uint64 // revision of a deleted key
 	hostCount  map[string]int
+	onHost     map[string]map[string]struct{} // host → the streams placed on it
 	clientHost map[string]map[string]int
 	reserved   map[string]int
 	resClient  map[string]map[string]int
@@ -42,7 +43,7 @@ type index struct {
 }
 
 func newIndex() *index {
-	return &index{streams: map[string]entry{}, gone: map[string]uint64{}, hostCount: map[string]int{},
+	return &index{streams: map[string]entry{}, gone: map[string]uint64{}, hostCount: map[string]int{}, onHost: map[string]map[string]struct{}{},
 		clientHost: map[string]map[string]int{}, reserved: map[string]int{}, resClient: map[string]map[string]int{},
 		held: map[string]*reservation{}, slots: map[string]*slot{}, zones: map[string]*zoneHeap{}}
 }
@@ -56,6 +57,19 @@ func (ix *index) count(p events.Placement, d int) {
 	ix.hostCount[p.Host] += d
 	if ix.hostCount[p.Host] <= 0 {
 		delete(ix.hostCount, p.Host)
+	}
+	set := ix.onHost[p.Host]
+	if d > 0 {
+		if set == nil {
+			set = map[string]struct{}{}
+			ix.onHost[p.Host] = set
+		}
+		set[p.Stream] = struct{}{}
+	} else if set != nil {
+		delete(set, p.Stream)
+		if len(set) == 0 {
+			delete(ix.onHost, p.Host)
+		}
 	}
 	ix.rank(p.Host)
 	if p.ClientID == "" {
@@ -128,18 +142,19 @@ func (ix *index) len() int {
 	return len(ix.streams)
 }
 
-// on returns the streams placed on host, sorted by name.
+// on returns the streams placed on host, sorted by name: O(the host's
+// streams), not O(every placement), so an evacuation at fleet size does not
+// hold the index (and every pick) while it reads 100,000 entries.
 func (ix *index) on(host string) []entry {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	var out []entry
-	if ix.hostCount[host] == 0 {
+	set := ix.onHost[host]
+	if len(set) == 0 {
 		return nil
 	}
-	for _, e := range ix.streams {
-		if e.P.Host == host {
-			out = append(out, e)
-		}
+	out := make([]entry, 0, len(set))
+	for s := range set {
+		out = append(out, ix.streams[s])
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].P.Stream < out[j].P.Stream })
 	return out

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"sort"
 	"testing"
 	"time"
 
@@ -89,6 +90,42 @@ func BenchmarkEvacuationPicks(b *testing.B) {
 				res = res[:0]
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*100), "ns/choice")
+		})
+	}
+}
+
+// BenchmarkStreamsOnHost: the streams of one host out of 100,000 placements
+// on 1,000 hosts, as an evacuation asks for them: "scan" reads every
+// placement (what index.on did), "set" the host's own set (what it does).
+// Both hold the index lock meanwhile, so every pick waits for them.
+func BenchmarkStreamsOnHost(b *testing.B) {
+	ix := newIndex()
+	for i := range 100_000 {
+		p := events.Placement{Stream: fmt.Sprintf("cam-%06d", i), Host: fmt.Sprintf("ingest-%04d", i%1000)}
+		ix.apply(p.Stream, &p, uint64(i+1))
+	}
+	scan := func(host string) []entry {
+		ix.mu.Lock()
+		defer ix.mu.Unlock()
+		var out []entry
+		for _, e := range ix.streams {
+			if e.P.Host == host {
+				out = append(out, e)
+			}
+		}
+		sort.Slice(out, func(i, j int) bool { return out[i].P.Stream < out[j].P.Stream })
+		return out
+	}
+	for _, tc := range []struct {
+		name string
+		on   func(string) []entry
+	}{{"scan", scan}, {"set", ix.on}} {
+		b.Run(tc.name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				if got := tc.on("ingest-0500"); len(got) != 100 {
+					b.Fatalf("%d streams on the host, want 100", len(got))
+				}
+			}
 		})
 	}
 }

@@ -264,7 +264,31 @@ func TestRankedHeapsConsistent(t *testing.T) {
 				want++
 			}
 		}
+		// the per-host sets hold exactly the placements naming each host
+		byHost := map[string]int{}
+		for name, e := range f.ix.streams {
+			byHost[e.P.Host]++
+			if _, ok := f.ix.onHost[e.P.Host][name]; !ok {
+				t.Fatalf("%s on %s missing from the host's set", name, e.P.Host)
+			}
+		}
+		for host, set := range f.ix.onHost {
+			if len(set) != byHost[host] || len(set) != f.ix.hostCount[host] {
+				t.Fatalf("host %s: set of %d, %d placements, count %d", host, len(set), byHost[host], f.ix.hostCount[host])
+			}
+		}
 		f.ix.mu.Unlock()
+		for _, host := range f.hosts[:3] {
+			got := f.ix.on(host)
+			if len(got) != byHost[host] {
+				t.Fatalf("on(%s) = %d entries, want %d", host, len(got), byHost[host])
+			}
+			for i, e := range got {
+				if e.P.Host != host || (i > 0 && got[i-1].P.Stream >= e.P.Stream) {
+					t.Fatalf("on(%s)[%d] = %s on %s: not the host's, or not sorted", host, i, e.P.Stream, e.P.Host)
+				}
+			}
+		}
 		if inHeaps != want {
 			t.Fatalf("heaps hold %d hosts, %d fit", inHeaps, want)
 		}
