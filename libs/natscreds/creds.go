@@ -24,6 +24,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -284,11 +285,34 @@ func (d *Dir) accountJWT() (string, error) {
 	return ac.Encode(d.keys["operator"])
 }
 
-func (d *Dir) save() error {
+// operatorLine is the operator JWT's line in operator.conf (written with %q).
+var operatorLine = regexp.MustCompile(`(?m)^operator: ("[^"\n]*")$`)
+
+// operatorJWT returns the operator JWT already in operator.conf when it is
+// this fleet's (signature, subject and system account checked), else a new
+// one. A save must leave it byte for byte: a JWT's issue time is part of it,
+// and a running nats-server refuses to reload a changed operator
+// ("config reload not supported for TrustedOperators"), so re-signing it on
+// every revoke made the reload that applies the revocation fail.
+func (d *Dir) operatorJWT() (string, error) {
+	if b, err := os.ReadFile(d.ConfPath()); err == nil {
+		if m := operatorLine.FindSubmatch(b); m != nil {
+			if tok, err := strconv.Unquote(string(m[1])); err == nil {
+				if c, err := jwt.DecodeOperatorClaims(tok); err == nil && c.Subject == d.Fleet.Operator &&
+					c.SystemAccount == d.Fleet.System {
+					return tok, nil
+				}
+			}
+		}
+	}
 	op := jwt.NewOperatorClaims(d.Fleet.Operator)
 	op.Name = "ferry"
 	op.SystemAccount = d.Fleet.System
-	opJWT, err := op.Encode(d.keys["operator"])
+	return op.Encode(d.keys["operator"])
+}
+
+func (d *Dir) save() error {
+	opJWT, err := d.operatorJWT()
 	if err != nil {
 		return err
 	}
