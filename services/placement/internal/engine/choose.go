@@ -434,9 +434,12 @@ type moveSpec struct {
 	Fallback string
 	// OldAlive: the old host is expected to report stream_ceased.
 	OldAlive bool
-	// capsRead: Fallback already holds what the publisher's session says
-	// ("" = it can move), read while the placement was written.
-	capsRead bool
+}
+
+// readsSession reports whether a move of p needs its publisher's session
+// read (incapable) to know whether it can move make-before-break.
+func readsSession(p events.Placement, spec moveSpec) bool {
+	return spec.Fallback == "" && p.Mode != client.ModePull
 }
 
 // move writes cur's stream onto host to (epoch+1, a migration id) with
@@ -457,13 +460,13 @@ func (s *Service) move(ctx context.Context, cur entry, base events.Placement, to
 	// session) does not depend on the write: read it meanwhile, joined on
 	// every path, so a move waits for one round trip less.
 	var capable chan string
-	if spec.Fallback == "" && np.Mode != client.ModePull {
+	if readsSession(np, spec) {
 		capable = make(chan string, 1)
 		go func() { capable <- s.incapable(ctx, np.SessionID) }()
 	}
 	rev, err := s.st.Placements.Update(ctx, events.PlacementKey(stream), b, cur.Rev)
 	if capable != nil {
-		spec.Fallback, spec.capsRead = <-capable, true
+		spec.Fallback = <-capable
 	}
 	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 		s.met.conflicts.Inc()
@@ -491,9 +494,6 @@ func (s *Service) announceMove(ctx context.Context, np events.Placement, spec mo
 		NeedCease: spec.OldAlive, Deadline: np.Deadline}
 	rec = migration.NewDecided(rec, np.UpdatedAt)
 	fallback := spec.Fallback
-	if fallback == "" && np.Mode != client.ModePull && !spec.capsRead {
-		fallback = s.incapable(ctx, np.SessionID)
-	}
 	if fallback != "" {
 		rec = migration.MarkFallback(rec, fallback, np.UpdatedAt)
 	}

@@ -30,9 +30,8 @@ type decider struct {
 	// twenty hosts lost together share the same bound instead of each
 	// bringing its own.
 	writes chan struct{}
-	// writing counts the moves holding a slot of writes; peak is its
-	// highest value (what the bound's test reads).
-	writing, peak atomic.Int64
+	// peak is the most slots of writes held at once (what the bound's test reads).
+	peak atomic.Int64
 
 	mu      sync.Mutex
 	running map[string]bool            // hosts being evacuated
@@ -185,6 +184,9 @@ func (d *decider) recover(ctx context.Context) {
 		spec := moveSpec{Kind: migration.KindEvacuation, Reason: "recovered: decided by a previous leader", OldAlive: !st.Down}
 		if st.Down {
 			spec.Kind, spec.Fallback = migration.KindHostDown, "old host down"
+		}
+		if readsSession(p, spec) {
+			spec.Fallback = d.s.incapable(ctx, p.SessionID)
 		}
 		d.s.notify(p, e.Rev) // the notice may have been cut short too
 		if err := d.s.announceMove(ctx, p, spec); err != nil {
@@ -404,12 +406,12 @@ func (d *decider) evacuatePass(ctx context.Context, host string, todo []entry, s
 			return
 		}
 		wg.Add(1)
-		d.s.met.writing.Set(float64(d.holding(1)))
+		d.held()
 		go func(e entry, c fleet.Candidate, res *reservation) {
 			defer wg.Done()
 			defer func() {
-				d.s.met.writing.Set(float64(d.holding(-1)))
 				<-sem
+				d.s.met.writing.Set(float64(len(sem)))
 			}()
 			defer d.s.ix.release(res)
 			if d.moveRetry(ctx, host, e, c, res, spec) {
@@ -420,13 +422,12 @@ func (d *decider) evacuatePass(ctx context.Context, host string, todo []entry, s
 	return
 }
 
-// holding counts a slot of writes taken (+1) or given back (-1) and
-// returns how many are held.
-func (d *decider) holding(delta int64) int64 {
-	n := d.writing.Add(delta)
+// held reports a slot of writes just taken: the gauge, and the peak.
+func (d *decider) held() {
+	n := int64(len(d.writes))
+	d.s.met.writing.Set(float64(n))
 	for p := d.peak.Load(); n > p && !d.peak.CompareAndSwap(p, n); p = d.peak.Load() {
 	}
-	return n
 }
 
 // moveRetry moves e to c, re-reading the placement after a lost race:

@@ -400,7 +400,7 @@ func TestEvacuationsShareTheWriteBound(t *testing.T) {
 	if p := d.peak.Load(); p < 1 || p > 2 {
 		t.Fatalf("%d moves in flight at the peak, want 1..2 (PLACEMENT_WORKERS=2 across both evacuations)", p)
 	}
-	if n := d.writing.Load(); n != 0 {
+	if n := len(d.writes); n != 0 {
 		t.Fatalf("%d moves still counted in flight after the evacuations", n)
 	}
 	t.Logf("peak %d moves in flight", d.peak.Load())

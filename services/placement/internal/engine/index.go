@@ -26,8 +26,7 @@ type entry struct {
 type index struct {
 	mu         sync.Mutex
 	streams    map[string]entry
-	gone       map[string]uint64 // revision of a deleted key
-	hostCount  map[string]int
+	gone       map[string]uint64              // revision of a deleted key
 	onHost     map[string]map[string]struct{} // host → the streams placed on it
 	clientHost map[string]map[string]int
 	reserved   map[string]int
@@ -43,7 +42,7 @@ type index struct {
 }
 
 func newIndex() *index {
-	return &index{streams: map[string]entry{}, gone: map[string]uint64{}, hostCount: map[string]int{}, onHost: map[string]map[string]struct{}{},
+	return &index{streams: map[string]entry{}, gone: map[string]uint64{}, onHost: map[string]map[string]struct{}{},
 		clientHost: map[string]map[string]int{}, reserved: map[string]int{}, resClient: map[string]map[string]int{},
 		held: map[string]*reservation{}, slots: map[string]*slot{}, zones: map[string]*zoneHeap{}}
 }
@@ -54,10 +53,6 @@ func streamOfKey(key string) (string, bool) {
 }
 
 func (ix *index) count(p events.Placement, d int) {
-	ix.hostCount[p.Host] += d
-	if ix.hostCount[p.Host] <= 0 {
-		delete(ix.hostCount, p.Host)
-	}
 	set := ix.onHost[p.Host]
 	if d > 0 {
 		if set == nil {
@@ -142,6 +137,9 @@ func (ix *index) len() int {
 	return len(ix.streams)
 }
 
+// placedOnLocked is how many streams are placed on host.
+func (ix *index) placedOnLocked(host string) int { return len(ix.onHost[host]) }
+
 // on returns the streams placed on host, sorted by name: O(the host's
 // streams), not O(every placement), so an evacuation at fleet size does not
 // hold the index (and every pick) while it reads 100,000 entries.
@@ -164,7 +162,7 @@ func (ix *index) on(host string) []entry {
 func (ix *index) countOn(host string) int {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	return ix.hostCount[host]
+	return ix.placedOnLocked(host)
 }
 
 // all returns every placement.
@@ -218,7 +216,10 @@ func (ix *index) pickScan(snap fleet.Snapshot, stream, client, exclude string, b
 
 // demandLocked is what fleet.Pick needs from the index.
 func (ix *index) demandLocked(client, exclude string, bitrate int64) fleet.Demand {
-	placed := maps.Clone(ix.hostCount)
+	placed := make(map[string]int, len(ix.onHost)+len(ix.reserved))
+	for h, set := range ix.onHost {
+		placed[h] = len(set)
+	}
 	for h, n := range ix.reserved {
 		placed[h] += n
 	}

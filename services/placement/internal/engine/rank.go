@@ -155,7 +155,7 @@ func (ix *index) rankLocked(s *slot) {
 	fits := false
 	if s.Usable {
 		var why string
-		s.util, s.load, why = fleet.Fit(s.Candidate, ix.hostCount[s.Name]+ix.reserved[s.Name], ix.bitrate)
+		s.util, s.load, why = fleet.Fit(s.Candidate, ix.placedOnLocked(s.Name)+ix.reserved[s.Name], ix.bitrate)
 		fits = why == ""
 	}
 	switch {

@@ -255,7 +255,7 @@ func TestRankedHeapsConsistent(t *testing.T) {
 		}
 		want := 0
 		for _, s := range f.ix.slots {
-			_, _, why := fleet.Fit(s.Candidate, f.ix.hostCount[s.Name]+f.ix.reserved[s.Name], testBitrate)
+			_, _, why := fleet.Fit(s.Candidate, f.ix.placedOnLocked(s.Name)+f.ix.reserved[s.Name], testBitrate)
 			fits := s.Usable && why == ""
 			if fits != (s.zone != nil) {
 				t.Fatalf("slot %s: fits %v, in a heap %v", s.Name, fits, s.zone != nil)
@@ -273,8 +273,8 @@ func TestRankedHeapsConsistent(t *testing.T) {
 			}
 		}
 		for host, set := range f.ix.onHost {
-			if len(set) != byHost[host] || len(set) != f.ix.hostCount[host] {
-				t.Fatalf("host %s: set of %d, %d placements, count %d", host, len(set), byHost[host], f.ix.hostCount[host])
+			if len(set) != byHost[host] {
+				t.Fatalf("host %s: set of %d, %d placements", host, len(set), byHost[host])
 			}
 		}
 		f.ix.mu.Unlock()
@@ -320,7 +320,7 @@ func TestWatchBeforeCommitCountsOnce(t *testing.T) {
 	p := events.Placement{Stream: "s1", Host: "a"}
 	ix.apply("s1", &p, 7) // the watch delivers the write first
 	ix.mu.Lock()
-	counted, reserved := ix.hostCount["a"], ix.reserved["a"]
+	counted, reserved := ix.placedOnLocked("a"), ix.reserved["a"]
 	ix.mu.Unlock()
 	if counted != 1 || reserved != 0 {
 		t.Fatalf("host a: %d placed, %d reserved; want 1, 0 (counted once)", counted, reserved)
@@ -333,7 +333,7 @@ func TestWatchBeforeCommitCountsOnce(t *testing.T) {
 	}
 	ix.commit("s1", &p, 7, res) // the writer's commit: nothing left to drop
 	ix.mu.Lock()
-	counted, reserved = ix.hostCount["a"], ix.reserved["a"]
+	counted, reserved = ix.placedOnLocked("a"), ix.reserved["a"]
 	ix.mu.Unlock()
 	if counted != 1 || reserved != 0 {
 		t.Fatalf("after commit, host a: %d placed, %d reserved; want 1, 0", counted, reserved)
