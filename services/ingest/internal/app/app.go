@@ -222,7 +222,11 @@ func (a *App) Run(ctx context.Context) error {
 		Attachments: control.Attachments{JS: js}, Relay: edgeMgr, Hosts: hosts, Emit: a.emitter, Metrics: a.metrics, Log: log})
 	a.handover = hand
 	a.camera = camera.New(camera.Config{Self: a.cfg.HostID}, camera.Deps{Table: node.Table(), Emit: a.emitter,
-		Metrics: a.metrics, Log: log, OnHosted: hand.Track})
+		Metrics: a.metrics, Log: log, OnHosted: hand.Track,
+		Placement: func(ctx context.Context, name string) (events.Placement, bool) {
+			pl, err := placements.Get(ctx, name)
+			return pl, err == nil || errors.Is(err, control.ErrNotPlaced)
+		}})
 	if err := node.Start(); err != nil {
 		ecancel()
 		return err

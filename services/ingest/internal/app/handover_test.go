@@ -271,7 +271,8 @@ func TestHandoverNewHostNeverAttaches(t *testing.T) {
 
 // TestDetachCarriesItsMigration: two moves in a row, A→B (m-2) then B→A
 // (m-3). The publisher arrived on B with m-2; its detach from B belongs to
-// m-3, the move that took it away, and says so.
+// m-3, the move that took it away, and says so; a detach after m-3 ended
+// names no migration.
 func TestDetachCarriesItsMigration(t *testing.T) {
 	h := newHarness(t)
 	a := h.node("ingest-1")
@@ -292,7 +293,8 @@ func TestDetachCarriesItsMigration(t *testing.T) {
 		t.Errorf("detach from ingest-1: migration %q, want m-2", first.MigrationID)
 	}
 	h.place("cam-1", a, "s-1", "m-3", "ingest-2", time.Now().Add(time.Minute))
-	if _, err := ag.Connect(publishURL(a, "cam-1", h.token("cam-1", "ingest-1", "s-1", "m-3", time.Minute)), gortsplib.ProtocolTCP); err != nil {
+	onA, err := ag.Connect(publishURL(a, "cam-1", h.token("cam-1", "ingest-1", "s-1", "m-3", time.Minute)), gortsplib.ProtocolTCP)
+	if err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -303,5 +305,13 @@ func TestDetachCarriesItsMigration(t *testing.T) {
 	second := waitEvent(h, events.TypePublisherDetached, 5*time.Second, func(e events.PublisherDetached) bool { return e.Host == "ingest-2" })
 	if second.MigrationID != "m-3" {
 		t.Errorf("detach from ingest-2: migration %q, want m-3 (the move that took it away)", second.MigrationID)
+	}
+	// m-3 has ended (its deadline passed); the publisher then leaves on its
+	// own: that detach belongs to no migration, not to m-3.
+	h.place("cam-1", a, "s-1", "m-3", "ingest-2", time.Now().Add(-time.Second))
+	onA.Close()
+	third := waitEvent(h, events.TypePublisherDetached, 5*time.Second, func(e events.PublisherDetached) bool { return e.Host == "ingest-1" && e.At.After(first.At) })
+	if third.MigrationID != "" {
+		t.Errorf("detach from ingest-1 after m-3 ended: migration %q, want none", third.MigrationID)
 	}
 }

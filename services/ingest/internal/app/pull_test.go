@@ -52,7 +52,9 @@ func TestPullMode(t *testing.T) {
 	if ceased.Host != "ingest-1" || ceased.NewHost != "ingest-2" || ceased.MigrationID != "m-p" || ceased.ReadersRelayed != 1 {
 		t.Fatalf("stream_ceased %+v", ceased)
 	}
-	waitEvent(h, events.TypePublisherDetached, 5*time.Second, func(e events.PublisherDetached) bool { return e.Host == "ingest-1" })
+	if det := waitEvent(h, events.TypePublisherDetached, 5*time.Second, func(e events.PublisherDetached) bool { return e.Host == "ingest-1" }); det.MigrationID != "m-p" {
+		t.Errorf("detach from ingest-1: migration %q, want m-p (the move that took the pull away)", det.MigrationID)
+	}
 	waitPackets(t, r, 50)
 	select {
 	case <-r.Done():
@@ -68,11 +70,16 @@ func TestPullMode(t *testing.T) {
 	if got := a.camera.Running(); len(got) != 0 {
 		t.Errorf("old host still pulls the camera: %v", got)
 	}
-	// stop command
+	// stop command, after the move's deadline: the detach belongs to no
+	// migration (m-p ended), so m-p's trace gets no stray step
+	h.putPlacement(events.Placement{Stream: "door", Host: "ingest-2", RTSPURL: b.PublicURL(), Epoch: 2, Mode: "pull",
+		SourceURL: camURL, MigrationID: "m-p", FromHost: "ingest-1", Deadline: time.Now().Add(-time.Second), UpdatedAt: time.Now().UTC()})
 	if _, err := events.Publish(ctx, h.env.JS, "test", events.PullCommand{CommandID: "p-3", Host: "ingest-2", Stream: "door", SourceURL: camURL, Stop: true}); err != nil {
 		t.Fatal(err)
 	}
-	waitEvent(h, events.TypePublisherDetached, 5*time.Second, func(e events.PublisherDetached) bool { return e.Host == "ingest-2" })
+	if det := waitEvent(h, events.TypePublisherDetached, 5*time.Second, func(e events.PublisherDetached) bool { return e.Host == "ingest-2" }); det.MigrationID != "" {
+		t.Errorf("detach from ingest-2 after m-p ended: migration %q, want none", det.MigrationID)
+	}
 }
 
 // TestPullCameraReconnect: the camera a host pulls goes away (its server dies)

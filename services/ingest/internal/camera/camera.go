@@ -44,6 +44,10 @@ type Deps struct {
 	Log     zerolog.Logger
 	// OnHosted is told when a stream gets its camera feed (handover.Manager.Track).
 	OnHosted func(*stream.Stream)
+	// Placement reads a stream's placement (ok false: not readable), to say
+	// which migration a detach belongs to (emit.DetachMigration); nil: none
+	// can be read, the pull's own migration is kept.
+	Placement func(ctx context.Context, stream string) (pl events.Placement, ok bool)
 	// Dial opens a camera connection (default upstream.DialSource).
 	Dial upstream.DialFunc
 	// Clock times the reconnect backoff (default the wall clock).
@@ -58,6 +62,7 @@ type Manager struct {
 	metrics    *metrics.Metrics
 	log        zerolog.Logger
 	onHosted   func(*stream.Stream)
+	placement  func(context.Context, string) (events.Placement, bool)
 	dial       upstream.DialFunc
 	clock      clock.Clock
 	maxBackoff time.Duration
@@ -86,7 +91,7 @@ func New(cfg Config, d Deps) *Manager {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Manager{self: cfg.Self, table: d.Table, emit: d.Emit, metrics: metrics.OrNop(d.Metrics), onHosted: d.OnHosted,
-		log: d.Log.With().Str("component", "camera").Logger(), dial: d.Dial, clock: clock.Or(d.Clock),
+		placement: d.Placement, log: d.Log.With().Str("component", "camera").Logger(), dial: d.Dial, clock: clock.Or(d.Clock),
 		ctx: ctx, cancel: cancel, pulls: map[string]*pull{}, maxBackoff: cfg.MaxBackoff}
 }
 
@@ -240,18 +245,31 @@ func (m *Manager) run(ctx context.Context, p *pull) {
 		select {
 		case <-retired:
 			log.Info().Str("reason", feed.Reason()).Msg("camera pull ended")
-			m.emit.Emit(events.PublisherDetached{Stream: p.name, Host: m.self, SessionID: "pull-" + p.name,
-				MigrationID: p.migrationID, Reason: feed.Reason(), At: time.Now().UTC()})
+			m.detached(p, feed.Reason())
 			return
 		default:
 		}
 		if ctx.Err() != nil {
-			m.emit.Emit(events.PublisherDetached{Stream: p.name, Host: m.self, SessionID: "pull-" + p.name,
-				MigrationID: p.migrationID, Reason: "pull stopped", At: time.Now().UTC()})
+			m.detached(p, "pull stopped")
 			return
 		}
 		log.Warn().Err(werr).Msg("camera connection lost: reconnecting")
 	}
+}
+
+// detached says the pull of p ended, naming the migration it belongs to
+// (emit.DetachMigration): the move that took the stream away, not the one the
+// pull started with.
+func (m *Manager) detached(p *pull, reason string) {
+	mig := p.migrationID
+	if m.placement != nil {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(m.ctx), 2*time.Second)
+		pl, ok := m.placement(ctx, p.name)
+		cancel()
+		mig = emit.DetachMigration(pl, ok, m.self, p.migrationID, time.Now())
+	}
+	m.emit.Emit(events.PublisherDetached{Stream: p.name, Host: m.self, SessionID: "pull-" + p.name,
+		MigrationID: mig, Reason: reason, At: time.Now().UTC()})
 }
 
 // redact drops credentials from a URL for logs.

@@ -376,18 +376,13 @@ func (n *Node) OnSessionClose(ctx *gortsplib.ServerHandlerOnSessionCloseCtx) {
 	}
 }
 
-// detachMigration is the migration a publisher's detach belongs to: the one
-// moving the stream away from this host when the placement says so (the
-// session arrived with an earlier migration's id, or none), else the one it
-// arrived with.
+// detachMigration is the migration a publisher's detach belongs to
+// (emit.DetachMigration, judged from the placement as it is now).
 func (n *Node) detachMigration(info *sessionInfo) string {
 	ctx, cancel := context.WithTimeout(n.ctx, 2*time.Second)
 	defer cancel()
-	if pl, err := n.d.Placements.Get(ctx, info.name); err == nil && pl.MigrationID != "" &&
-		pl.Host != n.cfg.HostID && pl.FromHost == n.cfg.HostID {
-		return pl.MigrationID
-	}
-	return info.migrationID
+	pl, err := n.d.Placements.Get(ctx, info.name)
+	return emit.DetachMigration(pl, err == nil || errors.Is(err, control.ErrNotPlaced), n.cfg.HostID, info.migrationID, n.d.Now())
 }
 
 // OnPacketsLost implements gortsplib.ServerHandlerOnPacketsLost.
