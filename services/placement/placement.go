@@ -59,7 +59,8 @@ func RunWithLog(ctx context.Context, args []string, getenv func(string) string, 
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
-	log := obs.NewLogger(logw, getenv, "placement").With().Str("replica", cfg.ID).Logger()
+	base := obs.NewLogger(logw, getenv, "placement")
+	log := base.With().Str("replica", cfg.ID).Logger()
 	cfg.NATS.Name = "ferry-placement-" + cfg.ID
 	nc, js, err := bus.Connect(ctx, cfg.NATS, log)
 	if err != nil {
@@ -70,7 +71,8 @@ func RunWithLog(ctx context.Context, args []string, getenv func(string) string, 
 		return err
 	}
 	reg := obs.NewRegistry()
-	eng, err := engine.New(cfg.Engine(), engine.Deps{NC: nc, JS: js, Log: log, Registry: reg})
+	// the engine adds the replica to its lines itself
+	eng, err := engine.New(cfg.Engine(), engine.Deps{NC: nc, JS: js, Log: base, Registry: reg})
 	if err != nil {
 		return err
 	}

@@ -79,6 +79,12 @@ func TestRunServesChooseAndReadiness(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run did not return after cancel")
 	}
+	// Every log line carries each key once (the replica was added twice).
+	for _, l := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		if d, err := testutil.DuplicateKeys(l); err != nil || len(d) > 0 {
+			t.Errorf("log line with duplicate keys %v (%v): %s", d, err, l)
+		}
+	}
 	// A clean stop released the lease.
 	if _, err := env.Stores.Leases.Get(context.Background(), "placement.leader"); err == nil {
 		t.Fatal("lease still held after a clean stop")

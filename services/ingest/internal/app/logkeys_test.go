@@ -2,8 +2,6 @@ package app
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -14,37 +12,11 @@ import (
 	"github.com/ferrystream/ferry/services/ingest/internal/config"
 )
 
-// duplicateKeys returns the top-level keys that occur more than once in the
-// JSON object line.
-func duplicateKeys(line string) ([]string, error) {
-	dec := json.NewDecoder(strings.NewReader(line))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return nil, fmt.Errorf("not a JSON object: %q", line)
-	}
-	seen, dup := map[string]bool{}, []string(nil)
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return nil, err
-		}
-		k := t.(string)
-		if seen[k] {
-			dup = append(dup, k)
-		}
-		seen[k] = true
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return nil, err
-		}
-	}
-	return dup, nil
-}
-
 // TestLogLinesHaveUniqueKeys: every JSON log line of a node (origin, edge,
 // handover, camera, registry) carries "host" once.
 func TestLogLinesHaveUniqueKeys(t *testing.T) {
 	t.Parallel()
-	if d, _ := duplicateKeys(`{"host":"a","x":1,"host":"a"}`); len(d) != 1 {
+	if d, _ := testutil.DuplicateKeys(`{"host":"a","x":1,"host":"a"}`); len(d) != 1 {
 		t.Fatalf("duplicateKeys misses a duplicate: %v", d)
 	}
 	env := testutil.NATS(t)
@@ -75,7 +47,7 @@ func TestLogLinesHaveUniqueKeys(t *testing.T) {
 	}
 	hosts := 0
 	for _, l := range lines {
-		d, err := duplicateKeys(l)
+		d, err := testutil.DuplicateKeys(l)
 		if err != nil {
 			t.Fatal(err)
 		}
