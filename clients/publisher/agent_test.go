@@ -326,6 +326,25 @@ func TestJSONLines(t *testing.T) {
 	}
 }
 
+// TestRunConfigErrors: one configuration error is one line; several come
+// under one heading, one per line (the binary prefixes the first line only).
+func TestRunConfigErrors(t *testing.T) {
+	t.Parallel()
+	noEnv := func(string) string { return "" }
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--client-id", "agent-1"}, "--stream is required (or set PUBLISH_STREAM)"},
+		{nil, "invalid configuration:\n--stream is required (or set PUBLISH_STREAM)\n--client-id is required (or set PUBLISH_CLIENT_ID)"},
+	} {
+		err := publisher.Run(context.Background(), tc.args, noEnv, io.Discard)
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("Run(%q) = %v, want %q", tc.args, err, tc.want)
+		}
+	}
+}
+
 // TestRunServesMetrics runs the agent as ferry-publish does (Run with flags)
 // and reads its metrics and readiness.
 func TestRunServesMetrics(t *testing.T) {

@@ -25,8 +25,10 @@ package publisher
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/ferrystream/ferry/libs/bus"
 	"github.com/ferrystream/ferry/libs/obs"
@@ -44,6 +46,9 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return err
 	}
 	if err := cfg.Validate(); err != nil {
+		if strings.Contains(err.Error(), "\n") { // several: a heading, one per line below it
+			return fmt.Errorf("invalid configuration:\n%w", err)
+		}
 		return err
 	}
 	log := obs.NewLogger(os.Stderr, getenv, "publish")

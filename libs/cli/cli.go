@@ -121,11 +121,25 @@ func hasFlags(fs *flag.FlagSet) bool {
 }
 
 // PrintDefaults writes fs's flags like flag.PrintDefaults, spelled with two
-// dashes ("--in duration").
+// dashes ("--in duration"). A one-letter flag whose usage is "short for
+// --long" is shown beside its long form ("-f, --follow"), not on its own.
 func PrintDefaults(w io.Writer, fs *flag.FlagSet) {
+	short := map[string]string{} // long name -> its one-letter alias
 	fs.VisitAll(func(f *flag.Flag) {
+		if long, ok := strings.CutPrefix(f.Usage, shortFor); ok && len(f.Name) == 1 && fs.Lookup(long) != nil {
+			short[long] = f.Name
+		}
+	})
+	fs.VisitAll(func(f *flag.Flag) {
+		if long, ok := strings.CutPrefix(f.Usage, shortFor); ok && short[long] == f.Name {
+			return
+		}
 		var b strings.Builder
-		fmt.Fprintf(&b, "  --%s", f.Name)
+		if s, ok := short[f.Name]; ok {
+			fmt.Fprintf(&b, "  -%s, --%s", s, f.Name)
+		} else {
+			fmt.Fprintf(&b, "  --%s", f.Name)
+		}
 		name, usage := flag.UnquoteUsage(f)
 		if name != "" {
 			b.WriteString(" " + name)
@@ -146,6 +160,9 @@ func PrintDefaults(w io.Writer, fs *flag.FlagSet) {
 		fmt.Fprintln(w, b.String())
 	})
 }
+
+// shortFor starts the usage of a one-letter alias: "short for --follow".
+const shortFor = "short for --"
 
 func isString(f *flag.Flag) bool {
 	g, ok := f.Value.(flag.Getter)
@@ -261,7 +278,10 @@ func FlagError(fs *flag.FlagSet, err error) error {
 		return flagError{fmt.Sprintf("--%s: unknown flag (see %s -h)", m[1], fs.Name())}
 	}
 	if m := reNeedsArg.FindStringSubmatch(msg); m != nil {
-		return flagError{fmt.Sprintf("--%s: needs a value (%s)", m[1], expected(fs.Lookup(m[1]), "a value"))}
+		if e := expected(fs.Lookup(m[1]), ""); e != "" {
+			return flagError{fmt.Sprintf("--%s: needs a value (%s)", m[1], e)}
+		}
+		return flagError{fmt.Sprintf("--%s: needs a value", m[1])}
 	}
 	return flagError{msg}
 }

@@ -16,6 +16,8 @@ func newFS() *flag.FlagSet {
 	fs.Int("n", 3, "how many")
 	fs.Bool("json", false, "print JSON")
 	fs.String("nats", "nats://127.0.0.1:4222", "NATS `URL`")
+	fs.Bool("follow", false, "keep going")
+	fs.Bool("f", false, "short for --follow")
 	return fs
 }
 
@@ -33,6 +35,7 @@ func TestParseErrors(t *testing.T) {
 		{"boolean", []string{"--json=maybe"}, `--json: "maybe" is not a boolean (true or false)`},
 		{"unknown", []string{"--bogus"}, `--bogus: unknown flag (see ferry-test -h)`},
 		{"missing value", []string{"--in"}, `--in: needs a value (a duration like 30s or 2m)`},
+		{"missing string value", []string{"--nats"}, `--nats: needs a value`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer
@@ -68,13 +71,17 @@ func TestHelpDoubleDash(t *testing.T) {
 		"  --json\n    \tprint JSON\n",
 		"  --nats URL\n    \tNATS URL (default \"nats://127.0.0.1:4222\")\n",
 		"  --version\n    \tprint the version and exit\n",
+		"  -f, --follow\n    \tkeep going\n",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("usage lacks %q:\n%s", want, got)
 		}
 	}
 	for _, line := range strings.Split(got, "\n") {
-		if strings.HasPrefix(strings.TrimSpace(line), "-") && !strings.HasPrefix(strings.TrimSpace(line), "--") {
+		if strings.Contains(line, "--f\t") || strings.Contains(line, "short for") {
+			t.Errorf("an alias listed on its own: %q", line)
+		}
+		if l := strings.TrimSpace(line); strings.HasPrefix(l, "-") && !strings.HasPrefix(l, "--") && !strings.HasPrefix(l, "-f, --follow") {
 			t.Errorf("single-dash flag in help: %q", line)
 		}
 	}

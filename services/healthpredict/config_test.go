@@ -2,6 +2,7 @@ package healthpredict
 
 import (
 	"bytes"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -91,5 +92,22 @@ func TestUsageListsEveryKnob(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Fatalf("usage lacks %q:\n%s", want, out.String())
 		}
+	}
+}
+
+func TestLoadFlagErrorsHelpAndVersion(t *testing.T) {
+	var out bytes.Buffer
+	if _, err := Load([]string{"--nope"}, envOf(nil), &out); err == nil || err.Error() != "--nope: unknown flag (see ferry-healthpredict -h)" || out.Len() != 0 {
+		t.Fatalf("unknown flag: %v %q", err, out.String())
+	}
+	out.Reset()
+	if _, err := Load([]string{"-h"}, envOf(nil), &out); !errors.Is(err, ErrHelp) ||
+		!strings.HasPrefix(out.String(), "ferry-healthpredict predicts ingest outages") || !strings.Contains(out.String(), "\n  --nats string\n") {
+		t.Fatalf("help: %v %q", err, out.String())
+	}
+	out.Reset()
+	if _, err := Load([]string{"--version"}, envOf(nil), &out); !errors.Is(err, ErrHelp) || !strings.HasPrefix(out.String(), "ferry-healthpredict ") ||
+		!strings.Contains(out.String(), "(commit ") {
+		t.Fatalf("version: %v %q", err, out.String())
 	}
 }
