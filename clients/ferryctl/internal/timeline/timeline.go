@@ -200,6 +200,16 @@ func Describe(e Event, loc *time.Location) string {
 		p.add(e.Str("host"))
 		p.kv("last-seen", Clock(e.Time("last_seen"), loc))
 		p.kv("reason", quote(e.Str("reason")))
+	case events.TypeHostLeft:
+		p.add(e.Str("host"))
+		p.kv("reason", quote(e.Str("reason")))
+		p.kv("streams-left", fmt.Sprint(int(e.Num("streams_left"))))
+	case events.TypeReleased:
+		p.add(e.Str("stream"), "on "+e.Str("host"))
+		p.kv("client", e.Str("client_id"))
+		p.kv("mode", e.Str("mode"))
+		p.kv("idle-since", Clock(e.Time("idle_since"), loc))
+		p.kv("reason", quote(e.Str("reason")))
 	case events.TypeReassigned:
 		p.add(e.Str("stream"), arrow(e.Str("from_host"), e.Str("to_host")))
 		mig()

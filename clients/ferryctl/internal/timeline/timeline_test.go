@@ -78,6 +78,35 @@ func TestLineUnknownType(t *testing.T) {
 	}
 }
 
+// TestLineDeparturesAndReleases: a host that left and a released placement
+// say why (and what was left), not only their entity.
+func TestLineDeparturesAndReleases(t *testing.T) {
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, tc := range []struct {
+		d    events.Data
+		want string
+	}{
+		{events.HostLeft{Host: "ingest-2", Reason: "drain command", StreamsLeft: 0, At: t0},
+			`03:04:05.000 ingest.host_left ingest-2 reason "drain command" streams-left 0`},
+		{events.Released{Stream: "cam-1", Host: "ingest-1", Epoch: 3, Mode: "push", ClientID: "agent-1", IdleSince: t0.Add(-10 * time.Minute),
+			Reason: "no publisher for 10m0s", At: t0},
+			`03:04:05.000 placement.released cam-1 on ingest-1 client agent-1 mode push idle-since 02:54:05.000 reason "no publisher for 10m0s"`},
+	} {
+		_, body, err := events.Marshal("test", tc.d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev, err := Parse(1, tc.d.EventSubject(), body)
+		if err != nil || ev.Invalid != "" {
+			t.Fatalf("parse: %v %q", err, ev.Invalid)
+		}
+		ev.Env.Time = t0
+		if got := Line(ev, time.UTC); got != tc.want {
+			t.Errorf("Line = %q\n   want %q", got, tc.want)
+		}
+	}
+}
+
 func TestBuildTraceDurationEndsAtOutcome(t *testing.T) {
 	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	ev := func(ms int, typ string, data map[string]any) Event {
