@@ -12,7 +12,7 @@ import (
 )
 
 func cmdEvents(e *env) error {
-	fs := e.newFlags("events", "ferryctl events [--follow] [--stream S] [--host H] [--since 10m|RFC3339] [--type T] [--json]",
+	fs := e.newFlags("events", "ferryctl events [--follow|-f] [--stream S] [--host H] [--since 10m|RFC3339] [--type T] [--json]",
 		`Prints Ferry's event log (the FERRY_EVENTS stream), one line per event:
 
   12:00:01.234 placement.reassigned cam-1 ingest-2 -> ingest-1 migration m-...

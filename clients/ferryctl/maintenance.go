@@ -87,7 +87,7 @@ host's streams away before it starts.
 
 func maintenanceSchedule(e *env) error {
 	fs := e.newFlags("maintenance schedule",
-		"ferryctl maintenance schedule <host> (--in D | --at RFC3339) [--for D] [--reason TEXT] [--json]",
+		"ferryctl maintenance schedule <host> (--in D | --at RFC3339) [--for D] [--reason TEXT] [--by NAME] [--json]",
 		`Schedules a maintenance window on an ingest host: publishes
 io.ferry.ops.maintenance_scheduled.v1 with a new id (mw-<hex>), stores the window in
 the maintenance bucket, and prints the id. Ferry moves the host's streams away

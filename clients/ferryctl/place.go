@@ -20,7 +20,7 @@ import (
 )
 
 func cmdPlace(e *env) error {
-	fs := e.newFlags("place", "ferryctl place <stream> [--client ID] [--no-move] [--session ID] [--pull CAMERA-URL] [--json]",
+	fs := e.newFlags("place", "ferryctl place <stream> [--client ID] [--no-move] [--session ID] [--pull CAMERA-URL] [--transport tcp|udp] [--json]",
 		`Asks placement (placement.v1.choose) where a stream should publish, and prints
 the publish URL with its token and an ffmpeg command line using it: how to point
 a plain ffmpeg, or a camera that pushes RTSP, at Ferry.
