@@ -24,7 +24,7 @@
 // A Splicer turns packets from one or more feeds (upstream sources of one stream: a
 // publisher session, a relay pull) into one continuous output per media: one
 // sequence space without gaps or repeats at a switch, monotonic timestamps, and
-// NTP times from one wall clock. Medias are matched by index. The rules (DESIGN §4):
+// NTP times from one wall clock. Medias are matched by index. The rules (docs/design.md §4):
 //
 //   - The first feed passes through unchanged.
 //   - A SameSeqSpace feed (Ferry's agent on its new connection, a relay of the same

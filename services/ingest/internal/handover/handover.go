@@ -1,4 +1,4 @@
-// Package handover is the old host's side of a stream's move (DESIGN §1 step
+// Package handover is the old host's side of a stream's move (docs/design.md §1 step
 // 7): when the placements bucket says a stream this host publishes now lives
 // elsewhere, it waits until the new host reports the publisher attached,
 // pulls the stream back from the new host for this host's remaining readers

@@ -8,7 +8,7 @@
 // move notice. attached: the publisher (or, in pull mode, the new host's
 // pull) reported publisher_attached on the new host. ceased: the old host
 // reported stream_ceased. Every step has a deadline (Next); a missed notice
-// switches the migration to the break-before-make fallback (DESIGN §5)
+// switches the migration to the break-before-make fallback (docs/design.md §5)
 // instead of failing it, a missed attach or cease fails it. A migration
 // whose client cannot move (fallback), or whose old host is down, completes
 // at attach: nobody is left on the old host to cease.
