@@ -226,3 +226,47 @@ func TestNoticeSecretsOutOfIngestReach(t *testing.T) {
 		return err
 	})
 }
+
+// TestProcessedMarkersBelongToTheirConsumer: the processed bucket holds each
+// consumer's idempotency markers, keyed "<durable>.<event id>"; event ids
+// are derived from the event, so whoever may write a consumer's marker first
+// makes it skip the genuine event (a host could keep placement from seeing
+// another host's stream_ceased). Only a durable's owner writes its markers;
+// ingest hosts and healthpredict, which consume nothing through the bucket,
+// write none.
+func TestProcessedMarkersBelongToTheirConsumer(t *testing.T) {
+	e := newAccessEnv(t)
+	ceased := events.ID(events.StreamCeased{Stream: "cam-1", Host: "ingest-2", NewHost: "ingest-3", MigrationID: "m-0123456789abcdef"})
+	reassigned := events.ID(events.Reassigned{MigrationID: "m-0123456789abcdef"})
+	marker := func(c *conn, key string) func(ctx context.Context) error {
+		return func(ctx context.Context) error {
+			_, err := kv(t, c, bus.BucketProcessed).Create(ctx, key, []byte(time.Now().UTC().Format(time.RFC3339Nano)))
+			return err
+		}
+	}
+	for _, tc := range []struct {
+		user, key string
+		allowed   bool
+	}{
+		{"ingest-1", "placement-migrations." + ceased, false},
+		{"ingest-1", "notifier-reassigned." + reassigned, false},
+		{"healthpredict", "placement-migrations." + ceased, false},
+		{"healthpredict", "notifier-reassigned." + reassigned, false},
+		{"placement", "notifier-reassigned." + reassigned, false},
+		{"notifier", "placement-migrations." + ceased, false},
+		{"placement", "placement-migrations." + ceased, true},
+		{"notifier", "notifier-reassigned." + reassigned, true},
+	} {
+		c := e.dial(t, tc.user)
+		subj := "$KV.processed." + tc.key
+		t.Run(tc.user+"/"+strings.SplitN(tc.key, ".", 2)[0], func(t *testing.T) {
+			if tc.allowed {
+				c.permitted(t, "write its own marker "+tc.key, marker(c, tc.key))
+				t.Logf("%s -> its own marker (%s): permitted", tc.user, subj)
+				return
+			}
+			c.refused(t, subj, marker(c, tc.key))
+			t.Logf("%s -> another consumer's marker (%s): refused", tc.user, subj)
+		})
+	}
+}
