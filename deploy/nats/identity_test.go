@@ -23,7 +23,12 @@ import (
 // TestHostSpeaksOnlyForItself: with per-host credentials, ingest-1 may
 // publish its own heartbeat, telemetry, registry record, drain and departure
 // (host_left, deleting its record), and none
-// of ingest-2's; it may read only its own commands.
+// of ingest-2's; it may read only its own commands. It may publish lifecycle
+// events (publisher_attached, publisher_detached, stream_ceased) about any
+// stream, but only in its own name (its id is the subject's last token):
+// where a stream lives is not something permissions can know, so whether
+// ingest-1 may speak about that stream is checked by their consumer,
+// placement, against the placement record (TestForgedCeaseUnderRealCredentials).
 func TestHostSpeaksOnlyForItself(t *testing.T) {
 	e := newAccessEnv(t)
 	h1 := e.dial(t, "ingest-1")
@@ -64,6 +69,10 @@ func TestHostSpeaksOnlyForItself(t *testing.T) {
 		return publish(h1, events.PublisherAttached{Stream: "cam-1", Host: host, SessionID: "s-0123456789abcdef",
 			Capabilities: events.Capabilities{CanMove: true, Channels: []string{"nats"}}, Mode: "push", At: now})
 	}
+	detached := func(host string) func(ctx context.Context) error {
+		return publish(h1, events.PublisherDetached{Stream: "cam-1", Host: host, SessionID: "s-0123456789abcdef",
+			Reason: "identity test", At: now})
+	}
 	for _, tc := range []struct {
 		what, subj string
 		op         func(string) func(ctx context.Context) error
@@ -76,6 +85,7 @@ func TestHostSpeaksOnlyForItself(t *testing.T) {
 		{"registry deletion", "$KV.ingest_hosts.ingest-2", unreg},
 		{"stream_ceased", subject.StreamCeased("cam-1", "ingest-2"), ceased},
 		{"publisher_attached", subject.PublisherAttached("cam-1", "ingest-2"), attached},
+		{"publisher_detached", subject.PublisherDetached("cam-1", "ingest-2"), detached},
 		{"command consumer", "$JS.API.CONSUMER.CREATE.FERRY_COMMANDS.ingest-ingest-2.ferry.cmd.ingest.ingest-2.>", cmds},
 	} {
 		t.Run(tc.what, func(t *testing.T) {
