@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/ferrystream/ferry/libs v0.0.0
+	github.com/ferrystream/ferry/services/placement v0.0.0
 	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nats.go v1.55.0
 	github.com/rs/zerolog v1.35.1
@@ -36,4 +37,5 @@ require (
 replace (
 	github.com/ferrystream/ferry/libs => ../libs
 	github.com/ferrystream/ferry/schemas => ../schemas
+	github.com/ferrystream/ferry/services/placement => ../services/placement
 )

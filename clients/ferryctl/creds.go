@@ -33,7 +33,8 @@ nats-server's configuration) and fleet.json (public keys, revocations).
 update re-signs the account with this version's role permissions (after an
 upgrade whose roles changed; user credentials stay valid). After add, revoke or
 update, copy nats/operator.conf to every server and reload it
-(nats-server --signal reload): a revoked user's connections are closed.`
+(send it SIGHUP, e.g. docker kill -s HUP ferry-nats-1): a revoked user's connections
+are closed.`
 	var (
 		fsName, synopsis string
 	)
@@ -120,7 +121,7 @@ Examples:
 		if err := d.Revoke(pos[0]); err != nil {
 			return err
 		}
-		fmt.Fprintf(e.stdout, "revoked %s\nnext: copy %s to every NATS server and reload it (nats-server --signal reload); its connections are closed\n", pos[0], d.ConfPath())
+		fmt.Fprintf(e.stdout, "revoked %s\nnext: copy %s to every NATS server and reload it (SIGHUP: docker kill -s HUP ferry-nats-N); its connections are closed\n", pos[0], d.ConfPath())
 		return nil
 	case "update":
 		if err := positional(pos, 0, ""); err != nil {

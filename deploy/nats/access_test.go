@@ -687,3 +687,64 @@ func TestHostSeesOnlyItsOwnPlacementNotices(t *testing.T) {
 		host.refused(t, s, corePublish(host, s))
 	})
 }
+
+// TestControlPlaneReadsBySequenceOnlyWhatItForwards: healthpredict,
+// placement and the notifier run the dead-letter forwarder, which reads the
+// messages it forwards by sequence ($JS.API.STREAM.MSG.GET) on FERRY_EVENTS,
+// FERRY_COMMANDS, FERRY_TELEMETRY and FERRY_HEARTBEATS; they may not read
+// any other stream by sequence (nor by direct get), apart from the buckets
+// their role reads (natscreds.readKV). Reading FERRY_COMMANDS by sequence is
+// the documented residual (deploy/README "Known residual").
+func TestControlPlaneReadsBySequenceOnlyWhatItForwards(t *testing.T) {
+	e := newAccessEnv(t)
+	for _, tc := range []struct {
+		user    string
+		refused []string // streams it may not read by sequence
+	}{
+		{"healthpredict", []string{bus.StreamDeadLetter, bus.StreamAdvisories, "KV_sessions", "KV_session_secrets", "KV_notices",
+			"KV_migrations", "KV_processed"}},
+		{"placement", []string{bus.StreamDeadLetter, bus.StreamAdvisories, "KV_notices"}},
+		{"notifier", []string{bus.StreamDeadLetter, bus.StreamAdvisories, "KV_ingest_hosts", "KV_maintenance"}},
+	} {
+		c := e.dial(t, tc.user)
+		t.Run(tc.user, func(t *testing.T) {
+			for _, s := range tc.refused {
+				get := "$JS.API.STREAM.MSG.GET." + s
+				c.refused(t, get, func(ctx context.Context) error {
+					_, err := c.nc.RequestWithContext(ctx, get, []byte(`{"seq":1}`))
+					return err
+				})
+				direct := "$JS.API.DIRECT.GET." + s
+				c.refused(t, direct, func(ctx context.Context) error {
+					_, err := c.nc.RequestWithContext(ctx, direct, []byte(`{"seq":1}`))
+					return err
+				})
+				t.Logf("%s -> read %s by sequence (%s, %s): refused", tc.user, s, get, direct)
+			}
+			// Direct gets of the forwarded streams are not part of the forwarder's rights either.
+			direct := "$JS.API.DIRECT.GET." + bus.StreamCommands
+			c.refused(t, direct, func(ctx context.Context) error {
+				_, err := c.nc.RequestWithContext(ctx, direct, []byte(`{"seq":1}`))
+				return err
+			})
+			t.Logf("%s -> direct get on %s (%s): refused", tc.user, bus.StreamCommands, direct)
+			for _, s := range []string{bus.StreamEvents, bus.StreamCommands, bus.StreamTelemetry, bus.StreamHeartbeats} {
+				c.permitted(t, "read "+s+" by sequence (dead-letter forwarder)", func(ctx context.Context) error {
+					st, err := c.js.Stream(ctx, s)
+					if err != nil {
+						return err
+					}
+					if _, err := st.GetMsg(ctx, 1); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+						return err
+					}
+					return nil
+				})
+				what := "permitted (forwarded stream)"
+				if s == bus.StreamCommands {
+					what = "permitted (documented residual: FERRY_COMMANDS holds client notices)"
+				}
+				t.Logf("%s -> read %s by sequence: %s", tc.user, s, what)
+			}
+		})
+	}
+}

@@ -23,7 +23,12 @@ import (
 // TestHostSpeaksOnlyForItself: with per-host credentials, ingest-1 may
 // publish its own heartbeat, telemetry, registry record, drain and departure
 // (host_left, deleting its record), and none
-// of ingest-2's; it may read only its own commands.
+// of ingest-2's; it may read only its own commands. It may publish lifecycle
+// events (publisher_attached, publisher_detached, stream_ceased) about any
+// stream, but only in its own name (its id is the subject's last token):
+// where a stream lives is not something permissions can know, so whether
+// ingest-1 may speak about that stream is checked by their consumer,
+// placement, against the placement record (TestForgedCeaseUnderRealCredentials).
 func TestHostSpeaksOnlyForItself(t *testing.T) {
 	e := newAccessEnv(t)
 	h1 := e.dial(t, "ingest-1")
@@ -64,6 +69,10 @@ func TestHostSpeaksOnlyForItself(t *testing.T) {
 		return publish(h1, events.PublisherAttached{Stream: "cam-1", Host: host, SessionID: "s-0123456789abcdef",
 			Capabilities: events.Capabilities{CanMove: true, Channels: []string{"nats"}}, Mode: "push", At: now})
 	}
+	detached := func(host string) func(ctx context.Context) error {
+		return publish(h1, events.PublisherDetached{Stream: "cam-1", Host: host, SessionID: "s-0123456789abcdef",
+			Reason: "identity test", At: now})
+	}
 	for _, tc := range []struct {
 		what, subj string
 		op         func(string) func(ctx context.Context) error
@@ -76,6 +85,7 @@ func TestHostSpeaksOnlyForItself(t *testing.T) {
 		{"registry deletion", "$KV.ingest_hosts.ingest-2", unreg},
 		{"stream_ceased", subject.StreamCeased("cam-1", "ingest-2"), ceased},
 		{"publisher_attached", subject.PublisherAttached("cam-1", "ingest-2"), attached},
+		{"publisher_detached", subject.PublisherDetached("cam-1", "ingest-2"), detached},
 		{"command consumer", "$JS.API.CONSUMER.CREATE.FERRY_COMMANDS.ingest-ingest-2.ferry.cmd.ingest.ingest-2.>", cmds},
 	} {
 		t.Run(tc.what, func(t *testing.T) {
@@ -225,4 +235,48 @@ func TestNoticeSecretsOutOfIngestReach(t *testing.T) {
 		_, err := kv(t, h1, bus.BucketSessionSecrets).Get(ctx, sid)
 		return err
 	})
+}
+
+// TestProcessedMarkersBelongToTheirConsumer: the processed bucket holds each
+// consumer's idempotency markers, keyed "<durable>.<event id>"; event ids
+// are derived from the event, so whoever may write a consumer's marker first
+// makes it skip the genuine event (a host could keep placement from seeing
+// another host's stream_ceased). Only a durable's owner writes its markers;
+// ingest hosts and healthpredict, which consume nothing through the bucket,
+// write none.
+func TestProcessedMarkersBelongToTheirConsumer(t *testing.T) {
+	e := newAccessEnv(t)
+	ceased := events.ID(events.StreamCeased{Stream: "cam-1", Host: "ingest-2", NewHost: "ingest-3", MigrationID: "m-0123456789abcdef"})
+	reassigned := events.ID(events.Reassigned{MigrationID: "m-0123456789abcdef"})
+	marker := func(c *conn, key string) func(ctx context.Context) error {
+		return func(ctx context.Context) error {
+			_, err := kv(t, c, bus.BucketProcessed).Create(ctx, key, []byte(time.Now().UTC().Format(time.RFC3339Nano)))
+			return err
+		}
+	}
+	for _, tc := range []struct {
+		user, key string
+		allowed   bool
+	}{
+		{"ingest-1", "placement-migrations." + ceased, false},
+		{"ingest-1", "notifier-reassigned." + reassigned, false},
+		{"healthpredict", "placement-migrations." + ceased, false},
+		{"healthpredict", "notifier-reassigned." + reassigned, false},
+		{"placement", "notifier-reassigned." + reassigned, false},
+		{"notifier", "placement-migrations." + ceased, false},
+		{"placement", "placement-migrations." + ceased, true},
+		{"notifier", "notifier-reassigned." + reassigned, true},
+	} {
+		c := e.dial(t, tc.user)
+		subj := "$KV.processed." + tc.key
+		t.Run(tc.user+"/"+strings.SplitN(tc.key, ".", 2)[0], func(t *testing.T) {
+			if tc.allowed {
+				c.permitted(t, "write its own marker "+tc.key, marker(c, tc.key))
+				t.Logf("%s -> its own marker (%s): permitted", tc.user, subj)
+				return
+			}
+			c.refused(t, subj, marker(c, tc.key))
+			t.Logf("%s -> another consumer's marker (%s): refused", tc.user, subj)
+		})
+	}
 }

@@ -127,6 +127,21 @@ func deadLetterForwarder() []string {
 	}
 }
 
+// processed lets a role write the idempotency markers of its own durables
+// in the processed bucket (keys "<durable>.<event id>", written by
+// bus.Consume and the notifier) and no others: event ids are derived from the
+// event, so whoever may write another consumer's marker can make it skip a
+// genuine event.
+func processed(r Role) []string {
+	var out []string
+	for _, d := range durables {
+		if d.owner == r {
+			out = append(out, "$KV.processed."+d.durable+".>")
+		}
+	}
+	return out
+}
+
 // lease lets a service hold its decider lease.
 func lease(r Role) []string {
 	return []string{"$KV.leases." + string(r), "$KV.leases." + string(r) + ".>"}
@@ -170,29 +185,29 @@ func Permissions(r Role) (jwt.Permissions, error) {
 			subject.StreamCeased("*", name),
 			subject.EdgeSwitched("*", name),
 			"$KV.ingest_hosts." + name,
-			"$KV.processed.>",
 		}
 		pub = append(pub, jsBase()...)
 		pub = append(pub, readStream("FERRY_EVENTS")...)
 		pub = append(pub, durable("FERRY_COMMANDS", "ingest-"+name, subject.IngestCommands(name))...)
-		pub = append(pub, readKV("placements", "ingest_hosts", "sessions", "processed")...)
+		pub = append(pub, readKV("placements", "ingest_hosts", "sessions")...)
 		// placement notices: its own streams' (one subject, only its own)
 		// and those of the streams its edge serves from other hosts
 		sub = append(sub, "$SRV.>", subject.PlacementHostAll(name), subject.PlacementStream("*"))
 	case RoleHealthpredict:
-		pub = []string{"ferry.evt.health.>", "$KV.maintenance.>", "$KV.processed.>"}
+		pub = []string{"ferry.evt.health.>", "$KV.maintenance.>"}
 		pub = append(pub, lease(r)...)
 		pub = append(pub, jsBase()...)
 		for _, s := range []string{"FERRY_EVENTS", "FERRY_TELEMETRY", "FERRY_HEARTBEATS"} {
 			pub = append(pub, readStream(s)...)
 		}
-		pub = append(pub, readKV("ingest_hosts", "maintenance", "leases", "placements", "processed")...)
+		pub = append(pub, readKV("ingest_hosts", "maintenance", "leases", "placements")...)
 		pub = append(pub, deadLetterForwarder()...)
 		sub = append(sub, "$SRV.>")
 	case RolePlacement:
 		pub = []string{"ferry.evt.placement.>", "ferry.cmd.ingest.*.pull",
 			subject.PlacementHost("*", "*"), subject.PlacementStream("*")}
-		pub = append(pub, writeKV("placements", "sessions", "session_secrets", "migrations", "processed")...)
+		pub = append(pub, writeKV("placements", "sessions", "session_secrets", "migrations")...)
+		pub = append(pub, processed(RolePlacement)...)
 		pub = append(pub, lease(r)...)
 		pub = append(pub, jsBase()...)
 		pub = append(pub, readStream("FERRY_EVENTS")...)
@@ -202,7 +217,8 @@ func Permissions(r Role) (jwt.Permissions, error) {
 		sub = append(sub, "placement.v1.>", "$SRV.>")
 	case RoleNotifier:
 		pub = []string{"ferry.cmd.client.*.notice", "ferry.evt.notify.>"}
-		pub = append(pub, writeKV("notices", "processed")...)
+		pub = append(pub, writeKV("notices")...)
+		pub = append(pub, processed(RoleNotifier)...)
 		pub = append(pub, lease(r)...)
 		pub = append(pub, jsBase()...)
 		pub = append(pub, readStream("FERRY_EVENTS")...)

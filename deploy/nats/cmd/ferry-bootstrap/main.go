@@ -4,7 +4,7 @@
 // leader and all its replicas. The compose stack runs it once before the
 // services, which are not allowed to create or update streams.
 //
-//	FERRY_NATS_URL=nats://nats-1:4222,... FERRY_NATS_USER=ops FERRY_NATS_PASSWORD=... \
+//	FERRY_NATS_URL=nats://nats-1:4222,... FERRY_NATS_CREDS=creds/users/ops.creds \
 //	FERRY_NATS_INBOX_PREFIX=_INBOX_ops FERRY_NATS_REPLICAS=3 ferry-bootstrap
 package main
 

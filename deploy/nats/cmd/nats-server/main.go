@@ -5,7 +5,11 @@
 //
 //	nats-server -c /etc/nats/cluster.conf
 //
-// It accepts nats-server's own command-line options.
+// It accepts nats-server's own command-line options. SIGINT and SIGTERM stop
+// it; SIGHUP reloads the configuration file, as nats-server's own signal
+// handling does (`docker kill -s HUP ferry-nats-1` applies a revocation or a
+// rotation written into operator.conf); a reload that fails is logged and
+// the server keeps running on its previous configuration.
 package main
 
 import (
@@ -19,7 +23,18 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := Run(ctx, os.Args[1:], os.Stdout); err != nil {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	reload := make(chan struct{}, 1)
+	go func() {
+		for range hup {
+			select {
+			case reload <- struct{}{}:
+			default: // one already waiting: it reads the file as it is then
+			}
+		}
+	}()
+	if err := Run(ctx, os.Args[1:], os.Stdout, reload); err != nil {
 		fmt.Fprintln(os.Stderr, "nats-server:", err)
 		stop()
 		os.Exit(1)

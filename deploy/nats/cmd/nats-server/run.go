@@ -16,8 +16,10 @@ var errExit = errors.New("exit")
 
 // Run parses nats-server options from args (a -c config file is the usual
 // way), starts the server and runs it until ctx ends, then shuts it down.
-// With -t it only checks the configuration.
-func Run(ctx context.Context, args []string, stdout io.Writer) error {
+// With -t it only checks the configuration. Each receive on reload (main
+// sends one per SIGHUP) reloads the configuration file; the result is
+// logged, and a failed reload leaves the server running as it was.
+func Run(ctx context.Context, args []string, stdout io.Writer, reload <-chan struct{}) error {
 	fs := flag.NewFlagSet("nats-server", flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	var early error
@@ -39,8 +41,8 @@ func Run(ctx context.Context, args []string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "configuration file %s is valid (%s)\n", opts.ConfigFile, opts.ConfigDigest())
 		return nil
 	}
-	// Signals are this process's business (signal.NotifyContext in main),
-	// not the server's: ctx ending is the one way to stop.
+	// Signals are this process's business (main turns them into ctx and
+	// reload), not the server's: ctx ending is the one way to stop.
 	opts.NoSigs = true
 	s, err := server.NewServer(opts)
 	if err != nil {
@@ -54,13 +56,30 @@ func Run(ctx context.Context, args []string, stdout io.Writer) error {
 		s.Shutdown()
 		return errors.New("not ready for connections after 30s")
 	}
-	select {
-	case <-ctx.Done():
-		s.Shutdown()
-	case <-waitShutdown(s):
+	down := waitShutdown(s)
+	for {
+		select {
+		case <-ctx.Done():
+			s.Shutdown()
+			s.WaitForShutdown()
+			return nil
+		case <-down:
+			return nil
+		case <-reload:
+			reloadConfig(s)
+		}
 	}
-	s.WaitForShutdown()
-	return nil
+}
+
+// reloadConfig re-reads the configuration file (with the command-line
+// options laid over it, as at start) and applies it, logging the outcome
+// through the server's logger.
+func reloadConfig(s *server.Server) {
+	if err := s.Reload(); err != nil {
+		s.Errorf("Failed to reload server configuration: %v (still running on the previous one)", err)
+		return
+	}
+	s.Noticef("Reloaded server configuration")
 }
 
 func waitShutdown(s *server.Server) <-chan struct{} {

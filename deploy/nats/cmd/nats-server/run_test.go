@@ -39,7 +39,7 @@ func fleetConf(t *testing.T) (conf string, d *natscreds.Dir) {
 func TestRunChecksTheConfig(t *testing.T) {
 	conf, d := fleetConf(t)
 	var out bytes.Buffer
-	if err := Run(context.Background(), []string{"-t", "-c", conf}, &out); err != nil {
+	if err := Run(context.Background(), []string{"-t", "-c", conf}, &out, nil); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out.String(), "is valid") {
@@ -48,7 +48,7 @@ func TestRunChecksTheConfig(t *testing.T) {
 	if err := os.Remove(d.ConfPath()); err != nil {
 		t.Fatal(err)
 	}
-	err := Run(context.Background(), []string{"-t", "-c", conf}, &out)
+	err := Run(context.Background(), []string{"-t", "-c", conf}, &out, nil)
 	if err == nil || !strings.Contains(err.Error(), "operator.conf") {
 		t.Fatalf("a missing operator.conf: %v, want an error naming it", err)
 	}
@@ -60,7 +60,7 @@ func TestRunServesUntilCancelled(t *testing.T) {
 	done := make(chan error, 1)
 	conf, d := fleetConf(t)
 	go func() {
-		done <- Run(ctx, []string{"-c", conf, "-a", "127.0.0.1", "-p", fmt.Sprint(port), "-m", fmt.Sprint(testutil.FreePort(t))}, &bytes.Buffer{})
+		done <- Run(ctx, []string{"-c", conf, "-a", "127.0.0.1", "-p", fmt.Sprint(port), "-m", fmt.Sprint(testutil.FreePort(t))}, &bytes.Buffer{}, nil)
 	}()
 	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
 	testutil.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {

@@ -86,7 +86,7 @@ func (s *Service) Lead(ctx context.Context) {
 	go func() {
 		defer wg.Done()
 		spec := bus.ConsumerSpec{Stream: bus.StreamEvents, Durable: ProgressDurable,
-			Filters: []string{subject.PublisherAttached("*", "*"), subject.StreamCeased("*", "*"), subject.NoticeDelivered("*"),
+			Filters: []string{subject.PublisherAttached("*", "*"), subject.PublisherDetached("*", "*"), subject.StreamCeased("*", "*"), subject.NoticeDelivered("*"),
 				subject.NoticeAcked("*"), subject.NoticeFailed("*")},
 			DeliverPolicy: jetstream.DeliverNewPolicy, MaxDeliver: 10, AckWait: 10 * time.Second,
 			BackOff:   []time.Duration{200 * time.Millisecond, 500 * time.Millisecond, time.Second, 2 * time.Second},
@@ -626,43 +626,19 @@ func (d *decider) announce(ctx context.Context, r migration.Record, rev uint64) 
 	}
 }
 
-// onProgress applies a progress event to its migration.
-// errForged marks a lifecycle event whose reporting host cannot have sent it.
-var errForged = errors.New("forged lifecycle event")
-
-// checkReporter checks a host's lifecycle event against who sent it and the
-// placement record: the host the subject ends with (which NATS permissions
-// bind to that host's credential) must be the host the event names, and for a
-// migration placement knows, that host must be its old or its new home.
-// Anything else is dead-lettered with the reason and changes nothing.
-func (d *decider) checkReporter(ctx context.Context, m bus.Msg, migrationID, host string) error {
-	if m.Raw != nil {
-		if rep := subject.ReportingHost(m.Raw.Subject()); rep != host {
-			return fmt.Errorf("%w: %s names host %s but was published by %s", errForged, m.Env.Type, host, rep)
-		}
-	}
-	if migrationID == "" {
-		return nil
-	}
+// knownMigration returns a migration this leader tracks.
+func (d *decider) knownMigration(id string) (migration.Record, bool) {
 	d.mu.Lock()
-	t, ok := d.active[migrationID]
-	d.mu.Unlock()
-	rec := t.rec
-	if !ok {
-		// A migration that ended (or that this replica has not seen yet):
-		// its record says who its homes were.
-		e, err := d.s.st.Migrations.Get(ctx, migrationID)
-		if err != nil || json.Unmarshal(e.Value(), &rec) != nil {
-			return nil // unknown: nothing to check against (the update decides)
-		}
-	}
-	if host != rec.FromHost && host != rec.ToHost {
-		return fmt.Errorf("%w: %s from %s, which is neither the old (%s) nor the new home (%s) of %s in migration %s",
-			errForged, m.Env.Type, host, rec.FromHost, rec.ToHost, rec.Stream, migrationID)
-	}
-	return nil
+	defer d.mu.Unlock()
+	t, ok := d.active[id]
+	return t.rec, ok
 }
 
+// onProgress applies a progress event to its migration. Every lifecycle
+// event (publisher_attached, publisher_detached, stream_ceased) is first
+// checked against its reporter and the placement record (checkLifecycle):
+// a forged one is dead-lettered with the reason and changes nothing, here
+// and in every replica's presence view.
 func (d *decider) onProgress(ctx context.Context, m bus.Msg) error {
 	var id, stream string
 	var in migration.Input
@@ -679,6 +655,8 @@ func (d *decider) onProgress(ctx context.Context, m bus.Msg) error {
 			return bus.Permanent(err)
 		}
 		id, stream, in = e.MigrationID, e.Stream, migration.Input{Kind: migration.InCeased, Host: e.Host, At: e.At}
+	case events.TypePublisherDetached:
+		// no migration step: checked below, for the presence views
 	case events.TypeNoticeDelivered, events.TypeNoticeAcked, events.TypeNoticeFailed:
 		var e events.NoticeOutcome
 		if err := json.Unmarshal(m.Env.Data, &e); err != nil {
@@ -690,10 +668,22 @@ func (d *decider) onProgress(ctx context.Context, m bus.Msg) error {
 	default:
 		return nil
 	}
-	if in.Kind == migration.InAttached || in.Kind == migration.InCeased {
-		if err := d.checkReporter(ctx, m, id, in.Host); err != nil {
+	subj := "" // no subject, no reporter: such an event is refused as forged
+	if m.Raw != nil {
+		subj = m.Raw.Subject()
+	}
+	if l, ok, err := lifecycleOf(m.Env, subj); ok {
+		if err != nil {
 			return bus.Permanent(err)
 		}
+		if err := d.s.checkLifecycle(ctx, l, d.knownMigration); errors.Is(err, errForged) {
+			return bus.Permanent(err)
+		} else if err != nil && !errors.Is(err, errUnplaced) {
+			return err
+		}
+	}
+	if in.Kind == "" {
+		return nil
 	}
 	if id == "" {
 		// A fallback publisher reconnecting may carry no migration id: match

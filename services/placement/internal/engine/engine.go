@@ -23,7 +23,10 @@
 // notice outcomes) is consumed only by the leader through the durable
 // consumer "placement-migrations" (unacked messages wait for the next
 // leader); each step is a compare-and-set on the migrations bucket, so
-// two leaders at once (during a lease handover) stay safe.
+// two leaders at once (during a lease handover) stay safe. That consumer
+// also takes publisher_detached: every lifecycle event is checked against
+// its reporter and the placement record (checkLifecycle) and a forged one is
+// dead-lettered there, once; every replica's presence view leaves it out.
 package engine
 
 import (
@@ -226,7 +229,7 @@ func (s *Service) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); s.watch(ctx, "placements", st.Placements, placementsSynced, s.onPlacement) }()
 	go func() { defer wg.Done(); s.followHealth(ctx, healthSynced) }()
 	wg.Add(1)
-	go func() { defer wg.Done(); s.followPresence(ctx) }()
+	go func() { defer wg.Done(); s.followPresence(ctx, placementsSynced) }()
 	for _, c := range []chan struct{}{hostsSynced, placementsSynced, healthSynced} {
 		select {
 		case <-c:
@@ -346,23 +349,43 @@ func (s *Service) followHealth(ctx context.Context, synced chan struct{}) {
 }
 
 // followPresence replays (the last of each stream and host) and follows
-// the publisher_attached and publisher_detached events into pres. An event
-// whose host is not the reporting host of its subject is ignored.
-func (s *Service) followPresence(ctx context.Context) {
+// the publisher_attached and publisher_detached events into pres, once the
+// placements view is synced. An event that fails checkLifecycle (a host
+// speaking for another, or about a stream placed elsewhere) is left out;
+// the leader's progress consumer dead-letters it. So is one about a stream
+// without a placement: there is no placement for it to keep or release.
+func (s *Service) followPresence(ctx context.Context, placementsSynced <-chan struct{}) {
+	select {
+	case <-placementsSynced:
+	case <-ctx.Done():
+		return
+	}
+	log := s.log.With().Str("feed", "presence").Logger()
 	_ = bus.Replay(ctx, s.js, bus.ReplaySpec{Stream: bus.StreamEvents,
 		Filters:       []string{subject.PublisherAttached("*", "*"), subject.PublisherDetached("*", "*")},
 		DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy, Follow: true,
-		CaughtUp: func() { s.presSynced.Store(true) }, Log: s.log.With().Str("feed", "presence").Logger()},
+		CaughtUp: func() { s.presSynced.Store(true) }, Log: log},
 		func(m jetstream.Msg) error {
 			env, err := events.Decode(m.Data())
 			if err != nil {
 				return nil
 			}
-			var who struct {
-				Host string `json:"host"`
-			}
-			if json.Unmarshal(env.Data, &who) != nil || subject.ReportingHost(m.Subject()) != who.Host {
+			l, _, err := lifecycleOf(env, m.Subject())
+			if err != nil {
 				return nil
+			}
+			switch err := s.checkLifecycle(ctx, l, nil); {
+			case err == nil:
+			case errors.Is(err, errForged):
+				log.Warn().Err(err).Str(obs.FieldSubject, m.Subject()).Str(obs.FieldStream, l.stream).
+					Msg("lifecycle event left out of the presence view")
+				return nil
+			case errors.Is(err, errUnplaced):
+				return nil
+			default:
+				// The record could not be read: count the event rather
+				// than risk releasing a stream that has a publisher.
+				log.Warn().Err(err).Str(obs.FieldSubject, m.Subject()).Msg("lifecycle event not checked")
 			}
 			s.pres.Apply(env)
 			return nil

@@ -47,7 +47,9 @@ func TestReleaseIdlePlacements(t *testing.T) {
 	h.seed("cam-recent", "h2", "agent-4", true, placed(20*time.Minute))
 	attach("cam-recent", "h2", 19*time.Minute)
 	detach("cam-recent", "h2", time.Minute)
-	h.seed("cam-moved", "h2", "agent-5", true, placed(40*time.Minute, time.Minute)) // its host h3 died, moved a minute ago
+	h.seed("cam-moved", "h2", "agent-5", true, placed(40*time.Minute, time.Minute), func(p *events.Placement) {
+		p.FromHost, p.MigrationID = "h3", "m-0123456789abcdef" // its host h3 died, moved a minute ago
+	})
 	attach("cam-moved", "h3", 39*time.Minute)
 	h.seed("cam-pull", "h1", "", false, placed(time.Hour), func(p *events.Placement) { p.Mode, p.SourceURL = "pull", "rtsp://camera/1" })
 
