@@ -461,8 +461,13 @@ func (s *Splicer) Stats() SplicerStats {
 	return st
 }
 
+// fire reports completed switches. It is never inlined: Write calls it on
+// every packet, and inlined its loop over SwitchInfo values would put them
+// in Write's stack frame, on the packet path of every publisher's goroutine.
+//
+//go:noinline
 func (s *Splicer) fire(infos []SwitchInfo) {
-	if s.opts.OnSwitch == nil {
+	if len(infos) == 0 || s.opts.OnSwitch == nil {
 		return
 	}
 	for _, in := range infos {

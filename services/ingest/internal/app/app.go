@@ -215,13 +215,14 @@ func (a *App) Run(ctx context.Context) error {
 		func() float64 { b, _ := node.Table().In(); return float64(b) },
 		func() float64 { _, o := node.Table().Bytes(); return float64(o) },
 		func() float64 { _, p := node.Table().In(); return float64(p) })
-	edgeMgr = edge.New(edge.Config{Self: a.cfg.HostID, Linger: a.cfg.EdgeLinger, UpstreamWait: a.cfg.UpstreamWait},
+	edgeMgr = edge.New(edge.Config{Self: a.cfg.HostID, Linger: a.cfg.EdgeLinger, UpstreamWait: a.cfg.UpstreamWait,
+		MaxTracks: a.cfg.MaxTracks},
 		edge.Deps{Table: node.Table(), Placements: hub, Hosts: hosts, Emit: a.emitter, Metrics: a.metrics, Log: log})
 	a.edge = edgeMgr
 	hand = handover.New(handover.Config{Self: a.cfg.HostID}, handover.Deps{Table: node.Table(), Placements: hub,
 		Attachments: control.Attachments{JS: js}, Relay: edgeMgr, Hosts: hosts, Emit: a.emitter, Metrics: a.metrics, Log: log})
 	a.handover = hand
-	a.camera = camera.New(camera.Config{Self: a.cfg.HostID}, camera.Deps{Table: node.Table(), Emit: a.emitter,
+	a.camera = camera.New(camera.Config{Self: a.cfg.HostID, MaxTracks: a.cfg.MaxTracks}, camera.Deps{Table: node.Table(), Emit: a.emitter,
 		Metrics: a.metrics, Log: log, OnHosted: hand.Track,
 		Placement: func(ctx context.Context, name string) (events.Placement, bool) {
 			pl, err := placements.Get(ctx, name)

@@ -60,6 +60,26 @@ func TestMain(m *testing.M) {
 			}
 		}()
 	}
+	if path := os.Getenv("BENCH_CPUPROFILE"); path != "" && os.Getenv("FERRY_BENCH_CHILD") != "" {
+		// a CPU profile of the measured window, in both kinds of child: measure
+		// sends SIGUSR2 when the window opens and again when it closes
+		// (go tool pprof <test binary> <path>.<kind>)
+		kind := os.Getenv("FERRY_BENCH_CHILD")
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGUSR2)
+		go func() {
+			for range sig {
+				f, err := os.Create(path + "." + kind + ".tmp")
+				if err != nil || pprof.StartCPUProfile(f) != nil {
+					return
+				}
+				<-sig
+				pprof.StopCPUProfile()
+				_ = f.Close()
+				_ = os.Rename(path+"."+kind+".tmp", path+"."+kind)
+			}
+		}()
+	}
 	switch os.Getenv("FERRY_BENCH_CHILD") {
 	case "plain":
 		if _, err := relay.Start(os.Getenv("BENCH_ADDR")); err != nil {
@@ -68,14 +88,6 @@ func TestMain(m *testing.M) {
 		}
 		select {}
 	case "ferry":
-		if path := os.Getenv("BENCH_CPUPROFILE"); path != "" {
-			// profile the child for a while (go tool pprof <test binary> <path>)
-			f, err := os.Create(path)
-			if err == nil && pprof.StartCPUProfile(f) == nil {
-				time.AfterFunc(6*time.Second, func() { pprof.StopCPUProfile(); _ = f.Close() })
-			}
-		}
-
 		if err := ingest.Run(context.Background(), nil, os.Getenv, os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
@@ -319,6 +331,11 @@ func measure(b *testing.B, env *testutil.Env, kind string, l load, warmup, dur t
 	// collector's 4 MB minimum goal; measured before that, a server that
 	// allocates slowly looks smaller than it stays.
 	time.Sleep(warmup)
+	cpuProfile := os.Getenv("BENCH_CPUPROFILE")
+	if cpuProfile != "" {
+		_ = os.Remove(cpuProfile + "." + kind)
+		_ = c.cmd.Process.Signal(syscall.SIGUSR2)
+	}
 	cpu0, t0 := c.cpu(), time.Now()
 	var n0, lost0 uint64
 	for _, r := range readers {
@@ -333,6 +350,13 @@ func measure(b *testing.B, env *testutil.Env, kind string, l load, warmup, dur t
 	}
 	cpu = (c.cpu() - cpu0) / time.Since(t0).Seconds()
 	rss, anon = sum/max(n, 1), sumAnon/max(n, 1)
+	if cpuProfile != "" {
+		_ = c.cmd.Process.Signal(syscall.SIGUSR2)
+		testutil.CheckFor(b, 10*time.Second, 50*time.Millisecond, func() error {
+			_, err := os.Stat(cpuProfile + "." + kind)
+			return err
+		})
+	}
 	if path := os.Getenv("BENCH_MEMPROFILE"); path != "" {
 		_ = os.Remove(path + "." + kind + ".txt")
 		_ = c.cmd.Process.Signal(syscall.SIGUSR1)

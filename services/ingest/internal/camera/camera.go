@@ -33,6 +33,9 @@ type Config struct {
 	Self string
 	// MaxBackoff caps the reconnect delay (default 5s).
 	MaxBackoff time.Duration
+	// MaxTracks refuses a camera describing more medias (INGEST_MAX_TRACKS;
+	// 0 = no bound).
+	MaxTracks int
 }
 
 // Deps are the manager's collaborators.
@@ -66,6 +69,7 @@ type Manager struct {
 	dial       upstream.DialFunc
 	clock      clock.Clock
 	maxBackoff time.Duration
+	maxTracks  int
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -92,7 +96,8 @@ func New(cfg Config, d Deps) *Manager {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Manager{self: cfg.Self, table: d.Table, emit: d.Emit, metrics: metrics.OrNop(d.Metrics), onHosted: d.OnHosted,
 		placement: d.Placement, log: d.Log.With().Str("component", "camera").Logger(), dial: d.Dial, clock: clock.Or(d.Clock),
-		ctx: ctx, cancel: cancel, pulls: map[string]*pull{}, maxBackoff: cfg.MaxBackoff}
+		ctx: ctx, cancel: cancel, pulls: map[string]*pull{}, maxBackoff: cfg.MaxBackoff,
+		maxTracks: cfg.MaxTracks}
 }
 
 // Run returns nil once ctx ends, having stopped every pull (Close).
@@ -196,7 +201,7 @@ func (m *Manager) run(ctx context.Context, p *pull) {
 			backoff = min(backoff*2, m.maxBackoff)
 		}
 		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		conn, err := m.dial(dctx, p.url, upstream.Options{})
+		conn, err := m.dial(dctx, p.url, upstream.Options{MaxTracks: m.maxTracks})
 		cancel()
 		if err != nil {
 			m.metrics.UpstreamErrors.WithLabelValues("camera").Inc()

@@ -79,6 +79,11 @@ type cameraEnv struct {
 
 func newCameraEnv(t *testing.T) *cameraEnv {
 	t.Helper()
+	return newCameraEnvWith(t, Config{Self: "ingest-1", MaxBackoff: time.Second})
+}
+
+func newCameraEnvWith(t *testing.T, cfg Config) *cameraEnv {
+	t.Helper()
 	srv := &gortsplib.Server{RTSPAddress: "127.0.0.1:0"}
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
@@ -88,7 +93,7 @@ func newCameraEnv(t *testing.T) *cameraEnv {
 		clk: clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), true), rec: &record{}}
 	em := emit.New(nil, "test", zerolog.Nop())
 	em.OnEmit = e.rec.emitted
-	e.m = New(Config{Self: "ingest-1", MaxBackoff: time.Second}, Deps{Table: e.table, Emit: em, Metrics: metrics.Nop(),
+	e.m = New(cfg, Deps{Table: e.table, Emit: em, Metrics: metrics.Nop(),
 		Log: testutil.Logger(t), OnHosted: e.rec.onHosted, Dial: e.dial.Dial, Clock: e.clk})
 	t.Cleanup(e.m.Close)
 	return e
@@ -229,5 +234,18 @@ func TestRedact(t *testing.T) {
 	t.Parallel()
 	if got := redact("rtsp://admin:secret@cam:554/live"); got != "rtsp://%2A%2A%2A@cam:554/live" {
 		t.Fatalf("redact = %q", got)
+	}
+}
+
+// TestPullBoundsTracks: a camera pull dials with INGEST_MAX_TRACKS, so a
+// camera describing more medias is refused like an ANNOUNCE with as many
+// (upstream.TestDial checks the refusal itself).
+func TestPullBoundsTracks(t *testing.T) {
+	t.Parallel()
+	e := newCameraEnvWith(t, Config{Self: "ingest-1", MaxBackoff: time.Second, MaxTracks: 3})
+	e.m.Start("cam-1", "rtsp://cam-a/live", "m-1")
+	e.dial.Playing(t, "cam-a", 0)
+	if got := e.dial.Options().MaxTracks; got != 3 {
+		t.Fatalf("dialled with MaxTracks %d, want 3", got)
 	}
 }

@@ -82,7 +82,8 @@ type Config struct {
 	// MaxPendingPerIP caps the connections one remote IP may hold without a
 	// session; 0 = no cap (INGEST_MAX_PENDING_PER_IP).
 	MaxPendingPerIP int
-	// MaxTracks bounds the medias of an announced stream (INGEST_MAX_TRACKS).
+	// MaxTracks bounds the medias of an announced or pulled (camera, edge
+	// upstream) stream (INGEST_MAX_TRACKS).
 	MaxTracks int
 	// AllowOpenPublish lets publishers in without a token (dev only; INGEST_ALLOW_OPEN_PUBLISH).
 	AllowOpenPublish bool
@@ -177,7 +178,7 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	fs.DurationVar(&c.ReadTimeout, "read-timeout", c.ReadTimeout, "end an RTSP session silent this long, e.g. a publisher whose packets stopped (INGEST_READ_TIMEOUT)")
 	fs.DurationVar(&c.HandshakeTimeout, "handshake-timeout", c.HandshakeTimeout, "close an RTSP connection without a session that completes no request this long (INGEST_HANDSHAKE_TIMEOUT)")
 	fs.IntVar(&c.MaxPendingPerIP, "max-pending-per-ip", c.MaxPendingPerIP, "connections without a session one remote IP may hold, 0 = no cap (INGEST_MAX_PENDING_PER_IP)")
-	fs.IntVar(&c.MaxTracks, "max-tracks", c.MaxTracks, "most medias an announced stream may have (INGEST_MAX_TRACKS)")
+	fs.IntVar(&c.MaxTracks, "max-tracks", c.MaxTracks, "most medias an announced or pulled stream may have (INGEST_MAX_TRACKS)")
 	fs.BoolVar(&c.AllowOpenPublish, "allow-open-publish", c.AllowOpenPublish, "DEV ONLY: accept publishers without a token (INGEST_ALLOW_OPEN_PUBLISH)")
 	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "RTSPS certificate file (INGEST_TLS_CERT)")
 	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "RTSPS key file (INGEST_TLS_KEY)")

@@ -58,6 +58,9 @@ type Config struct {
 	Linger time.Duration
 	// UpstreamWait bounds how long a reader waits for the first upstream.
 	UpstreamWait time.Duration
+	// MaxTracks refuses an upstream describing more medias (INGEST_MAX_TRACKS;
+	// 0 = no bound).
+	MaxTracks int
 	// Settle is how long after a switch frame losses are still attributed to it
 	// (default 1s).
 	Settle time.Duration
@@ -532,7 +535,7 @@ func (f *follower) runPull(p *pull) {
 			continue
 		}
 		dctx, cancel := context.WithTimeout(f.ctx, f.m.cfg.UpstreamWait)
-		conn, err := f.m.dial(dctx, u, upstream.Options{Timeout: f.m.cfg.UpstreamWait})
+		conn, err := f.m.dial(dctx, u, upstream.Options{Timeout: f.m.cfg.UpstreamWait, MaxTracks: f.m.cfg.MaxTracks})
 		cancel()
 		if err != nil {
 			f.setErr(err)

@@ -21,6 +21,7 @@ import (
 	"github.com/ferrystream/ferry/services/ingest/internal/emit"
 	"github.com/ferrystream/ferry/services/ingest/internal/metrics"
 	"github.com/ferrystream/ferry/services/ingest/internal/stream"
+	"github.com/ferrystream/ferry/services/ingest/internal/upstream/upstreamtest"
 )
 
 // placedOn places every stream on one host; Watch delivers that placement
@@ -211,5 +212,23 @@ func TestServeWhileClosing(t *testing.T) {
 		if n != 0 {
 			t.Fatalf("round %d: %d followers left after Close", i, n)
 		}
+	}
+}
+
+// TestPullBoundsTracks: an edge's upstream pull dials with INGEST_MAX_TRACKS,
+// so an upstream describing more medias is refused like an ANNOUNCE with as
+// many (upstream.TestDial checks the refusal itself).
+func TestPullBoundsTracks(t *testing.T) {
+	t.Parallel()
+	ups := &upstreamtest.Dialer{}
+	m, _, _ := newManagerWith(t, Config{Self: "edge-1", UpstreamWait: 5 * time.Second, MaxTracks: 3},
+		Deps{Placements: newMovingPlacement("origin-a"), Hosts: hostURLs{}, Dial: ups.Dial},
+		stream.Options{Log: zerolog.Nop()})
+	if _, err := m.Serve(testutil.Context(t), "cam-1"); err != nil {
+		t.Fatal(err)
+	}
+	ups.Playing(t, "origin-a", 0)
+	if got := ups.Options().MaxTracks; got != 3 {
+		t.Fatalf("dialled with MaxTracks %d, want 3", got)
 	}
 }

@@ -7,7 +7,13 @@
 // request, so the guard sits below it, as the net.Listener the server's Listen
 // function returns. The server's handler tells the guard when a request has
 // been read (RequestStarted) and answered (RequestDone, with whether the
-// connection now holds a session); the guard owns the timer and the counts.
+// connection now holds a session and whether the answer was a success); the
+// guard owns the timer and the counts.
+//
+// Only a successful answer (status below 400) restarts the handshake timer: a
+// connection that keeps sending requests that are refused (404 DESCRIBE, 501
+// GET_PARAMETER without a session, 461 SETUP) spends the same timeout as a
+// silent one, the time its requests are being handled excepted.
 package guard
 
 import (
@@ -94,6 +100,7 @@ func (l *Listener) Accept() (net.Conn, error) {
 		c := &Conn{Conn: nc, l: l, ip: ip, pending: true}
 		if l.cfg.HandshakeTimeout > 0 {
 			c.mu.Lock() // expire takes it: the timer is set before it can fire
+			c.left, c.armed = l.cfg.HandshakeTimeout, time.Now()
 			c.timer = time.AfterFunc(l.cfg.HandshakeTimeout, c.expire)
 			c.mu.Unlock()
 		}
@@ -150,7 +157,9 @@ type Conn struct {
 	// mu guards everything below.
 	mu      sync.Mutex
 	timer   *time.Timer
-	pending bool // counted in l.pending
+	left    time.Duration // handshake time left when the timer was last armed
+	armed   time.Time     // when the timer was last armed; zero while stopped
+	pending bool          // counted in l.pending
 	closed  bool
 
 	// head holds the first bytes read, to refuse HTTP tunnelling; only Read
@@ -189,20 +198,29 @@ func (c *Conn) Read(b []byte) (int, error) {
 
 // RequestStarted tells the guard a complete request has been read: the
 // timer stops while it is handled (an edge's DESCRIBE may wait for its
-// upstream).
+// upstream), keeping the time that was left.
 func (c *Conn) RequestStarted() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.timer != nil {
-		c.timer.Stop()
+	if c.timer == nil || c.armed.IsZero() {
+		return
 	}
+	c.timer.Stop()
+	c.left -= time.Since(c.armed)
+	c.armed = time.Time{}
 }
 
-// RequestDone tells the guard a request has been answered and whether the
-// connection now holds a session. With a session, the connection is no
-// longer counted and gortsplib's own timeouts apply; without one, the
-// handshake timer starts again.
-func (c *Conn) RequestDone(hasSession bool) {
+// minLeft is the least time a refused request leaves a connection whose
+// handshake time has run out: its answer is written before it is closed.
+const minLeft = 10 * time.Millisecond
+
+// RequestDone tells the guard a request has been answered, whether the
+// connection now holds a session and whether the answer was a success
+// (status below 400). With a session, the connection is no longer counted
+// and gortsplib's own timeouts apply; without one, the handshake timer runs
+// again: from the full timeout after a success, from what was left after a
+// refusal.
+func (c *Conn) RequestDone(hasSession, success bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -216,9 +234,23 @@ func (c *Conn) RequestDone(hasSession bool) {
 		c.pending = true
 		c.l.hold(c.ip)
 	}
-	if c.timer != nil && !hasSession {
-		c.timer.Reset(c.l.cfg.HandshakeTimeout)
+	if c.timer == nil {
+		return
 	}
+	c.timer.Stop()
+	if hasSession {
+		c.armed = time.Time{}
+		return
+	}
+	if success || c.left > c.l.cfg.HandshakeTimeout {
+		c.left = c.l.cfg.HandshakeTimeout
+	} else if !c.armed.IsZero() {
+		// answered without RequestStarted (gortsplib refused it itself)
+		c.left -= time.Since(c.armed)
+	}
+	c.left = max(c.left, minLeft)
+	c.armed = time.Now()
+	c.timer.Reset(c.left)
 }
 
 func (c *Conn) expire() {

@@ -48,13 +48,13 @@ func TestPendingCount(t *testing.T) {
 	}
 	check(3)
 	conns[0].RequestStarted()
-	conns[0].RequestDone(true)
+	conns[0].RequestDone(true, true)
 	check(2)
-	conns[0].RequestDone(true)
+	conns[0].RequestDone(true, true)
 	check(2)
-	conns[0].RequestDone(false) // session gone, connection kept
+	conns[0].RequestDone(false, true) // session gone, connection kept
 	check(3)
-	conns[1].RequestDone(true)
+	conns[1].RequestDone(true, true)
 	check(2)
 	for _, c := range conns {
 		_ = c.Close()
@@ -96,7 +96,7 @@ func TestTimeoutStopsWhileHandled(t *testing.T) {
 	if closed {
 		t.Fatal("closed while a request was handled")
 	}
-	c.RequestDone(false)
+	c.RequestDone(false, true)
 	testutil.CheckFor(t, 2*time.Second, 10*time.Millisecond, func() error {
 		c.mu.Lock()
 		defer c.mu.Unlock()

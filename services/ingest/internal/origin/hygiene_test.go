@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
 
 	"github.com/ferrystream/ferry/libs/testutil"
@@ -379,4 +380,124 @@ func TestHTTPTunnelRefused(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// refusedSetups are SETUPs the handler refuses after gortsplib has created
+// their session (it keeps it, with a Session header in the answer).
+var refusedSetups = []struct{ name, transport string }{
+	{"461 impossible channels", "RTP/AVP/TCP;unicast;interleaved=300-301"},
+	{"404 no such stream", "RTP/AVP/TCP;unicast;interleaved=0-1"},
+}
+
+// TestRefusedSetupHoldsNoSession: a connection whose SETUP was refused holds
+// no session for the guard: it is closed at the handshake timeout and keeps
+// its place in the per-IP count.
+func TestRefusedSetupHoldsNoSession(t *testing.T) {
+	t.Run("handshake timeout", func(t *testing.T) {
+		n, _ := startNode(t, func(c *config.Config) { c.HandshakeTimeout = 300 * time.Millisecond })
+		addr := n.Addr()
+		for _, tc := range refusedSetups {
+			t.Run(tc.name, func(t *testing.T) {
+				rc := dialRaw(t, addr)
+				code, head, err := rc.do(req("SETUP", "rtsp://"+addr+"/nosuch/trackID=0", 1, "Transport: "+tc.transport+"\r\n", ""))
+				if err != nil || code < 400 {
+					t.Fatalf("SETUP: %d %v\n%s", code, err, head)
+				}
+				// gortsplib alone would keep it until its 60 s idle timeout
+				testutil.CheckFor(t, 5*time.Second, 20*time.Millisecond, rc.closedByServer)
+			})
+		}
+	})
+	t.Run("per-IP cap", func(t *testing.T) {
+		n, logs := startNode(t, func(c *config.Config) { c.MaxPendingPerIP = 2; c.HandshakeTimeout = time.Minute })
+		addr := n.Addr()
+		for i, tc := range refusedSetups {
+			rc := dialRaw(t, addr)
+			code, head, err := rc.do(req("SETUP", "rtsp://"+addr+"/nosuch/trackID=0", 1, "Transport: "+tc.transport+"\r\n", ""))
+			if err != nil || code < 400 {
+				t.Fatalf("conn %d SETUP: %d %v\n%s", i, code, err, head)
+			}
+		}
+		over := dialRaw(t, addr)
+		testutil.CheckFor(t, 5*time.Second, 20*time.Millisecond, over.closedByServer)
+		if !strings.Contains(logs.String(), `"reason":"per_ip_cap"`) {
+			t.Errorf("no per_ip_cap log line:\n%s", logs.String())
+		}
+	})
+}
+
+// TestRefusedRequestsDoNotRestartTimer: only a successful answer restarts
+// the handshake timer; a session-less connection repeating requests that are
+// refused is closed as if it were silent.
+func TestRefusedRequestsDoNotRestartTimer(t *testing.T) {
+	n, _ := startNode(t, func(c *config.Config) { c.HandshakeTimeout = 400 * time.Millisecond })
+	addr := n.Addr()
+	for _, tc := range []struct {
+		name, method, url string
+		code              int
+	}{
+		{"404 DESCRIBE", "DESCRIBE", "rtsp://" + addr + "/nosuch", 404},
+		{"501 GET_PARAMETER without a session", "GET_PARAMETER", "rtsp://" + addr + "/cam", 501},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rc := dialRaw(t, addr)
+			// a request every 100 ms, four per timeout, until the server
+			// closes the connection; 3 s is over seven timeouts
+			tick := time.NewTicker(100 * time.Millisecond)
+			defer tick.Stop()
+			deadline := time.Now().Add(3 * time.Second)
+			for i := 1; ; i++ {
+				code, _, err := rc.do(req(tc.method, tc.url, i, "", ""))
+				if err != nil {
+					if i < 3 {
+						t.Fatalf("closed after %d requests, before the timeout", i-1)
+					}
+					return
+				}
+				if code != tc.code {
+					t.Fatalf("request %d: got %d, want %d", i, code, tc.code)
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("still open after %d refused requests over 3 s (timeout 400 ms)", i)
+				}
+				<-tick.C
+			}
+		})
+	}
+}
+
+// TestUnparsableRequestLogged: gortsplib answers a request line it cannot
+// parse (a raw control byte in the path) with nothing and closes the
+// connection; the node logs and counts it (a percent-encoded one gets 400
+// from checkPath). A client that just hangs up is neither.
+func TestUnparsableRequestLogged(t *testing.T) {
+	n, logs := startNode(t, nil)
+	addr := n.Addr()
+	quiet := dialRaw(t, addr)
+	if code, _, err := quiet.do(req("OPTIONS", "rtsp://"+addr+"/", 1, "", "")); err != nil || code != 200 {
+		t.Fatalf("OPTIONS: %d %v", code, err)
+	}
+	_ = quiet.c.Close()
+	paths := []string{"/ca\x00m", "/ca\x01m", "/ca\x7fm"}
+	for _, p := range paths {
+		rc := dialRaw(t, addr)
+		rc.write("DESCRIBE rtsp://" + addr + p + " RTSP/1.0\r\nCSeq: 1\r\n\r\n")
+		testutil.CheckFor(t, 2*time.Second, 20*time.Millisecond, rc.closedByServer)
+	}
+	refused := n.d.Metrics.Refused.WithLabelValues("CONN", reasonBadRequest)
+	testutil.CheckFor(t, 2*time.Second, 20*time.Millisecond, func() error {
+		if got := promtest.ToFloat64(refused); got != float64(len(paths)) {
+			return fmt.Errorf("refused{CONN,%s} = %v, want %d", reasonBadRequest, got, len(paths))
+		}
+		if !strings.Contains(logs.String(), `"reason":"bad_request"`) {
+			return errors.New("no bad_request log line")
+		}
+		return nil
+	})
+	if strings.Count(logs.String(), "before it held a session") != 1 {
+		t.Errorf("want one log line (the others within the second suppressed):\n%s", logs.String())
+	}
+	if testing.Verbose() {
+		fmt.Fprint(os.Stderr, logs.String())
+	}
 }

@@ -105,6 +105,8 @@ type Node struct {
 	draining      bool
 	drainDeadline time.Time
 
+	connErrs connErrLog
+
 	publishers atomic.Int64
 	readers    atomic.Int64
 	conns      atomic.Int64
@@ -320,10 +322,17 @@ func (n *Node) OnRequest(sc *gortsplib.ServerConn, _ *base.Request) {
 
 // OnResponse implements gortsplib.ServerHandlerOnResponse: once answered, a
 // connection with a session is left to gortsplib's timeouts, one without
-// gets the handshake timeout again.
-func (n *Node) OnResponse(sc *gortsplib.ServerConn, _ *base.Response) {
+// gets the handshake timer again (restarted only by a success).
+//
+// A session counts once it has left the initial state, i.e. after a
+// successful SETUP or ANNOUNCE: gortsplib creates the session of a SETUP
+// before the handler answers, and keeps it when the answer is a 461 or 404,
+// so sc.Session() alone would let refused SETUPs past the per-IP cap and the
+// handshake timeout.
+func (n *Node) OnResponse(sc *gortsplib.ServerConn, res *base.Response) {
 	if g := guard.Of(sc.NetConn()); g != nil {
-		g.RequestDone(sc.Session() != nil)
+		s := sc.Session()
+		g.RequestDone(s != nil && s.State() != gortsplib.ServerSessionStateInitial, res.StatusCode < 400)
 	}
 }
 
@@ -333,10 +342,13 @@ func (n *Node) OnConnOpen(*gortsplib.ServerHandlerOnConnOpenCtx) {
 	n.d.Metrics.Conns.Inc()
 }
 
-// OnConnClose implements gortsplib.ServerHandlerOnConnClose.
-func (n *Node) OnConnClose(*gortsplib.ServerHandlerOnConnCloseCtx) {
+// OnConnClose implements gortsplib.ServerHandlerOnConnClose; a connection
+// that never held a session and ended on an error of its own (a request
+// gortsplib could not parse, a stray frame) is logged and counted.
+func (n *Node) OnConnClose(ctx *gortsplib.ServerHandlerOnConnCloseCtx) {
 	n.conns.Add(-1)
 	n.d.Metrics.Conns.Dec()
+	n.connClosedOnError(ctx.Conn, ctx.Error)
 }
 
 // OnSessionClose implements gortsplib.ServerHandlerOnSessionClose.

@@ -85,7 +85,6 @@ type Stream struct {
 	Desc *description.Session
 
 	opts Options
-	log  zerolog.Logger
 	ss   *gortsplib.ServerStream
 	sp   *media.Splicer
 	lead int
@@ -122,7 +121,6 @@ func New(srv *gortsplib.Server, name string, desc *description.Session, opts Opt
 	now := time.Now()
 	s := &Stream{
 		Name: name, Desc: desc, opts: opts,
-		log:     opts.Log.With().Str("stream", name).Logger(),
 		ss:      ss,
 		feeds:   map[string]*Feed{},
 		readers: map[*gortsplib.ServerSession]*gortsplib.ServerConn{},
@@ -160,6 +158,13 @@ func checkDesc(desc *description.Session) error {
 // libs/media's check (the one Splicer.AddFeed makes), here so that the RTSP
 // handler can refuse a publisher at ANNOUNCE, before it records.
 func Compatible(ref, desc *description.Session) error { return media.Compatible(ref, desc) }
+
+// event starts a log line about the stream. The stream field is added per
+// line rather than kept in a derived logger: the few lines a stream logs do
+// not pay for a context buffer every stream would hold.
+func (s *Stream) event(level zerolog.Level) *zerolog.Event {
+	return s.opts.Log.WithLevel(level).Str("stream", s.Name)
+}
 
 // ServerStream returns the gortsplib stream readers attach to.
 func (s *Stream) ServerStream() *gortsplib.ServerStream { return s.ss }
@@ -236,7 +241,7 @@ func (s *Stream) switched(info media.SwitchInfo) {
 	if to != nil {
 		to.markReady()
 	}
-	s.log.Info().Str("from", info.From).Str("to", info.To).Str("mode", info.Mode).Bool("break", info.Break).
+	s.event(zerolog.InfoLevel).Str("from", info.From).Str("to", info.To).Str("mode", info.Mode).Bool("break", info.Break).
 		Dur("gap", info.Gap).Bool("params_sent", info.ParamsSent).Msg("source switched")
 	if s.opts.OnSwitch != nil {
 		s.opts.OnSwitch(s, info, from, to)
@@ -331,7 +336,7 @@ func (s *Stream) AddFeed(spec FeedSpec) (*Feed, error) {
 	if first && s.sp.Active() == f.ID {
 		f.markReady()
 	}
-	s.log.Info().Str("feed", f.ID).Str("kind", string(f.Kind)).Str("mode", f.mode.String()).
+	s.event(zerolog.InfoLevel).Str("feed", f.ID).Str("kind", string(f.Kind)).Str("mode", f.mode.String()).
 		Str("upstream", f.Host).Msg("feed added")
 	return f, nil
 }
@@ -412,7 +417,7 @@ func (s *Stream) RemoveFeed(f *Feed) {
 	s.mu.Unlock()
 	f.closeDone()
 	_ = s.sp.RemoveFeed(f.ID)
-	s.log.Info().Str("feed", f.ID).Str("reason", f.Reason()).Msg("feed removed")
+	s.event(zerolog.InfoLevel).Str("feed", f.ID).Str("reason", f.Reason()).Msg("feed removed")
 }
 
 // Feeds returns the current feeds.
@@ -522,7 +527,7 @@ func (s *Stream) Redirect(location string) int {
 	for ss, sc := range readers {
 		if err == nil && sc != nil {
 			if werr := WriteRedirect(sc.NetConn(), u, location); werr != nil {
-				s.log.Debug().Err(werr).Msg("write REDIRECT")
+				s.event(zerolog.DebugLevel).Err(werr).Msg("write REDIRECT")
 			} else {
 				n++
 			}
@@ -567,7 +572,7 @@ func (s *Stream) Close(reason string) {
 		f.retire("stream closed: " + reason)
 	}
 	s.ss.Close()
-	s.log.Info().Str("reason", reason).Msg("stream closed")
+	s.event(zerolog.InfoLevel).Str("reason", reason).Msg("stream closed")
 }
 
 // Feed is one source of a stream.
@@ -709,7 +714,7 @@ func (f *Feed) judge() {
 		f.mu.Lock()
 		f.mode = media.IndependentSeqSpace
 		f.mu.Unlock()
-		f.s.log.Warn().Str("feed", f.ID).
+		f.s.event(zerolog.WarnLevel).Str("feed", f.ID).
 			Msg("feed does not continue the stream's sequence space: switching at a keyframe")
 		return
 	}

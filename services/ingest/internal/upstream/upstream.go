@@ -23,6 +23,10 @@ var ErrNotFound = errors.New("upstream has no such stream")
 // example a host that is not the stream's origin yet); retry soon.
 var ErrUnavailable = errors.New("upstream unavailable")
 
+// ErrTooManyTracks is returned when the upstream describes more medias than
+// Options.MaxTracks (INGEST_MAX_TRACKS, the bound an ANNOUNCE gets).
+var ErrTooManyTracks = errors.New("too many tracks")
+
 // UserAgent is the User-Agent of every pull between Ferry hosts; a host tells
 // such pulls from viewers by it.
 const UserAgent = "ferry-ingest"
@@ -33,6 +37,8 @@ type Options struct {
 	Protocol *gortsplib.Protocol
 	// Timeout bounds each RTSP request and the read silence (default 5s).
 	Timeout time.Duration
+	// MaxTracks refuses a description with more medias (0 = no bound).
+	MaxTracks int
 	// OnPacketsLost and OnDecodeError count problems (optional).
 	OnPacketsLost func(uint64)
 	OnDecodeError func(error)
@@ -93,6 +99,11 @@ func Dial(ctx context.Context, url string, o Options) (*Conn, error) {
 			return nil, fmt.Errorf("describe %s: %w: %w", url, ErrUnavailable, err)
 		}
 		return nil, fmt.Errorf("describe %s: %w", url, err)
+	}
+	if o.MaxTracks > 0 && len(desc.Medias) > o.MaxTracks {
+		c.Close()
+		return nil, fmt.Errorf("describe %s: %w: %d medias, at most %d allowed (INGEST_MAX_TRACKS)", url, ErrTooManyTracks,
+			len(desc.Medias), o.MaxTracks)
 	}
 	if err := c.SetupAll(desc.BaseURL, desc.Medias); err != nil {
 		c.Close()

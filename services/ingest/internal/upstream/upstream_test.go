@@ -145,24 +145,29 @@ func statusText(code int) string {
 func TestDial(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		name   string
-		status int
-		silent bool
-		url    func(s *rtspServer) string
-		want   func(error) bool
+		name      string
+		status    int
+		silent    bool
+		maxTracks int
+		url       func(s *rtspServer) string
+		want      func(error) bool
 	}{
-		{"404 is ErrNotFound", 404, false, nil, IsNotFound},
-		{"503 is ErrUnavailable (retry soon)", 503, false, nil, func(err error) bool { return errors.Is(err, ErrUnavailable) }},
-		{"500 is neither", 500, false, nil, func(err error) bool {
+		{"404 is ErrNotFound", 404, false, 0, nil, IsNotFound},
+		{"503 is ErrUnavailable (retry soon)", 503, false, 0, nil, func(err error) bool { return errors.Is(err, ErrUnavailable) }},
+		{"500 is neither", 500, false, 0, nil, func(err error) bool {
 			return err != nil && !errors.Is(err, ErrUnavailable) && !IsNotFound(err)
 		}},
-		{"no answer: the context ends the handshake", 200, true, nil, func(err error) bool { return err != nil }},
-		{"bad URL", 200, false, func(*rtspServer) string { return "rtsp://[::1" }, func(err error) bool { return err != nil }},
-		{"nothing listening", 200, false, func(s *rtspServer) string {
+		{"no answer: the context ends the handshake", 200, true, 0, nil, func(err error) bool { return err != nil }},
+		{"bad URL", 200, false, 0, func(*rtspServer) string { return "rtsp://[::1" }, func(err error) bool { return err != nil }},
+		{"nothing listening", 200, false, 0, func(s *rtspServer) string {
 			addr := s.ln.Addr().String()
 			_ = s.ln.Close()
 			return "rtsp://" + addr + "/cam-1"
 		}, func(err error) bool { return err != nil }},
+		{"two medias, at most one: ErrTooManyTracks", 200, false, 1, nil, func(err error) bool {
+			return errors.Is(err, ErrTooManyTracks) && strings.Contains(err.Error(), "2 medias, at most 1")
+		}},
+		{"two medias, at most two: set up", 200, false, 2, nil, func(err error) bool { return err == nil }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -173,7 +178,7 @@ func TestDial(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 			defer cancel()
-			c, err := Dial(ctx, u, Options{Timeout: 2 * time.Second})
+			c, err := Dial(ctx, u, Options{Timeout: 2 * time.Second, MaxTracks: tc.maxTracks})
 			if c != nil {
 				c.Close()
 			}

@@ -37,12 +37,13 @@ type Dialer struct {
 	conns  map[string][]*Conn // by URL host name, in dial order
 	refuse int
 	dials  int
+	opts   upstream.Options // of the last dial
 }
 
 var _ upstream.DialFunc = (*Dialer)(nil).Dial
 
 // Dial implements upstream.DialFunc.
-func (d *Dialer) Dial(_ context.Context, rawURL string, _ upstream.Options) (upstream.Source, error) {
+func (d *Dialer) Dial(_ context.Context, rawURL string, o upstream.Options) (upstream.Source, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return nil, err
@@ -50,6 +51,7 @@ func (d *Dialer) Dial(_ context.Context, rawURL string, _ upstream.Options) (ups
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.dials++
+	d.opts = o
 	if d.refuse > 0 {
 		d.refuse--
 		return nil, ErrRefused
@@ -74,6 +76,13 @@ func (d *Dialer) Dials() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.dials
+}
+
+// Options returns the options of the last dial.
+func (d *Dialer) Options() upstream.Options {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.opts
 }
 
 // Conns returns the number of connections opened to host.
