@@ -114,7 +114,8 @@ func Eval(args []string, getenv func(string) string, stdout io.Writer) error {
 	telemetry := fs.String("telemetry", "", "trace, JSON lines {host,t,mem_bytes,mem_limit,fds,fd_limit,errors,loss} (required)")
 	labels := fs.String("labels", "", "labels, JSON lines {host,kind,crash_at} (required)")
 	minLead := fs.Duration("min-lead", 30*time.Second, "a prediction counts this long before the crash at the least")
-	targets := fs.String("target-kinds", strings.Join(evaltrace.FastLeakKinds, ","), "kinds the recall target is about")
+	targets := fs.String("target-kinds", strings.Join(evaltrace.LeakKinds, ","), "kinds the recall target is about")
+	within := fs.Duration("target-within", 10*time.Minute, "the recall target counts hosts of those kinds that crash this soon after their onset (by the labels)")
 	if err := cli.Parse(fs, args, stdout); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -145,7 +146,7 @@ func Eval(args []string, getenv func(string) string, stdout io.Writer) error {
 		return err
 	}
 	defer tf.Close()
-	e := evaltrace.NewEvaluator(evaltrace.Options{Predict: pc, MinLead: *minLead, TargetKinds: strings.Split(*targets, ",")})
+	e := evaltrace.NewEvaluator(evaltrace.Options{Predict: pc, MinLead: *minLead, TargetKinds: strings.Split(*targets, ","), TargetWithin: *within})
 	skipped := 0
 	err = evaltrace.ReadTrace(tf, e.Feed, func(line int, err error) {
 		skipped++

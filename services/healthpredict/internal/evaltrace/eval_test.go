@@ -34,6 +34,9 @@ func TestGeneratorIsDeterministicAndLabelled(t *testing.T) {
 		if l1.CrashAt != nil && r1[len(r1)-1].T != *l1.CrashAt {
 			t.Fatalf("host %d: samples after the crash", i)
 		}
+		if (l1.CrashAt != nil) != (l1.OnsetAt != nil) || l1.OnsetAt != nil && !(*l1.OnsetAt >= 1200 && *l1.OnsetAt < *l1.CrashAt) {
+			t.Fatalf("host %d kind %s: onset %v, crash %v", i, l1.Kind, l1.OnsetAt, l1.CrashAt)
+		}
 		for j, r := range r1 {
 			if err := r.Sample().Check(time.Time{}, 0); err != nil {
 				t.Fatalf("host %d sample %d invalid: %v", i, j, err)
@@ -151,6 +154,44 @@ func TestReportScoring(t *testing.T) {
 	}
 	if !strings.Contains(js.String(), `"recall":0.5`) || strings.Count(js.String(), "\n") != 1 {
 		t.Fatalf("json %s", js.String())
+	}
+}
+
+// TestTargetByCrashTime: the recall target counts the leaks that crashed
+// within 10 min of their labelled onset, whatever their kind's drawn range;
+// a label without an onset counts when its kind is one of FastLeakKinds.
+// The report gives the shortest lead measured, not the 30 s setting.
+func TestTargetByCrashTime(t *testing.T) {
+	f := func(x float64) *float64 { return &x }
+	e := NewEvaluator(DefaultOptions())
+	mk := func(at float64) *hostEval {
+		return &hostEval{first: 0, last: 2000, preds: []made{{at: at, kind: predict.Open}}}
+	}
+	e.hosts = map[string]*hostEval{
+		"gcslow-fast": mk(1955), "gcslow-slow": mk(1900), "slow-fast": mk(1800),
+		"legacy-fast": mk(1880), "legacy-slow": mk(1880),
+	}
+	labels := map[string]Label{
+		// 8 min after its onset: in the target, predicted 45 s ahead
+		"gcslow-fast": {Host: "gcslow-fast", Kind: KindMemLeakGCSlow, CrashAt: f(2000), OnsetAt: f(1520)},
+		// 12 min after its onset: not in the target
+		"gcslow-slow": {Host: "gcslow-slow", Kind: KindMemLeakGCSlow, CrashAt: f(2000), OnsetAt: f(1280)},
+		// a mem_leak_slow that crashed 9 min after its onset: in the target
+		"slow-fast": {Host: "slow-fast", Kind: KindMemLeakSlow, CrashAt: f(2000), OnsetAt: f(1460)},
+		// no onset: by kind
+		"legacy-fast": {Host: "legacy-fast", Kind: KindMemLeak, CrashAt: f(2000)},
+		"legacy-slow": {Host: "legacy-slow", Kind: KindMemLeakSlow, CrashAt: f(2000)},
+	}
+	r := e.Report(labels)
+	if r.TargetCrashes != 3 || r.TargetPredicted != 3 || r.LeadMinS != 45 || r.MinLeadS != 30 {
+		t.Fatalf("target %d/%d, lead min %v (counting from %v)", r.TargetPredicted, r.TargetCrashes, r.LeadMinS, r.MinLeadS)
+	}
+	var text bytes.Buffer
+	if err := r.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text.String(), "lead time before the crash: min 45 s") {
+		t.Fatalf("text:\n%s", text.String())
 	}
 }
 

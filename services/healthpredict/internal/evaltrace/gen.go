@@ -54,8 +54,16 @@ var kinds = []string{KindStable, KindSawtooth, KindSlowSawtooth, KindSpikes, Kin
 // Kinds returns every kind the generator makes.
 func Kinds() []string { return append([]string(nil), kinds...) }
 
-// FastLeakKinds are the leaks that crash within 10 minutes of their onset:
-// the population of the recall target.
+// LeakKinds are the kinds that leak memory or descriptors until they crash.
+// The recall target is about those of their hosts that crash within
+// Options.TargetWithin (10 min) of the leak's onset, by the labels' actual
+// onset and crash times (a mem_leak_gc_slow host may crash 4–15 min after
+// its onset, a mem_leak_slow one after 10–60 min).
+var LeakKinds = []string{KindMemLeak, KindMemLeakGC, KindMemLeakGCSlow, KindMemLeakAccel, KindMemLeakSlow, KindFDLeak}
+
+// FastLeakKinds are the leaks drawn to crash within 10 minutes of their
+// onset. A label without an onset (files written before onsets were
+// labelled) counts for the recall target when its kind is one of these.
 var FastLeakKinds = []string{KindMemLeak, KindMemLeakGC, KindMemLeakAccel, KindFDLeak}
 
 // GenConfig configures the generator.
@@ -132,7 +140,12 @@ func (c GenConfig) Host(i int) (Label, []Record) {
 		if crashed {
 			recs = append(recs, rec) // the last sample, at the limit
 			ct := rec.T
-			return Label{Host: name, Kind: kind, CrashAt: &ct}, recs
+			l := Label{Host: name, Kind: kind, CrashAt: &ct}
+			if on := math.Min(h.leakStart, h.stormAt); on <= ct {
+				on = math.Round(on*1000) / 1000
+				l.OnsetAt = &on
+			}
+			return l, recs
 		}
 		if rng.Float64() < c.DropRate && k > 0 {
 			continue

@@ -44,12 +44,15 @@ func (r Record) Sample() predict.Sample {
 	}
 }
 
-// Label is one line of a labels file: the host's kind and when it crashes
-// (seconds from the trace start), or null when it never does.
+// Label is one line of a labels file: the host's kind, when it crashes
+// (seconds from the trace start), or null when it never does, and when the
+// fault that crashes it began (the leak's or storm's onset; absent when
+// unknown or when it never crashes).
 type Label struct {
 	Host    string   `json:"host"`
 	Kind    string   `json:"kind"`
 	CrashAt *float64 `json:"crash_at"`
+	OnsetAt *float64 `json:"onset_at,omitempty"`
 }
 
 // ErrBadLine marks a line of a trace or labels file that cannot be read.

@@ -62,6 +62,10 @@ type Config struct {
 	// the resource's sample noise (default 4), estimated robustly from the
 	// median difference between successive samples (last 120 samples).
 	NoiseRise float64
+	// NoiseRiseMax caps NoiseRise times the noise (default 0.08): the
+	// samples of a fast collector's sawtooth swing by its amplitude, which
+	// the estimate takes for noise, while the envelope flattens it.
+	NoiseRiseMax float64
 	// MaxGap: a gap between two samples longer than this resets a host's
 	// resource history (the host likely restarted; default 1m).
 	MaxGap time.Duration
@@ -81,6 +85,14 @@ type Config struct {
 	// meet the limit within the horizon.
 	CycleMemory time.Duration
 	CycleMargin float64
+	// CycleNoise and CycleMarginMin scale the margin of a cycle over the
+	// last (bucket for bucket) to the cycles' own noise: CycleNoise (default
+	// 3) times the median size of that raise over the remembered cycles
+	// before the one under test, within [CycleMarginMin (default 0.015),
+	// CycleMargin]. 0 keeps CycleMargin. The margin above the last peak
+	// stays CycleMargin.
+	CycleNoise     float64
+	CycleMarginMin float64
 
 	// OpenAfter: a condition must hold at every evaluation for this long
 	// before a prediction opens (default 20s, i.e. three consecutive buckets).
@@ -142,11 +154,14 @@ func Default() Config {
 		RecentRatio:           0.5,
 		MinRise:               0.02,
 		NoiseRise:             4,
+		NoiseRiseMax:          0.08,
 		MaxGap:                time.Minute,
 		TrendWarmup:           12 * time.Minute,
 		CycleDrop:             0.1,
 		CycleMemory:           25 * time.Minute,
 		CycleMargin:           0.04,
+		CycleNoise:            3,
+		CycleMarginMin:        0.015,
 		OpenAfter:             20 * time.Second,
 		ClearAfter:            2 * time.Minute,
 		UpdateMinShift:        30 * time.Second,
@@ -244,11 +259,20 @@ func (c Config) Validate() error {
 	if c.MinRise < 0 || c.MinRise >= 1 {
 		bad("MinRise", "must be in [0,1), got %v", c.MinRise)
 	}
+	if c.NoiseRiseMax < c.MinRise || c.NoiseRiseMax >= 1 {
+		bad("NoiseRiseMax", "must be in [MinRise,1), got %v", c.NoiseRiseMax)
+	}
 	if !(c.CycleDrop > 0 && c.CycleDrop < 1) {
 		bad("CycleDrop", "must be in (0,1), got %v", c.CycleDrop)
 	}
 	if c.CycleMargin < 0 || c.CycleMargin >= 1 {
 		bad("CycleMargin", "must be in [0,1), got %v", c.CycleMargin)
+	}
+	if c.CycleNoise < 0 {
+		bad("CycleNoise", "must be ≥ 0, got %v", c.CycleNoise)
+	}
+	if c.CycleMarginMin < 0 || c.CycleMarginMin > c.CycleMargin {
+		bad("CycleMarginMin", "must be in [0, CycleMargin], got %v", c.CycleMarginMin)
 	}
 	if c.NoiseRise < 0 {
 		bad("NoiseRise", "must not be negative, got %v", c.NoiseRise)

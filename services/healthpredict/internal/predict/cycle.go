@@ -36,9 +36,13 @@ type cycles struct {
 	// after the collection), prev those of the cycle before; lastRaise is
 	// how much the cycle the last collection ended lay above its
 	// predecessor, phase for phase (NaN: unknown).
-	prof, prev  []float64
-	lastRaise   float64
+	prof, prev []float64
+	lastRaise  float64
+	// raises are the raises of the completed cycles over their
+	// predecessors (oldest first, at most maxCycles), lastRaise the newest.
+	raises      []float64
 	ts, ys, fs  []float64 // scratch
+	rs          []float64
 	pt, amp, ds []float64
 }
 
@@ -49,6 +53,7 @@ func (c *cycles) reset() {
 	c.lastDrop = 0
 	c.done = c.done[:0]
 	c.prof, c.prev = c.prof[:0], c.prev[:0]
+	c.raises = c.raises[:0]
 }
 
 // start begins following at the first bucket maximum m.
@@ -78,6 +83,10 @@ func (c *cycles) bucket(cfg Config, end, m float64, prev []point) {
 		c.lastRaise = math.NaN()
 		if from != c.first {
 			c.lastRaise, _ = c.raise()
+			c.raises = append(c.raises, c.lastRaise)
+			if len(c.raises) > maxCycles {
+				c.raises = append(c.raises[:0], c.raises[1:]...)
+			}
 		}
 		c.prev, c.prof = c.prof, c.prev[:0]
 		return
@@ -102,22 +111,75 @@ func (c *cycles) raise() (float64, int) {
 	return median(c.ds), len(c.ds)
 }
 
+// ramp reports whether the bucket maxima of the last completed cycle climb
+// across it, as a collector's sawtooth does: ranked against time they
+// correlate (Kendall's tau ≥ 0.6) and the line through them rises by at
+// least half their range. A level with a brief excursion before the drop
+// (a spike, not a cycle) or a step within the cycle does not.
+func (c *cycles) ramp(r *trend) bool {
+	n := len(c.prev)
+	if n < 6 {
+		return false
+	}
+	c.rs = c.rs[:0]
+	lo, hi := c.prev[0], c.prev[0]
+	for i, v := range c.prev {
+		c.rs = append(c.rs, float64(i))
+		lo, hi = math.Min(lo, v), math.Max(hi, v)
+	}
+	var f Fit
+	f, r.scratch = theilSen(c.rs, c.prev, r.scratch, 0.6)
+	return f.Tau >= 0.6 && f.Slope*float64(n-1) >= 0.5*(hi-lo)
+}
+
+// margin is how far a cycle must lie above the last, bucket for bucket,
+// to count as raised: CycleNoise times the median size of that raise over
+// the remembered cycles before the one under test (the cycles' own noise:
+// sample noise, jitter of their periods), within [CycleMarginMin,
+// CycleMargin]; CycleMargin while fewer than three such cycles are
+// remembered.
+func (c *cycles) margin(cfg Config) float64 {
+	c.ds = c.ds[:0]
+	for i := 0; i < len(c.raises)-1; i++ {
+		c.ds = append(c.ds, math.Abs(c.raises[i]))
+	}
+	if len(c.ds) < 3 || cfg.CycleNoise <= 0 {
+		return cfg.CycleMargin
+	}
+	return math.Max(cfg.CycleMarginMin, math.Min(cfg.CycleMargin, cfg.CycleNoise*median(c.ds)))
+}
+
 // raiseTrend predicts from a cycle that lies above the one before it
 // (bucket for bucket since their collections, at least one minute of it)
-// by CycleMargin or more, after a cycle that already lay above its own
+// by the raise margin or more, after a cycle that already lay above its own
 // predecessor by as much: a leak under the cycles lifts every cycle by the
-// amount leaked over one cycle, while a single load step lifts one. Cycles
-// longer than half of CycleMemory (rare spikes, not a sawtooth) do not count.
-// The peaks are projected to rise by that much per typical cycle length.
+// amount leaked over one cycle, while a single load step lifts one. Raises
+// under CycleMargin also need the floors lifted, by the margin over the two
+// cycles, which a shorter, steeper cycle does not do. A
+// single raised cycle is enough when it lies above the last by twice the
+// margin and, lifted that much, the last cycle reaches the limit: a leak
+// fast enough to crash within the cycle after its onset. Cycles longer
+// than half of CycleMemory (rare spikes, not a sawtooth) do not count. The
+// peaks are projected to rise by that much per typical cycle length.
 func (c *cycles) raiseTrend(cfg Config, r *trend, te float64) *candidate {
 	typ := c.typical()
 	d, n := c.raise()
-	if typ <= 0 || typ > cfg.CycleMemory.Seconds()/2 || float64(n)*cfg.Bucket.Seconds() < 60 || d < cfg.CycleMargin ||
-		math.IsNaN(c.lastRaise) || c.lastRaise < cfg.CycleMargin {
+	m := c.margin(cfg)
+	if typ <= 0 || typ > cfg.CycleMemory.Seconds()/2 || float64(n)*cfg.Bucket.Seconds() < 60 || d < m || !c.ramp(r) {
 		return nil
 	}
 	// the first cycle whose projected peak reaches the limit
 	k := math.Ceil((1 - c.lastPeak) / d)
+	if math.IsNaN(c.lastRaise) || c.lastRaise < m {
+		if k > 1 || d < 2*m {
+			return nil
+		}
+	} else if nd := len(c.done); math.Min(d, c.lastRaise) < cfg.CycleMargin && (nd < 2 || c.floor-c.done[nd-2].floor < m) {
+		// raises under CycleMargin count when the floors rose too, by the
+		// margin over the two cycles: a leak lifts them, a cycle shorter
+		// than the last (steeper, so higher phase for phase) does not
+		return nil
+	}
 	var ttl float64
 	if k <= 1 { // this one: where the last cycle, lifted by d, met the limit
 		ttl = typ - (te - c.lastDrop)
@@ -137,7 +199,7 @@ func (c *cycles) raiseTrend(cfg Config, r *trend, te float64) *candidate {
 	rate := d / typ
 	return &candidate{
 		expected:   unixTime(te + ttl),
-		confidence: round(math.Min(0.5+0.5*math.Min(d/(2*cfg.CycleMargin), 1), 0.99), 3),
+		confidence: round(math.Min(0.5+0.5*math.Min(d/(2*m), 1), 0.99), 3),
 		evidence: map[string]any{
 			"predictor":             "trend",
 			"basis":                 "cycle_raise",
@@ -149,6 +211,7 @@ func (c *cycles) raiseTrend(cfg Config, r *trend, te float64) *candidate {
 			"cycle_peak":            round(c.lastPeak, 4),
 			"cycle_raise":           round(d, 4),
 			"previous_cycle_raise":  round(c.lastRaise, 4),
+			"cycle_margin":          round(m, 4),
 			"cycle_s":               round(typ, 1),
 			"slope_per_s":           round(rate, 8),
 			"growth_per_s":          round(rate*float64(r.limit), 1),
@@ -190,6 +253,16 @@ func (c *cycles) gating(cfg Config, te float64) bool {
 	return a+b+d-math.Max(a, math.Max(b, d))-math.Min(a, math.Min(b, d)) >= span // the median
 }
 
+// longest is the length of the longest of the last three completed cycles
+// (0 when none completed).
+func (c *cycles) longest() float64 {
+	l := 0.0
+	for i := max(0, len(c.done)-3); i < len(c.done); i++ {
+		l = math.Max(l, c.done[i].length)
+	}
+	return l
+}
+
 // typical is the median length of the last three completed cycles (of the
 // last, while fewer), or 0 when none completed.
 func (c *cycles) typical() float64 {
@@ -222,7 +295,7 @@ func (c *cycles) floorTrend(cfg Config, r *trend, te, minRise float64) *candidat
 			c.amp = append(c.amp, k.peak-k.floor)
 		}
 	}
-	if len(c.pt) < 2 {
+	if len(c.pt) < 2 || !c.ramp(r) {
 		return nil
 	}
 	if te-c.lastDrop >= 30 {

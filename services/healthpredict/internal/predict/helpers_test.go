@@ -119,3 +119,29 @@ func sawtooth(base func(float64, *rand.Rand) float64, a, p float64) func(float64
 		return base(s, r) + a*math.Mod(s, p)/p
 	}
 }
+
+// jsaw adds a garbage-collector sawtooth of amplitude a whose cycles last
+// p × (1 ± j), drawn from seed (a collector's period wanders).
+func jsaw(base func(float64, *rand.Rand) float64, a, p, j float64, seed uint64) func(float64, *rand.Rand) float64 {
+	r := rand.New(rand.NewPCG(seed, 99))
+	start, length := 0.0, p*(1-j+2*j*r.Float64())
+	return func(s float64, rr *rand.Rand) float64 {
+		for s-start >= length {
+			start += length
+			length = p * (1 - j + 2*j*r.Float64())
+		}
+		return base(s, rr) + a*(s-start)/length
+	}
+}
+
+// leakOver is level until onset, then rises by rise over d seconds and on
+// at that rate (plus noise).
+func leakOver(level, sigma, onset, rise, d float64) func(float64, *rand.Rand) float64 {
+	return func(s float64, r *rand.Rand) float64 {
+		v := level + sigma*r.NormFloat64()
+		if s > onset {
+			v += rise * (s - onset) / d
+		}
+		return v
+	}
+}

@@ -142,9 +142,10 @@ func (r *trend) evaluate(cfg Config, te float64) *candidate {
 	}
 	// above the last peak, and the limit comes before the next collection
 	// is due (or that collection is overdue: the pattern is broken)
-	due := unixTime(r.cyc.lastDrop + 1.25*r.cyc.typical())
+	due := unixTime(r.cyc.lastDrop + r.cyc.longest())
+	overdue := unixTime(r.cyc.lastDrop + 1.25*r.cyc.typical())
 	if peak := r.cyc.lastPeak; c != nil && r.cur >= peak+cfg.CycleMargin &&
-		(!c.expected.After(due) || !unixTime(te).Before(due)) {
+		(!c.expected.After(due) || !unixTime(te).Before(overdue)) {
 		c.evidence["basis"] = "above_cycle_peak"
 		c.evidence["cycle_peak"] = round(peak, 4)
 		return c
@@ -156,14 +157,17 @@ func (r *trend) evaluate(cfg Config, te float64) *candidate {
 }
 
 // minRise is the least rise a window must show: MinRise, or NoiseRise
-// times the sample noise if larger.
+// times the sample noise if larger, at most NoiseRiseMax. (A fast
+// collector's sawtooth swings the samples by its amplitude, which reads as
+// noise, while the envelope flattens it: uncapped, such a host's leak
+// would have to rise by several times that amplitude within one window.)
 func (r *trend) minRise(cfg Config) float64 {
 	minRise := cfg.MinRise
 	if cfg.NoiseRise > 0 && len(r.diffs) > 0 {
 		r.scratch = append(r.scratch[:0], r.diffs...)
 		// σ of the samples ≈ 1.4826 × MAD of differences / √2
 		sigma := 1.0484 * median(r.scratch)
-		minRise = math.Max(minRise, cfg.NoiseRise*sigma)
+		minRise = math.Max(minRise, math.Min(cfg.NoiseRise*sigma, cfg.NoiseRiseMax))
 	}
 	return minRise
 }
