@@ -377,14 +377,24 @@ func measure(b *testing.B, env *testutil.Env, kind string, l load, warmup, dur t
 // BenchmarkIngestVsPlainRelay prints, side by side, the CPU seconds per second
 // and RSS of Ferry's ingest and of a plain gortsplib relay for the same loads
 // at 2 Mbit/s per stream: 1 stream x 1/10/100 readers and 100 streams x 1 reader.
+//
+// It runs BENCH_ROUNDS rounds (default 3), the two servers alternating which
+// goes first, and judges the targets on the median of each figure over the
+// rounds, printing every round's verdict beside it: on a shared machine one
+// run moves by more than the margins being judged (a relay measured 0.35 and
+// 0.54 CPU s/s at 100x1 in two runs), and servers run one after the other
+// see different neighbours.
 func BenchmarkIngestVsPlainRelay(b *testing.B) {
 	env := testutil.NATS(b)
-	warmup, dur := 10*time.Second, 5*time.Second
+	warmup, dur, rounds := 10*time.Second, 5*time.Second, 3
 	if d, err := time.ParseDuration(os.Getenv("BENCH_WARMUP")); err == nil {
 		warmup = d
 	}
 	if d, err := time.ParseDuration(os.Getenv("BENCH_DURATION")); err == nil {
 		dur = d
+	}
+	if n, err := strconv.Atoi(os.Getenv("BENCH_ROUNDS")); err == nil && n > 0 {
+		rounds = n
 	}
 	loads := []load{{1, 1}, {1, 10}, {1, 100}, {100, 1}}
 	if v := os.Getenv("BENCH_LOADS"); v != "" { // e.g. "100x1,1x10"
@@ -398,73 +408,155 @@ func BenchmarkIngestVsPlainRelay(b *testing.B) {
 		}
 	}
 	for i := 0; i < b.N; i++ {
-		fmt.Printf("ingest (ferry-ingest binary) vs plain gortsplib relay (its own binary), 2 Mbit/s per stream, %v warm-up then %v measured per load, TCP readers\n", warmup, dur)
+		fmt.Printf("ingest (ferry-ingest binary) vs plain gortsplib relay (its own binary), 2 Mbit/s per stream, %v warm-up then %v measured per load, TCP readers, %d rounds\n", warmup, dur, rounds)
 		fmt.Printf("rss = resident memory (program file pages + private memory); private = RssAnon (heap, stacks, runtime)\n")
-		fmt.Printf("%-8s %-6s %10s %12s %11s %16s %12s %8s\n", "load", "server", "cpu_s/s", "rss_mean_MB", "rss_max_MB", "private_mean_MB", "pkts_out/s", "lost")
-		type mem struct{ cpu, rss, private float64 }
-		at := map[string]mem{} // "<kind> <load>"
-		for _, l := range loads {
-			var base [3]float64
-			for _, kind := range []string{"plain", "ferry"} {
-				cpu, rss, rssMax, anon, pkts, lost := measure(b, env, kind, l, warmup, dur)
-				mb, amb := float64(rss)/(1<<20), float64(anon)/(1<<20)
-				at[kind+" "+l.String()] = mem{cpu, mb, amb}
-				fmt.Printf("%-8s %-6s %10.3f %12.1f %11.1f %16.1f %12.0f %8d\n", l, kind, cpu, mb, float64(rssMax)/(1<<20), amb, float64(pkts)/dur.Seconds(), lost)
-				b.ReportMetric(cpu, fmt.Sprintf("cpu_s/s_%s_%s", kind, l))
-				b.ReportMetric(mb, fmt.Sprintf("rss_MB_%s_%s", kind, l))
-				b.ReportMetric(amb, fmt.Sprintf("private_MB_%s_%s", kind, l))
-				if kind == "plain" {
-					base = [3]float64{cpu, mb, amb}
-				} else {
-					fmt.Printf("%-8s %-6s %+10.3f %+12.1f %11s %+16.1f\n", l, "diff", cpu-base[0], mb-base[1], "", amb-base[2])
+		var all []figures // one per round
+		for r := 0; r < rounds; r++ {
+			kinds := []string{"plain", "ferry"}
+			if r%2 == 1 {
+				kinds = []string{"ferry", "plain"}
+			}
+			fmt.Printf("\nround %d of %d (%s first)\n", r+1, rounds, kinds[0])
+			fmt.Printf("%-8s %-6s %10s %12s %11s %16s %12s %8s\n", "load", "server", "cpu_s/s", "rss_mean_MB", "rss_max_MB", "private_mean_MB", "pkts_out/s", "lost")
+			at := figures{}
+			for _, l := range loads {
+				rows := map[string]string{}
+				for _, kind := range kinds {
+					cpu, rss, rssMax, anon, pkts, lost := measure(b, env, kind, l, warmup, dur)
+					mb, amb := float64(rss)/(1<<20), float64(anon)/(1<<20)
+					at[kind+" "+l.String()] = mem{cpu, mb, amb}
+					rows[kind] = fmt.Sprintf("%-8s %-6s %10.3f %12.1f %11.1f %16.1f %12.0f %8d", l, kind, cpu, mb, float64(rssMax)/(1<<20), amb, float64(pkts)/dur.Seconds(), lost)
+				}
+				p, f := at["plain "+l.String()], at["ferry "+l.String()]
+				fmt.Printf("%s\n%s\n%-8s %-6s %+10.3f %+12.1f %11s %+16.1f\n", rows["plain"], rows["ferry"], l, "diff", f.cpu-p.cpu, f.rss-p.rss, "", f.private-p.private)
+			}
+			all = append(all, at)
+		}
+		med := medianFigures(all)
+		for key, m := range med {
+			kind, l, _ := strings.Cut(key, " ")
+			b.ReportMetric(m.cpu, fmt.Sprintf("cpu_s/s_%s_%s", kind, l))
+			b.ReportMetric(m.rss, fmt.Sprintf("rss_MB_%s_%s", kind, l))
+			b.ReportMetric(m.private, fmt.Sprintf("private_MB_%s_%s", kind, l))
+		}
+		perRound := make([][]target, len(all))
+		for r, at := range all {
+			perRound[r] = at.targets()
+		}
+		fmt.Printf("\ntargets on the median of %d rounds (each round's verdict after it)\n", rounds)
+		fmt.Printf("%-38s %12s %12s %14s\n", "target", "plain", "ferry", "limit")
+		for j, t := range med.targets() {
+			var each []string
+			for _, ts := range perRound {
+				if j < len(ts) {
+					each = append(each, verdict(ts[j].ok))
 				}
 			}
-		}
-		// What one more unit of load costs, from the 1x1 run: the part of
-		// the difference that does not grow with load is the fixed cost.
-		verdict := func(ok bool) string {
-			if ok {
-				return "PASS"
+			fmt.Printf("%-38s %12s %12s %14s %s  (rounds: %s)\n", t.name, t.plain, t.ferry, t.limit, verdict(t.ok), strings.Join(each, " "))
+			for _, info := range t.info {
+				fmt.Printf("  %-36s %12s %12s %14s\n", info[0], info[1], info[2], "(info)")
 			}
-			return "MISS"
-		}
-		fmt.Printf("%-38s %12s %12s %14s %s\n", "target", "plain", "ferry", "limit", "")
-		marginal := func(what, from, to string, units float64) {
-			p0, pOK := at["plain "+from]
-			p1, pOK1 := at["plain "+to]
-			f0, fOK := at["ferry "+from]
-			f1, fOK1 := at["ferry "+to]
-			if !pOK || !pOK1 || !fOK || !fOK1 {
-				return
-			}
-			pr, fr := (p1.rss-p0.rss)*1024/units, (f1.rss-f0.rss)*1024/units
-			pp, fp := (p1.private-p0.private)*1024/units, (f1.private-f0.private)*1024/units
-			// the limit is 1.3x the relay's cost; a relay cost at or below zero
-			// (noise at this load) leaves an absolute floor of 1.3x 0 KB
-			limit := 1.3 * max(pr, 0)
-			fmt.Printf("%-38s %9.0f KB %9.0f KB %11.0f KB %s\n", "rss per "+what+" ("+from+"->"+to+")", pr, fr, limit, verdict(fr <= limit))
-			fmt.Printf("%-38s %9.0f KB %9.0f KB %14s\n", "  private per "+what, pp, fp, "(info)")
-			b.ReportMetric(fr-pr, "rss_KB_per_"+strings.ReplaceAll(what, " ", "_")+"_over_plain")
-		}
-		if p, ok := at["plain 1x1"]; ok {
-			if f, ok := at["ferry 1x1"]; ok {
-				fmt.Printf("%-38s %9.1f MB %9.1f MB %11s    %s\n", "fixed rss at 1x1 (ferry-plain)", p.rss, f.rss, "+6.5 MB", verdict(f.rss-p.rss <= 6.5))
-				fmt.Printf("%-38s %9.1f MB %9.1f MB %14s\n", "  fixed private at 1x1", p.private, f.private, "(info)")
-			}
-		}
-		marginal("published stream", "1x1", "100x1", 99)
-		marginal("reader", "1x1", "1x100", 99)
-		for _, l := range []string{"100x1", "1x100"} {
-			p, pOK := at["plain "+l]
-			f, fOK := at["ferry "+l]
-			if pOK && fOK {
-				fmt.Printf("%-38s %7.3f s/s %7.3f s/s %9.3f s/s %s\n", "cpu at "+l+" (within 10%)", p.cpu, f.cpu, 1.1*p.cpu, verdict(f.cpu <= 1.1*p.cpu))
+			if t.metric != "" {
+				b.ReportMetric(t.over, t.metric)
 			}
 		}
 		loadavg, _ := os.ReadFile("/proc/loadavg")
 		fmt.Printf("note: %d cores, load average %s at the end; cpu figures are noisy when other processes share the machine\n",
 			runtime.NumCPU(), strings.Join(strings.Fields(string(loadavg))[:min(3, len(strings.Fields(string(loadavg))))], " "))
 	}
+}
+
+// mem is one server's figures at one load.
+type mem struct{ cpu, rss, private float64 }
+
+// figures are one round's figures by "<kind> <load>".
+type figures map[string]mem
+
+// medianFigures is, for every key, the median of each figure over the rounds.
+func medianFigures(all []figures) figures {
+	out := figures{}
+	for key := range all[0] {
+		var c, r, p []float64
+		for _, at := range all {
+			if m, ok := at[key]; ok {
+				c, r, p = append(c, m.cpu), append(r, m.rss), append(p, m.private)
+			}
+		}
+		out[key] = mem{median(c), median(r), median(p)}
+	}
+	return out
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func verdict(ok bool) string {
+	if ok {
+		return "PASS"
+	}
+	return "MISS"
+}
+
+// target is one of the restated targets judged on a set of figures.
+type target struct {
+	name, plain, ferry, limit string
+	ok                        bool
+	info                      [][3]string // lines printed under it
+	metric                    string      // reported as a benchmark metric, when set
+	over                      float64
+}
+
+// targets judges the restated targets (issue 16) on at: the fixed overhead
+// at 1x1, what one more published stream or reader costs from there (1.3x
+// the relay's), and CPU at 100x1 and 1x100 (within 10 %). A target whose
+// loads were not run is left out.
+func (at figures) targets() []target {
+	var out []target
+	if p, ok := at["plain 1x1"]; ok {
+		if f, ok := at["ferry 1x1"]; ok {
+			out = append(out, target{name: "fixed rss at 1x1 (ferry-plain)", plain: fmt.Sprintf("%.1f MB", p.rss), ferry: fmt.Sprintf("%.1f MB", f.rss),
+				limit: "+6.5 MB", ok: f.rss-p.rss <= 6.5,
+				info: [][3]string{{"fixed private at 1x1", fmt.Sprintf("%.1f MB", p.private), fmt.Sprintf("%.1f MB", f.private)}}})
+		}
+	}
+	marginal := func(what, from, to string, units float64) {
+		p0, pOK := at["plain "+from]
+		p1, pOK1 := at["plain "+to]
+		f0, fOK := at["ferry "+from]
+		f1, fOK1 := at["ferry "+to]
+		if !pOK || !pOK1 || !fOK || !fOK1 {
+			return
+		}
+		pr, fr := (p1.rss-p0.rss)*1024/units, (f1.rss-f0.rss)*1024/units
+		pp, fp := (p1.private-p0.private)*1024/units, (f1.private-f0.private)*1024/units
+		// the limit is 1.3x the relay's cost; a relay cost at or below zero
+		// (noise at this load) leaves an absolute floor of 1.3x 0 KB
+		limit := 1.3 * max(pr, 0)
+		out = append(out, target{name: "rss per " + what + " (" + from + "->" + to + ")", plain: fmt.Sprintf("%.0f KB", pr), ferry: fmt.Sprintf("%.0f KB", fr),
+			limit: fmt.Sprintf("%.0f KB", limit), ok: fr <= limit,
+			info:   [][3]string{{"private per " + what, fmt.Sprintf("%.0f KB", pp), fmt.Sprintf("%.0f KB", fp)}},
+			metric: "rss_KB_per_" + strings.ReplaceAll(what, " ", "_") + "_over_plain", over: fr - pr})
+	}
+	marginal("published stream", "1x1", "100x1", 99)
+	marginal("reader", "1x1", "1x100", 99)
+	for _, l := range []string{"100x1", "1x100"} {
+		p, pOK := at["plain "+l]
+		f, fOK := at["ferry "+l]
+		if pOK && fOK {
+			out = append(out, target{name: "cpu at " + l + " (within 10%)", plain: fmt.Sprintf("%.3f s/s", p.cpu), ferry: fmt.Sprintf("%.3f s/s", f.cpu),
+				limit: fmt.Sprintf("%.3f s/s", 1.1*p.cpu), ok: f.cpu <= 1.1*p.cpu})
+		}
+	}
+	return out
 }
 
 // BenchmarkEdge prints the edge's CPU per stream-reader for 1 stream x 100
