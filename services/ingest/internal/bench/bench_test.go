@@ -443,18 +443,12 @@ func BenchmarkIngestVsPlainRelay(b *testing.B) {
 		for r, at := range all {
 			perRound[r] = at.targets()
 		}
-		fmt.Printf("\ntargets on the median of %d rounds (each round's verdict after it)\n", rounds)
-		fmt.Printf("%-38s %12s %12s %14s\n", "target", "plain", "ferry", "limit")
-		for j, t := range med.targets() {
-			var each []string
-			for _, ts := range perRound {
-				if j < len(ts) {
-					each = append(each, verdict(ts[j].ok))
-				}
-			}
-			fmt.Printf("%-38s %12s %12s %14s %s  (rounds: %s)\n", t.name, t.plain, t.ferry, t.limit, verdict(t.ok), strings.Join(each, " "))
-			for _, info := range t.info {
-				fmt.Printf("  %-36s %12s %12s %14s\n", info[0], info[1], info[2], "(info)")
+		fmt.Printf("\ntargets, each judged in every round (the two servers of a round side by side) and on the median over the rounds\n")
+		fmt.Printf("%-38s %12s %12s %14s %s\n", "target (median of rounds)", "plain", "ferry", "limit", "verdict")
+		for _, t := range judge(perRound) {
+			fmt.Printf("%-38s %12s %12s %14s %s  (rounds: %s)\n", t.name, t.show(t.plain), t.show(t.ferry), t.show(t.limit), verdict(t.ok), t.rounds)
+			for _, in := range t.info {
+				fmt.Printf("  %-36s %12s %12s %14s\n", in.name, t.show(in.plain), t.show(in.ferry), "(info)")
 			}
 			if t.metric != "" {
 				b.ReportMetric(t.over, t.metric)
@@ -506,13 +500,71 @@ func verdict(ok bool) string {
 	return "MISS"
 }
 
+// judged is a target over several rounds: plain, ferry and limit are the
+// medians of the rounds' figures; ok says the median round passed (the
+// median of ferry - limit is at most 0), rounds lists every round's verdict.
+type judged struct {
+	target
+	rounds string
+}
+
+// judge pairs the figures within each round (the relay and Ferry measured
+// back to back) and takes the median over the rounds of each.
+func judge(perRound [][]target) []judged {
+	if len(perRound) == 0 {
+		return nil
+	}
+	var out []judged
+	for j, t0 := range perRound[0] {
+		var plain, ferry, limit, margin []float64
+		var each []string
+		for _, ts := range perRound {
+			if j >= len(ts) || ts[j].name != t0.name {
+				continue
+			}
+			t := ts[j]
+			plain, ferry, limit = append(plain, t.plain), append(ferry, t.ferry), append(limit, t.limit)
+			margin = append(margin, t.ferry-t.limit)
+			each = append(each, verdict(t.ok))
+		}
+		t := t0
+		t.plain, t.ferry, t.limit = median(plain), median(ferry), median(limit)
+		t.ok = median(margin) <= 0
+		t.over = t.ferry - t.plain
+		t.info = nil
+		for k, in := range t0.info {
+			var p, f []float64
+			for _, ts := range perRound {
+				if j < len(ts) && k < len(ts[j].info) {
+					p, f = append(p, ts[j].info[k].plain), append(f, ts[j].info[k].ferry)
+				}
+			}
+			t.info = append(t.info, note{in.name, median(p), median(f)})
+		}
+		out = append(out, judged{t, strings.Join(each, " ")})
+	}
+	return out
+}
+
 // target is one of the restated targets judged on a set of figures.
 type target struct {
-	name, plain, ferry, limit string
-	ok                        bool
-	info                      [][3]string // lines printed under it
-	metric                    string      // reported as a benchmark metric, when set
-	over                      float64
+	name string
+	// plain, ferry and limit are the figures judged, in unit; ok is
+	// ferry <= limit
+	plain, ferry, limit float64
+	unit, format        string // "MB" "%.1f", "KB" "%.0f", "s/s" "%.3f"
+	ok                  bool
+	info                []note // lines printed under it
+	metric              string // reported as a benchmark metric, when set
+	over                float64
+}
+
+func (t target) show(v float64) string { return fmt.Sprintf(t.format+" %s", v, t.unit) }
+
+// note is a figure shown under a target, not judged (in the target's unit).
+type note struct {
+	name         string
+	plain, ferry float64
 }
 
 // targets judges the restated targets (issue 16) on at: the fixed overhead
@@ -523,9 +575,9 @@ func (at figures) targets() []target {
 	var out []target
 	if p, ok := at["plain 1x1"]; ok {
 		if f, ok := at["ferry 1x1"]; ok {
-			out = append(out, target{name: "fixed rss at 1x1 (ferry-plain)", plain: fmt.Sprintf("%.1f MB", p.rss), ferry: fmt.Sprintf("%.1f MB", f.rss),
-				limit: "+6.5 MB", ok: f.rss-p.rss <= 6.5,
-				info: [][3]string{{"fixed private at 1x1", fmt.Sprintf("%.1f MB", p.private), fmt.Sprintf("%.1f MB", f.private)}}})
+			out = append(out, target{name: "fixed rss at 1x1 (ferry-plain)", plain: p.rss, ferry: f.rss, limit: p.rss + 6.5, unit: "MB", format: "%.1f",
+				ok:   f.rss-p.rss <= 6.5,
+				info: []note{{"fixed private at 1x1", p.private, f.private}}})
 		}
 	}
 	marginal := func(what, from, to string, units float64) {
@@ -541,9 +593,9 @@ func (at figures) targets() []target {
 		// the limit is 1.3x the relay's cost; a relay cost at or below zero
 		// (noise at this load) leaves an absolute floor of 1.3x 0 KB
 		limit := 1.3 * max(pr, 0)
-		out = append(out, target{name: "rss per " + what + " (" + from + "->" + to + ")", plain: fmt.Sprintf("%.0f KB", pr), ferry: fmt.Sprintf("%.0f KB", fr),
-			limit: fmt.Sprintf("%.0f KB", limit), ok: fr <= limit,
-			info:   [][3]string{{"private per " + what, fmt.Sprintf("%.0f KB", pp), fmt.Sprintf("%.0f KB", fp)}},
+		out = append(out, target{name: "rss per " + what + " (" + from + "->" + to + ")", plain: pr, ferry: fr, limit: limit, unit: "KB", format: "%.0f",
+			ok:     fr <= limit,
+			info:   []note{{"private per " + what, pp, fp}},
 			metric: "rss_KB_per_" + strings.ReplaceAll(what, " ", "_") + "_over_plain", over: fr - pr})
 	}
 	marginal("published stream", "1x1", "100x1", 99)
@@ -552,8 +604,8 @@ func (at figures) targets() []target {
 		p, pOK := at["plain "+l]
 		f, fOK := at["ferry "+l]
 		if pOK && fOK {
-			out = append(out, target{name: "cpu at " + l + " (within 10%)", plain: fmt.Sprintf("%.3f s/s", p.cpu), ferry: fmt.Sprintf("%.3f s/s", f.cpu),
-				limit: fmt.Sprintf("%.3f s/s", 1.1*p.cpu), ok: f.cpu <= 1.1*p.cpu})
+			out = append(out, target{name: "cpu at " + l + " (within 10%)", plain: p.cpu, ferry: f.cpu, limit: 1.1 * p.cpu, unit: "s/s", format: "%.3f",
+				ok: f.cpu <= 1.1*p.cpu})
 		}
 	}
 	return out

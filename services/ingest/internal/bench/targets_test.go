@@ -25,13 +25,32 @@ func TestTargets(t *testing.T) {
 	}
 	for _, tg := range miss.targets() {
 		if tg.ok {
-			t.Errorf("%s passes on missing figures (%s vs %s, limit %s)", tg.name, tg.ferry, tg.plain, tg.limit)
+			t.Errorf("%s passes on missing figures (%s vs %s, limit %s)", tg.name, tg.show(tg.ferry), tg.show(tg.plain), tg.show(tg.limit))
 		}
 	}
-	// two passing rounds and one missing: the median passes
-	for _, tg := range medianFigures([]figures{pass, miss, pass}).targets() {
-		if !tg.ok {
-			t.Errorf("median of pass, miss, pass: %s misses", tg.name)
+	// two passing rounds and one missing: the median round passes, and the
+	// rounds' verdicts are listed; two missing: it misses
+	for _, tg := range judge([][]target{pass.targets(), miss.targets(), pass.targets()}) {
+		if !tg.ok || tg.rounds != "PASS MISS PASS" {
+			t.Errorf("pass, miss, pass: %s judged %v (%s)", tg.name, tg.ok, tg.rounds)
+		}
+	}
+	for _, tg := range judge([][]target{miss.targets(), pass.targets(), miss.targets()}) {
+		if tg.ok {
+			t.Errorf("miss, pass, miss: %s passes", tg.name)
+		}
+	}
+	// a pair is judged within its round: medians of the relay's and Ferry's
+	// figures taken apart (0.40 and 0.34) would pass; every round but one
+	// misses, so the target misses
+	cpu := func(plain, ferry float64) []target {
+		r := round(18.0, 18.0+99*132.0/1024, ferry)
+		r["plain 100x1"] = mem{plain, r["plain 100x1"].rss, 16.0}
+		return r.targets()
+	}
+	for _, tg := range judge([][]target{cpu(0.50, 0.56), cpu(0.30, 0.34), cpu(0.40, 0.30)}) {
+		if tg.name == "cpu at 100x1 (within 10%)" && (tg.ok || tg.rounds != "MISS MISS PASS") {
+			t.Errorf("cpu judged %v (%s), want a miss (MISS MISS PASS)", tg.ok, tg.rounds)
 		}
 	}
 	if m := median([]float64{3, 1, 2, 10}); m != 2.5 {
