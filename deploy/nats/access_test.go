@@ -561,55 +561,75 @@ func TestServicesCanDoTheirJobs(t *testing.T) {
 	})
 
 	t.Run("media hosts do not forward dead letters", func(t *testing.T) {
-		// the forwarder reads any FERRY_COMMANDS message by sequence and
-		// deletes it: the control-plane services run it, ingest hosts do not
+		// the forwarders read the streams they forward from by sequence (and
+		// the notifier's deletes dead commands): the control-plane services
+		// run them, ingest hosts do not
 		c := e.dial(t, "ingest")
 		c.refused(t, "$JS.API.CONSUMER.CREATE.FERRY_DLQ_ADVISORIES.dlq-forwarder",
-			createConsumer(c, bus.StreamAdvisories, jetstream.ConsumerConfig{Durable: bus.DeadLetterDurable, AckPolicy: jetstream.AckExplicitPolicy}))
+			createConsumer(c, bus.StreamAdvisories, bus.DeadLetters.Config()))
+		cmd := bus.CommandDeadLetters.Config()
+		c.refused(t, "$JS.API.CONSUMER.CREATE.FERRY_DLQ_ADVISORIES.dlq-forwarder-commands."+cmd.FilterSubject,
+			createConsumer(c, bus.StreamAdvisories, cmd))
 		c.refused(t, "$JS.API.STREAM.MSG.DELETE.FERRY_COMMANDS", corePublish(c, "$JS.API.STREAM.MSG.DELETE.FERRY_COMMANDS"))
 		c.refused(t, "$JS.API.STREAM.MSG.GET.FERRY_COMMANDS", corePublish(c, "$JS.API.STREAM.MSG.GET.FERRY_COMMANDS"))
 		c.refused(t, "ferry.dlq.FERRY_COMMANDS.x", corePublish(c, "ferry.dlq.FERRY_COMMANDS.x"))
 	})
 
+	// runs RunDeadLetters(set) as c until its durable exists
+	runForwarder := func(t *testing.T, c *conn, set bus.DeadLetterSet) {
+		t.Helper()
+		// The forwarders share their durable: remove it so that its
+		// existence shows this user created it.
+		e.ops.permitted(t, "remove the forwarder consumer "+set.Durable, func(ctx context.Context) error {
+			err := e.ops.js.DeleteConsumer(ctx, bus.StreamAdvisories, set.Durable)
+			if errors.Is(err, jetstream.ErrConsumerNotFound) {
+				return nil
+			}
+			return err
+		})
+		c.permitted(t, "run the dead-letter forwarder "+set.Durable, func(ctx context.Context) error {
+			fctx, cancel := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { done <- bus.RunDeadLetters(fctx, c.js, zerologNop, set) }()
+			// The consumer exists once the forwarder is up.
+			for {
+				if _, err := c.js.Consumer(ctx, bus.StreamAdvisories, set.Durable); err == nil {
+					break
+				}
+				select {
+				case err := <-done:
+					cancel()
+					return fmt.Errorf("forwarder stopped: %v", err)
+				case <-ctx.Done():
+					cancel()
+					return ctx.Err()
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+			cancel()
+			// The consumer can exist before the forwarder's create call
+			// has its answer: cancelled then, the call reports it.
+			if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+				return err
+			}
+			return nil
+		})
+	}
+
 	t.Run("every control-plane service forwards dead letters", func(t *testing.T) {
 		for _, user := range []string{"healthpredict", "placement", "notifier"} {
+			runForwarder(t, e.dial(t, user), bus.DeadLetters)
+		}
+	})
+
+	t.Run("only the notifier forwards dead commands", func(t *testing.T) {
+		runForwarder(t, e.dial(t, "notifier"), bus.CommandDeadLetters)
+		cmd := bus.CommandDeadLetters.Config()
+		for _, user := range []string{"healthpredict", "placement"} {
 			c := e.dial(t, user)
-			// The forwarders share one durable: remove it so that its existence
-			// shows this user created it.
-			e.ops.permitted(t, "remove the shared forwarder consumer", func(ctx context.Context) error {
-				err := e.ops.js.DeleteConsumer(ctx, bus.StreamAdvisories, bus.DeadLetterDurable)
-				if errors.Is(err, jetstream.ErrConsumerNotFound) {
-					return nil
-				}
-				return err
-			})
-			c.permitted(t, "run the dead-letter forwarder", func(ctx context.Context) error {
-				fctx, cancel := context.WithCancel(ctx)
-				done := make(chan error, 1)
-				go func() { done <- bus.RunDeadLetters(fctx, c.js, zerologNop) }()
-				// The consumer exists once the forwarder is up.
-				for {
-					if _, err := c.js.Consumer(ctx, bus.StreamAdvisories, bus.DeadLetterDurable); err == nil {
-						break
-					}
-					select {
-					case err := <-done:
-						cancel()
-						return fmt.Errorf("forwarder stopped: %v", err)
-					case <-ctx.Done():
-						cancel()
-						return ctx.Err()
-					case <-time.After(20 * time.Millisecond):
-					}
-				}
-				cancel()
-				// The consumer can exist before the forwarder's create call
-				// has its answer: cancelled then, the call reports it.
-				if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-					return err
-				}
-				return nil
-			})
+			c.refused(t, "$JS.API.CONSUMER.CREATE.FERRY_DLQ_ADVISORIES.dlq-forwarder-commands."+cmd.FilterSubject,
+				createConsumer(c, bus.StreamAdvisories, cmd))
+			t.Logf("%s -> create the command dead-letter forwarder %s: refused", user, bus.CommandDeadLetterDurable)
 		}
 	})
 }
@@ -689,22 +709,38 @@ func TestHostSeesOnlyItsOwnPlacementNotices(t *testing.T) {
 }
 
 // TestControlPlaneReadsBySequenceOnlyWhatItForwards: healthpredict,
-// placement and the notifier run the dead-letter forwarder, which reads the
-// messages it forwards by sequence ($JS.API.STREAM.MSG.GET) on FERRY_EVENTS,
-// FERRY_COMMANDS, FERRY_TELEMETRY and FERRY_HEARTBEATS; they may not read
-// any other stream by sequence (nor by direct get), apart from the buckets
-// their role reads (natscreds.readKV). Reading FERRY_COMMANDS by sequence is
-// the documented residual (deploy/README "Known residual").
+// placement and the notifier run the dead-letter forwarder of events,
+// telemetry and heartbeats (bus.DeadLetters), which reads the messages it
+// forwards by sequence ($JS.API.STREAM.MSG.GET) on FERRY_EVENTS,
+// FERRY_TELEMETRY and FERRY_HEARTBEATS; only the notifier runs the one of
+// FERRY_COMMANDS (bus.CommandDeadLetters), which holds every client's move
+// notices, and may read that stream by sequence and delete from it. None may
+// read any other stream by sequence (nor by direct get), apart from the
+// buckets their role reads (natscreds.readKV).
 func TestControlPlaneReadsBySequenceOnlyWhatItForwards(t *testing.T) {
 	e := newAccessEnv(t)
+	// a client's move notice, as the notifier sends it
+	notifier := e.dial(t, "notifier")
+	var noticeSeq uint64
+	notifier.permitted(t, "send a move notice", func(ctx context.Context) error {
+		ack, err := events.Publish(ctx, notifier.js, "access-test/notifier", notice("agent-1", "cam-1"))
+		if err != nil {
+			return err
+		}
+		noticeSeq = ack.Sequence
+		return nil
+	})
 	for _, tc := range []struct {
-		user    string
-		refused []string // streams it may not read by sequence
+		user      string
+		refused   []string // streams it may not read by sequence
+		forwarded []string // streams it may
 	}{
-		{"healthpredict", []string{bus.StreamDeadLetter, bus.StreamAdvisories, "KV_sessions", "KV_session_secrets", "KV_notices",
-			"KV_migrations", "KV_processed"}},
-		{"placement", []string{bus.StreamDeadLetter, bus.StreamAdvisories, "KV_notices"}},
-		{"notifier", []string{bus.StreamDeadLetter, bus.StreamAdvisories, "KV_ingest_hosts", "KV_maintenance"}},
+		{"healthpredict", []string{bus.StreamCommands, bus.StreamDeadLetter, bus.StreamAdvisories, "KV_sessions", "KV_session_secrets", "KV_notices",
+			"KV_migrations", "KV_processed"}, []string{bus.StreamEvents, bus.StreamTelemetry, bus.StreamHeartbeats}},
+		{"placement", []string{bus.StreamCommands, bus.StreamDeadLetter, bus.StreamAdvisories, "KV_notices"},
+			[]string{bus.StreamEvents, bus.StreamTelemetry, bus.StreamHeartbeats}},
+		{"notifier", []string{bus.StreamDeadLetter, bus.StreamAdvisories, "KV_ingest_hosts", "KV_maintenance"},
+			[]string{bus.StreamEvents, bus.StreamTelemetry, bus.StreamHeartbeats, bus.StreamCommands}},
 	} {
 		c := e.dial(t, tc.user)
 		t.Run(tc.user, func(t *testing.T) {
@@ -728,7 +764,7 @@ func TestControlPlaneReadsBySequenceOnlyWhatItForwards(t *testing.T) {
 				return err
 			})
 			t.Logf("%s -> direct get on %s (%s): refused", tc.user, bus.StreamCommands, direct)
-			for _, s := range []string{bus.StreamEvents, bus.StreamCommands, bus.StreamTelemetry, bus.StreamHeartbeats} {
+			for _, s := range tc.forwarded {
 				c.permitted(t, "read "+s+" by sequence (dead-letter forwarder)", func(ctx context.Context) error {
 					st, err := c.js.Stream(ctx, s)
 					if err != nil {
@@ -739,12 +775,157 @@ func TestControlPlaneReadsBySequenceOnlyWhatItForwards(t *testing.T) {
 					}
 					return nil
 				})
-				what := "permitted (forwarded stream)"
-				if s == bus.StreamCommands {
-					what = "permitted (documented residual: FERRY_COMMANDS holds client notices)"
-				}
-				t.Logf("%s -> read %s by sequence: %s", tc.user, s, what)
+				t.Logf("%s -> read %s by sequence: permitted (forwarded stream)", tc.user, s)
 			}
+			readNotice := func(ctx context.Context) error {
+				st, err := c.js.Stream(ctx, bus.StreamCommands)
+				if err != nil {
+					return err
+				}
+				m, err := st.GetMsg(ctx, noticeSeq)
+				if err == nil && m.Subject != subject.ClientNotice("agent-1") {
+					err = fmt.Errorf("message %d is on %s", noticeSeq, m.Subject)
+				}
+				return err
+			}
+			del := "$JS.API.STREAM.MSG.DELETE." + bus.StreamCommands
+			if tc.user == "notifier" {
+				c.permitted(t, "read agent-1's notice by sequence", readNotice)
+				t.Logf("%s -> read agent-1's move notice (FERRY_COMMANDS seq %d): permitted (it forwards dead commands)", tc.user, noticeSeq)
+				return
+			}
+			c.refused(t, "$JS.API.STREAM.MSG.GET."+bus.StreamCommands, readNotice)
+			t.Logf("%s -> read agent-1's move notice (FERRY_COMMANDS seq %d): refused", tc.user, noticeSeq)
+			c.refused(t, del, func(ctx context.Context) error {
+				_, err := c.nc.RequestWithContext(ctx, del, []byte(`{"seq":1,"no_erase":true}`))
+				return err
+			})
+			t.Logf("%s -> delete a FERRY_COMMANDS message (%s): refused", tc.user, del)
 		})
 	}
+}
+
+// TestDeadLettersReachTheDLQUnderRealCredentials: with the forwarding split
+// by stream, a dead command (max deliveries on an ingest host's command
+// consumer) is left alone by healthpredict's and placement's forwarders,
+// which never try to read it, and reaches FERRY_DLQ once the notifier's
+// forwarders run; a dead event reaches it with only placement running.
+func TestDeadLettersReachTheDLQUnderRealCredentials(t *testing.T) {
+	deadLetters := func(t *testing.T, e *accessEnv, stream string) func() error {
+		return func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			st, err := e.ops.js.Stream(ctx, bus.StreamDeadLetter)
+			if err != nil {
+				return err
+			}
+			m, err := st.GetLastMsgForSubject(ctx, "ferry.dlq."+stream+".>")
+			if err != nil {
+				return fmt.Errorf("no dead letter from %s: %w", stream, err)
+			}
+			t.Logf("FERRY_DLQ: %s from %s seq %s (consumer %s, %s)", m.Header.Get(bus.HeaderDLQSubject), stream,
+				m.Header.Get(bus.HeaderDLQSeq), m.Header.Get(bus.HeaderDLQConsumer), m.Header.Get(bus.HeaderDLQReason))
+			return nil
+		}
+	}
+
+	t.Run("a dead command, with the notifier running", func(t *testing.T) {
+		e := newAccessEnv(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		t.Cleanup(cancel)
+		cps := map[string]*conn{}
+		for _, user := range []string{"healthpredict", "placement"} {
+			cps[user] = e.dial(t, user)
+			go func() { _ = bus.RunDeadLetters(ctx, cps[user].js, zerologNop, bus.DeadLetters) }()
+		}
+		e.ops.permitted(t, "send ingest-1 a drain", publish(e.ops, events.DrainCommand{CommandID: "c-dead", Host: "ingest-1", Reason: "dead letter test"}))
+		host := e.dial(t, "ingest-1")
+		host.permitted(t, "take the drain and never ack it", func(ctx context.Context) error {
+			cons, err := host.js.CreateOrUpdateConsumer(ctx, bus.StreamCommands, jetstream.ConsumerConfig{Durable: "ingest-ingest-1",
+				FilterSubject: subject.IngestCommands("ingest-1"), AckPolicy: jetstream.AckExplicitPolicy, MaxDeliver: 1, AckWait: 200 * time.Millisecond})
+			if err != nil {
+				return err
+			}
+			n := 0
+			for range 6 { // the server notices the exhausted message when it looks for the next one
+				b, err := cons.Fetch(1, jetstream.FetchMaxWait(300*time.Millisecond))
+				if err != nil {
+					return err
+				}
+				for range b.Messages() {
+					n++
+				}
+			}
+			if n != 1 {
+				return fmt.Errorf("%d deliveries, want 1", n)
+			}
+			return nil
+		})
+		// the advisory is there, healthpredict's and placement's forwarders leave it
+		testutil.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+			st, err := e.ops.js.Stream(context.Background(), bus.StreamAdvisories)
+			if err != nil {
+				return err
+			}
+			_, err = st.GetLastMsgForSubject(context.Background(), "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.FERRY_COMMANDS.ingest-ingest-1")
+			return err
+		})
+		time.Sleep(500 * time.Millisecond)
+		if err := deadLetters(t, e, bus.StreamCommands)(); err == nil {
+			t.Fatal("the dead command was forwarded before the notifier ran")
+		}
+		for user, c := range cps {
+			if v := c.violationsSince(0); len(v) > 0 {
+				t.Fatalf("%s's forwarder: %v", user, v)
+			}
+		}
+		t.Logf("healthpredict, placement -> the dead command: left alone (no read attempted)")
+		notifier := e.dial(t, "notifier")
+		// what the notifier runs (services/notifier: its "dead letters" and "command dead letters" tasks)
+		for _, set := range []bus.DeadLetterSet{bus.DeadLetters, bus.CommandDeadLetters} {
+			go func() {
+				if err := bus.RunDeadLetters(ctx, notifier.js, zerologNop, set); err != nil && ctx.Err() == nil {
+					t.Errorf("notifier: %s: %v", set.Durable, err)
+				}
+			}()
+		}
+		testutil.CheckFor(t, 10*time.Second, 50*time.Millisecond, deadLetters(t, e, bus.StreamCommands))
+		testutil.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+			st, err := e.ops.js.Stream(context.Background(), bus.StreamCommands)
+			if err != nil {
+				return err
+			}
+			if info, err := st.Info(context.Background()); err != nil || info.State.Msgs != 0 {
+				return fmt.Errorf("FERRY_COMMANDS still holds %v messages (%v)", info, err)
+			}
+			return nil
+		})
+		if v := notifier.violationsSince(0); len(v) > 0 {
+			t.Fatalf("notifier's forwarders: %v", v)
+		}
+		t.Logf("notifier -> the dead command: forwarded to FERRY_DLQ, original deleted")
+	})
+
+	t.Run("a dead event, with only placement running", func(t *testing.T) {
+		e := newAccessEnv(t)
+		runPlacement(t, e)
+		e.ops.permitted(t, "publish an event", publish(e.ops, maintenance("ingest-9")))
+		e.ops.permitted(t, "terminate it", func(ctx context.Context) error {
+			cons, err := e.ops.js.CreateOrUpdateConsumer(ctx, bus.StreamEvents, jetstream.ConsumerConfig{Durable: "dlq-test",
+				FilterSubject: "ferry.evt.ops.>", AckPolicy: jetstream.AckExplicitPolicy})
+			if err != nil {
+				return err
+			}
+			b, err := cons.Fetch(1, jetstream.FetchMaxWait(3*time.Second))
+			if err != nil {
+				return err
+			}
+			for m := range b.Messages() {
+				return m.TermWithReason("dead letter test")
+			}
+			return errors.New("no event")
+		})
+		testutil.CheckFor(t, 15*time.Second, 50*time.Millisecond, deadLetters(t, e, bus.StreamEvents))
+		t.Logf("placement -> the dead event: forwarded to FERRY_DLQ")
+	})
 }

@@ -128,6 +128,36 @@ func TestDurablesArePinned(t *testing.T) {
 			t.Logf("%s -> %s's durable %s (next, delete, create): refused", tc.user, "its owner", tc.durable)
 		})
 	}
+	// The dead-letter forwarders' durables on the advisories: the shared
+	// one (bus.DeadLetters) belongs to the control-plane services, the one
+	// of FERRY_COMMANDS (bus.CommandDeadLetters) to the notifier alone.
+	for _, tc := range []struct {
+		user string
+		set  bus.DeadLetterSet
+	}{
+		{"healthpredict", bus.CommandDeadLetters},
+		{"placement", bus.CommandDeadLetters},
+		{"ingest-1", bus.DeadLetters},
+		{"monitor", bus.DeadLetters},
+		{"agent-1", bus.CommandDeadLetters},
+	} {
+		c := e.dial(t, tc.user)
+		t.Run(tc.user+"/"+tc.set.Durable, func(t *testing.T) {
+			next := "$JS.API.CONSUMER.MSG.NEXT.FERRY_DLQ_ADVISORIES." + tc.set.Durable
+			c.refused(t, next, func(ctx context.Context) error {
+				return c.nc.PublishRequest(next, c.nc.NewRespInbox(), []byte(`{"batch":1}`))
+			})
+			del := "$JS.API.CONSUMER.DELETE.FERRY_DLQ_ADVISORIES." + tc.set.Durable
+			c.refused(t, del, corePublish(c, del))
+			cfg := tc.set.Config()
+			create := "$JS.API.CONSUMER.CREATE.FERRY_DLQ_ADVISORIES." + tc.set.Durable
+			if cfg.FilterSubject != "" {
+				create += "." + cfg.FilterSubject
+			}
+			c.refused(t, create, createConsumer(c, bus.StreamAdvisories, cfg))
+			t.Logf("%s -> dead-letter durable %s (next, delete, create): refused", tc.user, tc.set.Durable)
+		})
+	}
 	t.Run("placement runs its own", func(t *testing.T) {
 		c := e.dial(t, "placement")
 		c.permitted(t, "create placement-migrations", createConsumer(c, bus.StreamEvents,

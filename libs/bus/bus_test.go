@@ -106,7 +106,7 @@ func TestInvalidEventGoesToDeadLetters(t *testing.T) {
 	env := testutil.NATS(t)
 	ctx := testutil.Context(t)
 	log := testutil.Logger(t)
-	go func() { _ = bus.RunDeadLetters(ctx, env.JS, log) }()
+	go func() { _ = bus.RunDeadLetters(ctx, env.JS, log, bus.DeadLetters) }()
 
 	var handled, calls atomic.Int64
 	spec := bus.ConsumerSpec{Stream: bus.StreamEvents, Durable: "t-consumer", Filters: []string{subject.AllEvents},
@@ -180,7 +180,7 @@ func TestFailingHandlerEndsInDeadLettersAfterMaxDeliver(t *testing.T) {
 	env := testutil.NATS(t)
 	ctx := testutil.Context(t)
 	log := testutil.Logger(t)
-	go func() { _ = bus.RunDeadLetters(ctx, env.JS, log) }()
+	go func() { _ = bus.RunDeadLetters(ctx, env.JS, log, bus.DeadLetters) }()
 	var calls atomic.Int64
 	spec := bus.ConsumerSpec{Stream: bus.StreamEvents, Durable: "t-fail", Filters: []string{subject.AllEvents},
 		MaxDeliver: 3, BackOff: []time.Duration{10 * time.Millisecond}}

@@ -46,13 +46,19 @@ func InboxPrefix(n string) string { return "_INBOX_" + n }
 
 // Durable consumers and who owns them. A role may read a stream whose
 // durables belong to others, but it may not create, read from, ack or delete
-// another role's durable: those subjects are denied by name.
+// another role's durable: those subjects are denied by name. markers: the
+// durable keeps idempotency markers in the processed bucket (bus.Consume).
 var durables = []struct {
 	stream, durable string
-	owner           Role
+	owners          []Role
+	markers         bool
 }{
-	{"FERRY_EVENTS", "placement-migrations", RolePlacement},
-	{"FERRY_EVENTS", "notifier-reassigned", RoleNotifier},
+	{"FERRY_EVENTS", "placement-migrations", []Role{RolePlacement}, true},
+	{"FERRY_EVENTS", "notifier-reassigned", []Role{RoleNotifier}, true},
+	// bus.DeadLetters, shared by the control-plane services
+	{"FERRY_DLQ_ADVISORIES", "dlq-forwarder", []Role{RoleHealthpredict, RolePlacement, RoleNotifier}, false},
+	// bus.CommandDeadLetters
+	{"FERRY_DLQ_ADVISORIES", "dlq-forwarder-commands", []Role{RoleNotifier}, false},
 }
 
 // jsBase lets a user look streams up (never create or update them).
@@ -107,24 +113,36 @@ func durable(s, d, filter string) []string {
 	}
 }
 
-// deadLetterForwarder is what bus.RunDeadLetters needs: its durable on the
-// advisories and by-sequence reads of the streams whose messages it forwards
-// (events, telemetry, heartbeats; commands only to delete a dead one).
+// deadLetterForwarder is what bus.RunDeadLetters(bus.DeadLetters) needs:
+// its durable on the advisories (filtered by stream with FilterSubjects, so
+// the filter is not pinned in the API subject: the services sharing it may
+// pull and ack from it anyway) and by-sequence reads of the streams whose
+// messages it forwards: events, telemetry, heartbeats. Not FERRY_COMMANDS,
+// which holds every client's move notices.
 func deadLetterForwarder() []string {
 	d := "dlq-forwarder"
 	return []string{
 		"ferry.dlq.>",
 		"$JS.API.CONSUMER.CREATE.FERRY_DLQ_ADVISORIES." + d,
-		"$JS.API.CONSUMER.CREATE.FERRY_DLQ_ADVISORIES." + d + ".>",
 		"$JS.API.CONSUMER.INFO.FERRY_DLQ_ADVISORIES." + d,
 		"$JS.API.CONSUMER.MSG.NEXT.FERRY_DLQ_ADVISORIES." + d,
 		"$JS.ACK.FERRY_DLQ_ADVISORIES." + d + ".>",
 		"$JS.API.STREAM.MSG.GET.FERRY_EVENTS",
-		"$JS.API.STREAM.MSG.GET.FERRY_COMMANDS",
 		"$JS.API.STREAM.MSG.GET.FERRY_TELEMETRY",
 		"$JS.API.STREAM.MSG.GET.FERRY_HEARTBEATS",
-		"$JS.API.STREAM.MSG.DELETE.FERRY_COMMANDS",
 	}
+}
+
+// commandDeadLetterForwarder is what
+// bus.RunDeadLetters(bus.CommandDeadLetters) needs, the notifier's only: its
+// durable with the filter pinned in the API subject, reading FERRY_COMMANDS
+// by sequence and deleting a dead command once copied.
+func commandDeadLetterForwarder() []string {
+	return append(durable("FERRY_DLQ_ADVISORIES", "dlq-forwarder-commands", subject.AdvisoriesOf("FERRY_COMMANDS")),
+		"ferry.dlq.>",
+		"$JS.API.STREAM.MSG.GET.FERRY_COMMANDS",
+		"$JS.API.STREAM.MSG.DELETE.FERRY_COMMANDS",
+	)
 }
 
 // processed lets a role write the idempotency markers of its own durables
@@ -135,7 +153,7 @@ func deadLetterForwarder() []string {
 func processed(r Role) []string {
 	var out []string
 	for _, d := range durables {
-		if d.owner == r {
+		if d.markers && slices.Contains(d.owners, r) {
 			out = append(out, "$KV.processed."+d.durable+".>")
 		}
 	}
@@ -226,6 +244,7 @@ func Permissions(r Role) (jwt.Permissions, error) {
 		pub = append(pub, "$JS.API.CONSUMER.INFO.FERRY_COMMANDS.*")
 		pub = append(pub, readKV("notices", "sessions", "session_secrets", "placements", "migrations", "leases", "processed")...)
 		pub = append(pub, deadLetterForwarder()...)
+		pub = append(pub, commandDeadLetterForwarder()...)
 		sub = append(sub, "ferry.ack.client.*", "$SRV.>")
 	case RoleAgent:
 		// Only its own notices: one durable, client-<id>, filter pinned.
@@ -238,7 +257,7 @@ func Permissions(r Role) (jwt.Permissions, error) {
 	var deny []string
 	if r != RoleOps {
 		for _, d := range durables {
-			if d.owner == r {
+			if slices.Contains(d.owners, r) {
 				continue
 			}
 			deny = append(deny,

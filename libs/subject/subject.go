@@ -193,3 +193,9 @@ const (
 	// AdvisoryTerminated is $JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.>
 	AdvisoryTerminated = "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.>"
 )
+
+// AdvisoriesOf is $JS.EVENT.ADVISORY.CONSUMER.*.<stream>.*: the max-deliveries
+// and terminated advisories of the consumers of one stream, as the
+// advisories stream holds them (no other advisory kind is captured there;
+// stream and consumer names contain no dots).
+func AdvisoriesOf(stream string) string { return "$JS.EVENT.ADVISORY.CONSUMER.*." + stream + ".*" }

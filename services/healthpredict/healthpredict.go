@@ -96,7 +96,7 @@ func RunWithLog(ctx context.Context, args []string, getenv func(string) string, 
 	err = group.Run(ctx,
 		group.Task{Name: "metrics", Run: srv.Run},
 		group.Task{Name: "predictor", Run: svc.Run},
-		group.Task{Name: "dead letters", Run: func(ctx context.Context) error { return bus.RunDeadLetters(ctx, js, log) }})
+		group.Task{Name: "dead letters", Run: func(ctx context.Context) error { return bus.RunDeadLetters(ctx, js, log, bus.DeadLetters) }})
 	log.Info().Msg("stopped")
 	return err
 }

@@ -186,7 +186,12 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 
 	tasks := []group.Task{
-		{Name: "dead letters", Run: func(ctx context.Context) error { return bus.RunDeadLetters(ctx, s.js, s.log) }},
+		{Name: "dead letters", Run: func(ctx context.Context) error { return bus.RunDeadLetters(ctx, s.js, s.log, bus.DeadLetters) }},
+		// FERRY_COMMANDS' dead letters: only the notifier reads that stream
+		// by sequence (it holds the clients' move notices).
+		{Name: "command dead letters", Run: func(ctx context.Context) error {
+			return bus.RunDeadLetters(ctx, s.js, s.log, bus.CommandDeadLetters)
+		}},
 		{Name: "delivery", Run: eng.Run},
 		{Name: "metrics", Run: s.metricsS.Run},
 	}

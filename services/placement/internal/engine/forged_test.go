@@ -32,7 +32,7 @@ func TestForgedLifecycleEventsAreDeadLettered(t *testing.T) {
 	h.seed("cam-f", "h1", "agent-1", true)
 	r := h.start(testConfig("p1"), false)
 	r.lead(h)
-	go func() { _ = bus.RunDeadLetters(h.ctx, h.env.JS, zerolog.Nop()) }()
+	go func() { _ = bus.RunDeadLetters(h.ctx, h.env.JS, zerolog.Nop(), bus.DeadLetters) }()
 	h.predict("h1", 20*time.Second)
 	p := h.movedOff("h1", 1, 5*time.Second)["cam-f"]
 	bystander := "h3"
@@ -237,7 +237,7 @@ func TestForgedPresenceEventsAreDeadLettered(t *testing.T) {
 	h.seed("cam-moved", "h2", "agent-moved", true, placed, func(p *events.Placement) { p.FromHost, p.MigrationID = "h1", "m-moved" })
 	h.seed("cam-left", "h2", "agent-left", true, placed, func(p *events.Placement) { p.FromHost, p.MigrationID = "h9", "m-left" })
 	h.seed("cam-pull", "h1", "", false, placed, func(p *events.Placement) { p.Mode, p.SourceURL = "pull", "rtsp://camera/1" })
-	go func() { _ = bus.RunDeadLetters(h.ctx, h.env.JS, zerolog.Nop()) }()
+	go func() { _ = bus.RunDeadLetters(h.ctx, h.env.JS, zerolog.Nop(), bus.DeadLetters) }()
 	cfg := testConfig("a")
 	cfg.ReleaseAfter = 3 * time.Second
 	r := h.start(cfg, false)
