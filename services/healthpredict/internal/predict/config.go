@@ -97,6 +97,18 @@ type Config struct {
 	// OpenAfter: a condition must hold at every evaluation for this long
 	// before a prediction opens (default 20s, i.e. three consecutive buckets).
 	OpenAfter time.Duration
+	// FastOpenAfter replaces OpenAfter when the evidence is unambiguous
+	// (default 0s: at once): during slow collection cycles, at least two
+	// completed, both the last bucket's maximum and the latest sample lie
+	// above the peaks of the last cycles by CycleMargin, the bucket maxima
+	// have climbed steadily for FastRampSpan (default 1m), and the limit
+	// comes within FastWithin (default 2m) — a leak lifting this cycle over
+	// every earlier one, which often leaves well under a minute before the
+	// crash. A spike jumps rather than climbs, so it never qualifies.
+	// FastOpenAfter ≥ OpenAfter turns the fast path off.
+	FastOpenAfter time.Duration
+	FastRampSpan  time.Duration
+	FastWithin    time.Duration
 	// ClearAfter: an open prediction is cleared once its condition has not
 	// held for this long (default 2m): hysteresis against flapping.
 	ClearAfter time.Duration
@@ -163,6 +175,9 @@ func Default() Config {
 		CycleNoise:            3,
 		CycleMarginMin:        0.015,
 		OpenAfter:             20 * time.Second,
+		FastOpenAfter:         10 * time.Second,
+		FastRampSpan:          time.Minute,
+		FastWithin:            2 * time.Minute,
 		ClearAfter:            2 * time.Minute,
 		UpdateMinShift:        30 * time.Second,
 		UpdateFraction:        0.25,
@@ -231,6 +246,9 @@ func (c Config) Validate() error {
 	pos("SurgeLead", c.SurgeLead)
 	pos("SurgeFreezeMax", c.SurgeFreezeMax)
 	nonneg("OpenAfter", c.OpenAfter)
+	nonneg("FastOpenAfter", c.FastOpenAfter)
+	nonneg("FastRampSpan", c.FastRampSpan)
+	nonneg("FastWithin", c.FastWithin)
 	nonneg("UpdateMinShift", c.UpdateMinShift)
 	nonneg("SurgeHold", c.SurgeHold)
 	nonneg("SurgeWarmup", c.SurgeWarmup)

@@ -253,6 +253,16 @@ func (c *cycles) gating(cfg Config, te float64) bool {
 	return a+b+d-math.Max(a, math.Max(b, d))-math.Min(a, math.Min(b, d)) >= span // the median
 }
 
+// topPeak is the highest peak of the last three completed cycles and of
+// the cycle the last collection ended.
+func (c *cycles) topPeak() float64 {
+	top := c.lastPeak
+	for i := max(0, len(c.done)-3); i < len(c.done); i++ {
+		top = math.Max(top, c.done[i].peak)
+	}
+	return top
+}
+
 // longest is the length of the longest of the last three completed cycles
 // (0 when none completed).
 func (c *cycles) longest() float64 {

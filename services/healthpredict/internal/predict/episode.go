@@ -34,7 +34,11 @@ func (e *episode) step(cfg Config, now time.Time, c *candidate, why string) (Dec
 	}
 	e.lastHold = now
 	if !e.open {
-		if now.Sub(e.holdSince) < cfg.OpenAfter {
+		hold := cfg.OpenAfter
+		if c.fast {
+			hold = min(hold, cfg.FastOpenAfter)
+		}
+		if now.Sub(e.holdSince) < hold {
 			return Decision{}, false
 		}
 		e.open = true

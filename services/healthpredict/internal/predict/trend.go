@@ -14,6 +14,9 @@ type candidate struct {
 	expected   time.Time
 	confidence float64
 	evidence   map[string]any
+	// fast: the evidence is unambiguous, the prediction opens after
+	// FastOpenAfter rather than OpenAfter.
+	fast bool
 }
 
 // trend predicts exhaustion of one resource (memory, descriptors, disk) from
@@ -148,12 +151,50 @@ func (r *trend) evaluate(cfg Config, te float64) *candidate {
 		(!c.expected.After(due) || !unixTime(te).Before(overdue)) {
 		c.evidence["basis"] = "above_cycle_peak"
 		c.evidence["cycle_peak"] = round(peak, 4)
+		if top := r.cyc.topPeak(); len(r.cyc.done) >= 2 && min(r.cur, r.prevU) >= top+cfg.CycleMargin &&
+			!c.expected.After(unixTime(te+cfg.FastWithin.Seconds())) && r.climbing(cfg) {
+			c.fast = true
+			c.evidence["fast_open"] = true
+			c.evidence["cycles_top_peak"] = round(top, 4)
+		}
 		return c
 	}
 	if c := r.cyc.raiseTrend(cfg, r, te); c != nil {
 		return c
 	}
 	return r.cyc.floorTrend(cfg, r, te, minRise)
+}
+
+// climbing reports whether the bucket maxima of the last FastRampSpan
+// climb steadily: one per bucket at least (all but one present), ranked
+// against time they correlate (Kendall's tau ≥ 0.8), and the rise over the
+// older half is at least a third of that over the newer half. A spike or a
+// step jumps within a bucket or two, which this rejects.
+func (r *trend) climbing(cfg Config) bool {
+	span, bucket := cfg.FastRampSpan.Seconds(), cfg.Bucket.Seconds()
+	if span <= 0 || len(r.bmax) == 0 {
+		return false
+	}
+	end := r.bmax[len(r.bmax)-1].t
+	r.ts, r.ys = r.ts[:0], r.ys[:0]
+	for _, p := range r.bmax {
+		if p.t >= end-span-1e-6 {
+			r.ts = append(r.ts, p.t)
+			r.ys = append(r.ys, p.v)
+		}
+	}
+	n := len(r.ts)
+	if n < 4 || float64(n) < span/bucket {
+		return false
+	}
+	var f Fit
+	f, r.scratch = theilSen(r.ts, r.ys, r.scratch, 0.8)
+	if f.Slope <= 0 || f.Tau < 0.8 {
+		return false
+	}
+	h := n / 2
+	older, newer := r.ys[h]-r.ys[0], r.ys[n-1]-r.ys[h]
+	return older > 0 && newer > 0 && older >= newer/3
 }
 
 // minRise is the least rise a window must show: MinRise, or NoiseRise
