@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,24 +16,6 @@ import (
 	"github.com/ferrystream/ferry/services/placement"
 	"github.com/ferrystream/ferry/services/placement/client"
 )
-
-// lockedBuffer is a log written by one goroutine and read by the test.
-type lockedBuffer struct {
-	mu sync.Mutex // guards b
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // runPlacement runs the placement service (its Run, as ferry-placement
 // does) with placement's minted credential until the test ends; its log is
@@ -51,7 +32,7 @@ func runPlacement(t *testing.T, e *accessEnv) {
 		"PLACEMENT_METRICS_ADDR":  "127.0.0.1:0",
 		"PLACEMENT_MIN_DEADLINE":  "20s",
 	}
-	logs := &lockedBuffer{}
+	logs := &testutil.Buffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
