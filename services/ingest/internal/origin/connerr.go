@@ -80,7 +80,7 @@ func (l *connErrLog) allow(reason string, now time.Time) (bool, int) {
 // and ended on an error of its own (gortsplib answers a request it cannot
 // parse with nothing: it closes the connection).
 func (n *Node) connClosedOnError(sc *gortsplib.ServerConn, err error) {
-	if s := sc.Session(); s != nil && s.State() != gortsplib.ServerSessionStateInitial {
+	if holdsSession(sc) {
 		return
 	}
 	reason := connErrReason(err)

@@ -323,17 +323,20 @@ func (n *Node) OnRequest(sc *gortsplib.ServerConn, _ *base.Request) {
 // OnResponse implements gortsplib.ServerHandlerOnResponse: once answered, a
 // connection with a session is left to gortsplib's timeouts, one without
 // gets the handshake timer again (restarted only by a success).
-//
-// A session counts once it has left the initial state, i.e. after a
-// successful SETUP or ANNOUNCE: gortsplib creates the session of a SETUP
-// before the handler answers, and keeps it when the answer is a 461 or 404,
-// so sc.Session() alone would let refused SETUPs past the per-IP cap and the
-// handshake timeout.
 func (n *Node) OnResponse(sc *gortsplib.ServerConn, res *base.Response) {
 	if g := guard.Of(sc.NetConn()); g != nil {
-		s := sc.Session()
-		g.RequestDone(s != nil && s.State() != gortsplib.ServerSessionStateInitial, res.StatusCode < 400)
+		g.RequestDone(holdsSession(sc), res.StatusCode < 400)
 	}
+}
+
+// holdsSession reports whether sc's session has left the initial state,
+// i.e. a SETUP or ANNOUNCE succeeded: gortsplib creates the session of a
+// SETUP before the handler answers, and keeps it when the answer is a 461
+// or 404, so sc.Session() alone would let refused SETUPs past the per-IP
+// cap and the handshake timeout.
+func holdsSession(sc *gortsplib.ServerConn) bool {
+	s := sc.Session()
+	return s != nil && s.State() != gortsplib.ServerSessionStateInitial
 }
 
 // OnConnOpen implements gortsplib.ServerHandlerOnConnOpen.
