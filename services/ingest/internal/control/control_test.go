@@ -372,6 +372,12 @@ func TestHostHubResync(t *testing.T) {
 	if pl := next(t, ch); pl.Host != "ingest-1" {
 		t.Fatalf("current placement %+v", pl)
 	}
+	// Run's first resync must be behind us, or it rightly delivers the change
+	select {
+	case <-hub.Synced():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the hub never subscribed to its notices")
+	}
 	putPlacement(t, env, "cam-1", "ingest-2") // no notice
 	select {
 	case pl := <-ch:

@@ -45,6 +45,11 @@ type Hub struct {
 	// streamSubs: the subscriptions to the notices of streams edge
 	// followers (Watch) follow, with how many followers use each.
 	streamSubs map[string]*streamSub
+
+	// synced is closed once a hub on notices has subscribed and read every
+	// followed stream for the first time (Synced).
+	synced     chan struct{}
+	syncedOnce sync.Once
 }
 
 // streamSub is a subscription to one stream's notices and its users.
@@ -71,7 +76,8 @@ const followerBuffer = 2
 // NewHub returns a hub over p. Run must be running for followers to get
 // changes; Watch delivers the current placement without it.
 func NewHub(p Placements) *Hub {
-	return &Hub{pl: p, subs: map[string]map[*hubSub]struct{}{}, streamSubs: map[string]*streamSub{}}
+	return &Hub{pl: p, subs: map[string]map[*hubSub]struct{}{}, streamSubs: map[string]*streamSub{},
+		synced: make(chan struct{})}
 }
 
 // NewHostHub returns the hub of ingest host host: it follows placement's
@@ -102,6 +108,12 @@ func (h *Hub) Run(ctx context.Context) {
 	_ = bus.WatchKV(ctx, h.pl.KV, bus.WatchSpec{Keys: []string{events.PlacementKey(">")}, UpdatesOnly: true,
 		AttemptTimeout: attemptTimeout, Started: func() { h.resync(ctx) }}, h.forward)
 }
+
+// Synced is closed once Run has subscribed to the host's notices and read
+// every followed stream for the first time: from then on a change reaches
+// the followers only by a notice or a later resync. A hub that watches the
+// whole bucket never closes it.
+func (h *Hub) Synced() <-chan struct{} { return h.synced }
 
 // forward hands a placement change to the stream's followers.
 func (h *Hub) forward(e jetstream.KeyValueEntry) {
@@ -138,6 +150,7 @@ func (h *Hub) runNotices(ctx context.Context) {
 	_ = sub.SetPendingLimits(1<<20, 256<<20)
 	_ = h.nc.Flush()
 	h.resync(ctx)
+	h.syncedOnce.Do(func() { close(h.synced) })
 	reconnects, dropped := h.nc.Stats().Reconnects, 0
 	t := time.NewTicker(noticeCheck)
 	defer t.Stop()
