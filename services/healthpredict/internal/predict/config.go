@@ -93,6 +93,13 @@ type Config struct {
 	// stays CycleMargin.
 	CycleNoise     float64
 	CycleMarginMin float64
+	// CycleSteep: above every recent peak by CycleMargin, an envelope
+	// climbing at least CycleSteep times as fast as the cycles ramp up
+	// (floor to peak, median of the last three) predicts even when the
+	// limit comes after the next collection is due (default 2; 0: never):
+	// a leak faster than the sawtooth's own ramp crashes whether or not one
+	// more collection comes first.
+	CycleSteep float64
 
 	// OpenAfter: a condition must hold at every evaluation for this long
 	// before a prediction opens (default 20s, i.e. three consecutive buckets).
@@ -139,6 +146,11 @@ type Config struct {
 	// SurgeCalmRatio: a surge ends when the rate falls below this fraction of
 	// the threshold (default 0.5).
 	SurgeCalmRatio float64
+	// SurgeQuiet: a surge also ends when the rate of every sample interval
+	// for this long is below that calm level (default 10s): bursts with
+	// pauses between them, which the window's rate bridges, are not one
+	// sustained surge. 0 turns this off.
+	SurgeQuiet time.Duration
 	// SurgeLead is how far ahead of the surge's confirmation the outage is
 	// expected (default 5m); surge predictions keep that time.
 	SurgeLead time.Duration
@@ -174,6 +186,7 @@ func Default() Config {
 		CycleMargin:           0.04,
 		CycleNoise:            3,
 		CycleMarginMin:        0.015,
+		CycleSteep:            2,
 		OpenAfter:             20 * time.Second,
 		FastOpenAfter:         10 * time.Second,
 		FastRampSpan:          time.Minute,
@@ -190,6 +203,7 @@ func Default() Config {
 		SurgeMinLossRate:      5,
 		SurgeHold:             150 * time.Second,
 		SurgeCalmRatio:        0.5,
+		SurgeQuiet:            10 * time.Second,
 		SurgeLead:             5 * time.Minute,
 		SurgeFreezeMax:        30 * time.Minute,
 		DrainGrace:            30 * time.Second,
@@ -253,6 +267,7 @@ func (c Config) Validate() error {
 	nonneg("SurgeHold", c.SurgeHold)
 	nonneg("SurgeWarmup", c.SurgeWarmup)
 	nonneg("DrainGrace", c.DrainGrace)
+	nonneg("SurgeQuiet", c.SurgeQuiet)
 	if c.MinPoints < 4 {
 		bad("MinPoints", "must be at least 4, got %d", c.MinPoints)
 	}
@@ -285,6 +300,9 @@ func (c Config) Validate() error {
 	}
 	if c.CycleMargin < 0 || c.CycleMargin >= 1 {
 		bad("CycleMargin", "must be in [0,1), got %v", c.CycleMargin)
+	}
+	if c.CycleSteep < 0 {
+		bad("CycleSteep", "must be ≥ 0, got %v", c.CycleSteep)
 	}
 	if c.CycleNoise < 0 {
 		bad("CycleNoise", "must be ≥ 0, got %v", c.CycleNoise)

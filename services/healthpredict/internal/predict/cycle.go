@@ -263,6 +263,21 @@ func (c *cycles) topPeak() float64 {
 	return top
 }
 
+// rampSlope is the median rate at which the last three completed cycles
+// rose from floor to peak (0 when none completed).
+func (c *cycles) rampSlope() float64 {
+	c.ds = c.ds[:0]
+	for i := max(0, len(c.done)-3); i < len(c.done); i++ {
+		if k := c.done[i]; k.length > 0 {
+			c.ds = append(c.ds, (k.peak-k.floor)/k.length)
+		}
+	}
+	if len(c.ds) == 0 {
+		return 0
+	}
+	return median(c.ds)
+}
+
 // longest is the length of the longest of the last three completed cycles
 // (0 when none completed).
 func (c *cycles) longest() float64 {

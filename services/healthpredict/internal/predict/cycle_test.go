@@ -212,3 +212,54 @@ func TestLeakWithinACycleOfItsOnset(t *testing.T) {
 		}
 	}
 }
+
+// TestSteepLeakBeforeTheNextCollection: a slow sawtooth (5-min cycles,
+// 30→58%) whose cycle at 3 h lasts 6 min, a little longer than the others,
+// as a collector's cycles wander. A leak starting with that cycle climbs
+// about 2.4 times as fast as the cycles ramp up and crashes 315 s in:
+// after the usual length, before this cycle's collection. Above every
+// recent peak, a climb that steep predicts even though the limit comes
+// after the next collection is due (CycleSteep); without it, nothing is
+// predicted 30 s ahead.
+func TestSteepLeakBeforeTheNextCollection(t *testing.T) {
+	const h = 3600.0
+	off := Default()
+	off.CycleSteep = 0
+	// cycles of 300 s, but the one from 3 h lasts 360 s
+	saw := func(base func(float64, *rand.Rand) float64) func(float64, *rand.Rand) float64 {
+		return func(s float64, r *rand.Rand) float64 {
+			start, length := math.Floor(s/300)*300, 300.0
+			if s >= 3*h && s < 3*h+360 {
+				start, length = 3*h, 360
+			} else if s >= 3*h+360 {
+				start = 3*h + 360 + math.Floor((s-3*h-360)/300)*300
+			}
+			return base(s, r) + 0.28*(s-start)/length
+		}
+	}
+	missed := 0
+	for seed := uint64(1); seed <= 6; seed++ {
+		ss := shape{mem: saw(leakOver(0.30, 0.01, 3*h+2, 0.347, 240))}.samples("h1", 4*time.Hour, seed)
+		crash := ss[len(ss)-1].T
+		if u := float64(ss[len(ss)-1].MemBytes) / memLimit; u < 1-1e-9 || crash.Sub(t0) <= 3*time.Hour+300*time.Second ||
+			crash.Sub(t0) >= 3*time.Hour+360*time.Second {
+			t.Fatalf("seed %d: the trace must crash 300–360 s into the long cycle (ends at %.3f, %v)", seed, u, crash.Sub(t0))
+		}
+		o := firstOpen(t, Default(), ss)
+		if o == nil {
+			t.Fatalf("seed %d: nothing predicted before the crash at %v", seed, crash.Sub(t0))
+		}
+		if lead := crash.Sub(o.At); lead < 30*time.Second || lead > Default().Horizon {
+			t.Fatalf("seed %d: predicted %v before the crash: %v", seed, lead, o.Prediction.Evidence["summary"])
+		}
+		if o.Prediction.Evidence["basis"] != "above_cycle_peak" {
+			t.Errorf("seed %d: basis %v, want above_cycle_peak", seed, o.Prediction.Evidence["basis"])
+		}
+		if s := firstOpen(t, off, ss); s == nil || crash.Sub(s.At) < 30*time.Second {
+			missed++
+		}
+	}
+	if missed < 4 {
+		t.Errorf("only %d of 6 seeds missed without CycleSteep: the case no longer tests it", missed)
+	}
+}

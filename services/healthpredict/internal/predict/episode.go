@@ -29,8 +29,12 @@ func (e *episode) step(cfg Config, now time.Time, c *candidate, why string) (Dec
 		}
 		return Decision{}, false
 	}
+	held := now
+	if !c.at.IsZero() {
+		held = c.at
+	}
 	if e.holdSince.IsZero() {
-		e.holdSince = now
+		e.holdSince = held
 	}
 	e.lastHold = now
 	if !e.open {
@@ -38,7 +42,7 @@ func (e *episode) step(cfg Config, now time.Time, c *candidate, why string) (Dec
 		if c.fast {
 			hold = min(hold, cfg.FastOpenAfter)
 		}
-		if now.Sub(e.holdSince) < hold {
+		if held.Sub(e.holdSince) < hold {
 			return Decision{}, false
 		}
 		e.open = true

@@ -32,6 +32,9 @@ type surge struct {
 	dev      float64 // typical |current − baseline|
 	baseInit bool
 	since    time.Time // start of the current surge (zero: none)
+	// quietFrom: start of the current run of sample intervals whose own
+	// rate was below the calm level (zero: none)
+	quietFrom time.Time
 }
 
 type cpt struct {
@@ -49,6 +52,7 @@ func (s *surge) reset() {
 	s.has = false
 	s.ring = s.ring[:0]
 	s.since = time.Time{}
+	s.quietFrom = time.Time{}
 }
 
 // add feeds one reading of the cumulative counter and returns a candidate
@@ -95,12 +99,22 @@ func (s *surge) add(cfg Config, t time.Time, c int64) *candidate {
 	}
 	threshold := math.Max(math.Max(s.base*cfg.SurgeFactor, s.base+cfg.SurgeSigma*s.dev), s.minRate)
 	warm := t.Sub(s.first) >= cfg.SurgeWarmup
+	// bursts with pauses between them are not one surge: the window's rate
+	// bridges a pause shorter than the window, the samples' own rate does not
+	calm := cfg.SurgeCalmRatio * threshold
+	switch {
+	case inst >= calm:
+		s.quietFrom = time.Time{}
+	case s.quietFrom.IsZero():
+		s.quietFrom = t.Add(-time.Duration(dt * float64(time.Second)))
+	}
+	paused := cfg.SurgeQuiet > 0 && !s.quietFrom.IsZero() && t.Sub(s.quietFrom) >= cfg.SurgeQuiet
 	switch {
 	case !warm:
 		s.since = time.Time{}
-	case s.since.IsZero() && rate > threshold:
+	case s.since.IsZero() && rate > threshold && !paused:
 		s.since = t
-	case !s.since.IsZero() && rate < cfg.SurgeCalmRatio*threshold:
+	case !s.since.IsZero() && (rate < calm || paused):
 		s.since = time.Time{}
 	}
 	if s.since.IsZero() || t.Sub(s.since) > cfg.SurgeFreezeMax {

@@ -1,6 +1,7 @@
 package predict
 
 import (
+	"math"
 	"testing"
 	"time"
 )
@@ -33,6 +34,12 @@ func TestSurgePredictor(t *testing.T) {
 			sh: shape{mem: noisy(0.4, 0.01), errs: between(1800, 1860, 50, 0.2)}},
 		{name: "a 90 s loss burst", dur: time.Hour,
 			sh: shape{mem: noisy(0.4, 0.01), loss: between(1800, 1890, 500, 2)}},
+		{name: "a sustained surge at 2 errors/s (the least an error storm has)", dur: time.Hour, cause: CauseErrors, surgeStart: 1800,
+			sh: shape{mem: noisy(0.4, 0.01), errs: between(1800, 3600, 2, 0.1)}},
+		{name: "60 s error bursts with 15 s pauses for 6 minutes", dur: time.Hour,
+			sh: shape{mem: noisy(0.4, 0.01), errs: bursts(1800, 2160, 60, 15, 50, 0.2)}},
+		{name: "60 s loss bursts with 15 s pauses for 6 minutes", dur: time.Hour,
+			sh: shape{mem: noisy(0.4, 0.01), loss: bursts(1800, 2160, 60, 15, 500, 2)}},
 		{name: "a surge during warm-up only", dur: time.Hour,
 			sh: shape{mem: noisy(0.4, 0.01), errs: between(60, 500, 20, 0.2)}},
 		{name: "a busy but steady host", dur: 2 * time.Hour,
@@ -73,6 +80,32 @@ func TestSurgePredictor(t *testing.T) {
 				t.Fatalf("cleared = %v, want %v: %v", clear != nil, tc.cleared, kinds(ds))
 			}
 		})
+	}
+}
+
+// bursts is in for on seconds, then out for off seconds, over and over
+// from from until to; out elsewhere.
+func bursts(from, to, on, off, in, out float64) func(float64) float64 {
+	return func(s float64) float64 {
+		if s >= from && s < to && math.Mod(s-from, on+off) < on {
+			return in
+		}
+		return out
+	}
+}
+
+// TestSurgeQuietSplitsBursts: the window's rate (30 s) bridges a 15 s
+// pause between bursts, so without SurgeQuiet bursts with pauses make one
+// surge that lasts SurgeHold and predicts; with it they do not.
+func TestSurgeQuietSplitsBursts(t *testing.T) {
+	sh := shape{mem: noisy(0.4, 0.01), errs: bursts(1800, 2160, 60, 15, 50, 0.2)}
+	off := Default()
+	off.SurgeQuiet = 0
+	if o := firstOpen(t, off, sh.samples("h1", time.Hour, 1)); o == nil || o.Prediction.Cause != CauseErrors {
+		t.Fatalf("without SurgeQuiet the bursts predict nothing (%v): the case no longer tests it", o)
+	}
+	if o := firstOpen(t, Default(), sh.samples("h1", time.Hour, 1)); o != nil {
+		t.Fatalf("bursts with pauses predicted %s: %v", o.Prediction.Cause, o.Prediction.Evidence["summary"])
 	}
 }
 

@@ -131,6 +131,9 @@ func (tr *Tracker) Observe(s Sample) ([]Decision, error) {
 			continue
 		}
 		c := r.evaluate(tr.cfg, te)
+		if c != nil {
+			c.at = unixTime(te)
+		}
 		why := fmt.Sprintf("%s trend no longer reaches its limit within %s", r.resource, tr.cfg.Horizon)
 		if d, ok := h.episode(r.cause).step(tr.cfg, s.T, c, why); ok {
 			out = append(out, d)

@@ -206,6 +206,26 @@ func TestEpisodeOpensOnlyAfterOpenAfter(t *testing.T) {
 	}
 }
 
+// TestEpisodeHoldCountsBuckets: a trend's claim is evaluated for the end of
+// a bucket, but reaches the episode with the sample that closed it, up to
+// one sample interval later. The hold counts from the buckets, so three
+// consecutive buckets open a prediction (OpenAfter 20 s) even when their
+// samples came 19.8 s apart (a sample every 5 s ± 10%).
+func TestEpisodeHoldCountsBuckets(t *testing.T) {
+	cfg := Default()
+	sec := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	e := &episode{host: "h1", cause: CauseMemory}
+	for i, ev := range []struct{ sample, bucket float64 }{{22.3, 20}, {31.9, 30}, {42.1, 40}} {
+		d, ok := e.step(cfg, sec(ev.sample), &candidate{expected: sec(300), confidence: 0.9, at: sec(ev.bucket)}, "")
+		switch {
+		case i < 2 && ok:
+			t.Fatalf("opened at the evaluation of bucket %v", ev.bucket)
+		case i == 2 && (!ok || d.Kind != Open || !d.At.Equal(sec(ev.sample))):
+			t.Fatalf("three consecutive buckets did not open a prediction at the third's sample: %+v %v", d, ok)
+		}
+	}
+}
+
 func TestObserveRejectsOutOfOrderWithoutDisturbing(t *testing.T) {
 	ss := shape{mem: leak(0.4, 0.01, 1800, 300)}.samples("h1", time.Hour, 2)
 	clean := observe(t, NewTracker(Default()), ss)

@@ -17,6 +17,10 @@ type candidate struct {
 	// fast: the evidence is unambiguous, the prediction opens after
 	// FastOpenAfter rather than OpenAfter.
 	fast bool
+	// at is the time the claim was evaluated for (a trend's bucket end;
+	// zero: the sample's time). The hold before opening counts from it, so
+	// three consecutive buckets are 20 s whatever the samples' jitter.
+	at time.Time
 }
 
 // trend predicts exhaustion of one resource (memory, descriptors, disk) from
@@ -148,7 +152,7 @@ func (r *trend) evaluate(cfg Config, te float64) *candidate {
 	due := unixTime(r.cyc.lastDrop + r.cyc.longest())
 	overdue := unixTime(r.cyc.lastDrop + 1.25*r.cyc.typical())
 	if peak := r.cyc.lastPeak; c != nil && r.cur >= peak+cfg.CycleMargin &&
-		(!c.expected.After(due) || !unixTime(te).Before(overdue)) {
+		(!c.expected.After(due) || !unixTime(te).Before(overdue) || r.steep(cfg, c)) {
 		c.evidence["basis"] = "above_cycle_peak"
 		c.evidence["cycle_peak"] = round(peak, 4)
 		if top := r.cyc.topPeak(); len(r.cyc.done) >= 2 && min(r.cur, r.prevU) >= top+cfg.CycleMargin &&
@@ -163,6 +167,22 @@ func (r *trend) evaluate(cfg Config, te float64) *candidate {
 		return c
 	}
 	return r.cyc.floorTrend(cfg, r, te, minRise)
+}
+
+// steep reports whether the envelope's candidate c climbs at least
+// CycleSteep times as fast as the collection cycles ramp up (the median of
+// the last three, floor to peak) while the resource lies above every one of
+// their peaks by CycleMargin: then the limit counts even if it comes after
+// the next collection is due. A sawtooth whose cycles vary in length ramps
+// within a few tens of percent of its usual rate; a leak faster than the
+// ramp crashes whether or not one more collection comes first.
+func (r *trend) steep(cfg Config, c *candidate) bool {
+	if cfg.CycleSteep <= 0 {
+		return false
+	}
+	ramp := r.cyc.rampSlope()
+	slope, _ := c.evidence["slope_per_s"].(float64)
+	return ramp > 0 && slope >= cfg.CycleSteep*ramp && r.cur >= r.cyc.topPeak()+cfg.CycleMargin
 }
 
 // climbing reports whether the bucket maxima of the last FastRampSpan
