@@ -62,6 +62,7 @@ type Knob struct {
 	dur     *time.Duration
 	num     *float64
 	integer *int
+	flag    *bool
 	durs    *[]time.Duration
 }
 
@@ -100,6 +101,8 @@ func Knobs(c *predict.Config) []Knob {
 			Doc: "a cycle's rise over the last counts above this many times the median of earlier such rises (0: CYCLE_MARGIN)"},
 		{Key: "HEALTHPREDICT_CYCLE_MARGIN_MIN", Field: "CycleMarginMin", num: &c.CycleMarginMin,
 			Doc: "the least that noise-scaled rise of a cycle over the last may be"},
+		{Key: "HEALTHPREDICT_CYCLE_SHAPE", Field: "CycleShape", flag: &c.CycleShape,
+			Doc: "two completed cycles in a row above their predecessors, fraction for fraction of their lengths, predict when the peaks so rising reach the limit"},
 		{Key: "HEALTHPREDICT_CYCLE_STEEP", Field: "CycleSteep", num: &c.CycleSteep,
 			Doc: "above every recent peak, a climb this many times the cycles' ramp rate predicts even past the next collection (0: never)"},
 		{Key: "HEALTHPREDICT_OPEN_AFTER", Field: "OpenAfter", dur: &c.OpenAfter, Doc: "a condition must hold this long before a prediction opens"},
@@ -140,6 +143,8 @@ func (k Knob) Value() string {
 		return strconv.FormatFloat(*k.num, 'g', -1, 64)
 	case k.integer != nil:
 		return strconv.Itoa(*k.integer)
+	case k.flag != nil:
+		return strconv.FormatBool(*k.flag)
 	default:
 		var parts []string
 		for _, d := range *k.durs {
@@ -169,6 +174,12 @@ func (k Knob) set(v string) error {
 			return fmt.Errorf("%s: %q is not an integer", k.Key, v)
 		}
 		*k.integer = n
+	case k.flag != nil:
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("%s: %q is not true or false", k.Key, v)
+		}
+		*k.flag = b
 	default:
 		var ds []time.Duration
 		for _, p := range strings.Split(v, ",") {

@@ -255,3 +255,39 @@ func TestReportFalsePerKind(t *testing.T) {
 		t.Fatalf("JSON line lacks per-kind false rates: %v %s", err, b.String())
 	}
 }
+
+// TestShapeCatchesGeneratedLeaks: leaks under a slow sawtooth from the
+// generator's default traces that only the comparison of completed cycles
+// at equal fractions of their lengths predicts in time (the predictor's
+// CycleShape): each is predicted at least 30 s and at most the horizon
+// before its crash, and missed with CycleShape off.
+func TestShapeCatchesGeneratedLeaks(t *testing.T) {
+	off := DefaultOptions()
+	off.Predict.CycleShape = false
+	for _, h := range []struct {
+		seed uint64
+		host int
+	}{{8, 160}, {9, 154}, {16, 154}, {29, 158}} {
+		c := DefaultGen()
+		c.Seed = h.seed
+		l, recs := c.Host(h.host)
+		if l.Kind != KindMemLeakGCSlow || l.CrashAt == nil {
+			t.Fatalf("seed %d host %d: %+v, want a crashing %s", h.seed, h.host, l, KindMemLeakGCSlow)
+		}
+		predicted := func(opts Options) bool {
+			e := NewEvaluator(opts)
+			for _, r := range recs {
+				if err := e.Feed(r); err != nil {
+					t.Fatal(err)
+				}
+			}
+			return e.Report(map[string]Label{l.Host: l}).CrashesPredicts == 1
+		}
+		if !predicted(DefaultOptions()) {
+			t.Errorf("seed %d %s: not predicted in time", h.seed, l.Host)
+		}
+		if predicted(off) {
+			t.Errorf("seed %d %s: predicted in time without CycleShape: the case no longer tests it", h.seed, l.Host)
+		}
+	}
+}

@@ -100,6 +100,13 @@ type Config struct {
 	// a leak faster than the sawtooth's own ramp crashes whether or not one
 	// more collection comes first.
 	CycleSteep float64
+	// CycleShape: two completed cycles in a row, each above its
+	// predecessor at equal fractions of their lengths by the noise-scaled
+	// margin (CycleNoise, CycleMarginMin), predict when the peaks, rising
+	// that much per cycle, reach the limit within the horizon (default
+	// true). A collector's cycles wander in length, which moves the
+	// comparison bucket for bucket since the collections but not this one.
+	CycleShape bool
 
 	// OpenAfter: a condition must hold at every evaluation for this long
 	// before a prediction opens (default 20s, i.e. three consecutive buckets).
@@ -187,6 +194,7 @@ func Default() Config {
 		CycleNoise:            3,
 		CycleMarginMin:        0.015,
 		CycleSteep:            2,
+		CycleShape:            true,
 		OpenAfter:             20 * time.Second,
 		FastOpenAfter:         10 * time.Second,
 		FastRampSpan:          time.Minute,

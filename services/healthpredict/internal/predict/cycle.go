@@ -40,7 +40,12 @@ type cycles struct {
 	lastRaise  float64
 	// raises are the raises of the completed cycles over their
 	// predecessors (oldest first, at most maxCycles), lastRaise the newest.
-	raises      []float64
+	raises []float64
+	// shapes are the raises of the completed cycles over their
+	// predecessors at equal fractions of their lengths (shapeRaise), oldest
+	// first, at most maxCycles; NaN where either cycle was not seen whole.
+	shapes      []float64
+	drops       int       // collections seen since the history began
 	ts, ys, fs  []float64 // scratch
 	rs          []float64
 	pt, amp, ds []float64
@@ -49,11 +54,17 @@ type cycles struct {
 // maxProfile caps the buckets of a cycle's profile.
 const maxProfile = 128
 
+// minShape is the fewest buckets a cycle's profile needs to be compared
+// with another's at equal fractions of their lengths.
+const minShape = 6
+
 func (c *cycles) reset() {
 	c.lastDrop = 0
 	c.done = c.done[:0]
 	c.prof, c.prev = c.prof[:0], c.prev[:0]
 	c.raises = c.raises[:0]
+	c.shapes = c.shapes[:0]
+	c.drops = 0
 }
 
 // start begins following at the first bucket maximum m.
@@ -73,7 +84,17 @@ func (c *cycles) bucket(cfg Config, end, m float64, prev []point) {
 			if len(c.done) > maxCycles {
 				c.done = append(c.done[:0], c.done[1:]...)
 			}
+			// from the third collection on, both profiles began at one
+			shape := math.NaN()
+			if c.drops >= 2 && min(len(c.prev), len(c.prof)) >= minShape && max(len(c.prev), len(c.prof)) < maxProfile {
+				shape = shapeRaise(c.prof, c.prev)
+			}
+			c.shapes = append(c.shapes, shape)
+			if len(c.shapes) > maxCycles {
+				c.shapes = append(c.shapes[:0], c.shapes[1:]...)
+			}
 		}
+		c.drops++
 		from := c.lastDrop
 		if from == 0 {
 			from = c.first
@@ -94,6 +115,110 @@ func (c *cycles) bucket(cfg Config, end, m float64, prev []point) {
 	c.peak, c.floor = math.Max(c.peak, m), math.Min(c.floor, m)
 	if len(c.prof) < maxProfile {
 		c.prof = append(c.prof, m)
+	}
+}
+
+// shapeRaise is the median of how far the profile cur lies above prev at
+// equal fractions of their lengths (16 points, linearly interpolated): the
+// raise of one completed cycle over the one before it. Unlike the raise
+// bucket for bucket since the collections, a cycle lasting a little longer
+// or shorter than the last (a collector's period wanders by ±10%) does not
+// move it: the two ramps climb from the same floor to the same peak.
+func shapeRaise(cur, prev []float64) float64 {
+	const points = 16
+	at := func(p []float64, q float64) float64 {
+		f := q*float64(len(p)) - 0.5
+		i := int(math.Floor(f))
+		switch {
+		case i < 0:
+			return p[0]
+		case i >= len(p)-1:
+			return p[len(p)-1]
+		}
+		w := f - float64(i)
+		return p[i]*(1-w) + p[i+1]*w
+	}
+	var ds [points]float64
+	for k := range points {
+		q := (float64(k) + 0.5) / points
+		ds[k] = at(cur, q) - at(prev, q)
+	}
+	return median(ds[:])
+}
+
+// shapeTrend predicts from the last two completed cycles when each lies
+// above its predecessor at equal fractions of their lengths (shapeRaise) by
+// the shape margin or more: CycleNoise times the median size of that raise
+// over the earlier cycles remembered (at least three), at least
+// CycleMarginMin (CycleMargin when CycleNoise is 0). A leak under the
+// cycles lifts each completed cycle by what it leaks over one; a load step
+// lifts one, or splits its lift over two. The last cycle must have ended
+// within CycleMemory. The peaks are projected to rise by the smaller of the
+// two raises per typical cycle; the first cycle end at which they reach
+// the limit must be within the horizon. As for raiseTrend, the last cycle
+// must be a ramp and the cycles shorter than half of CycleMemory.
+func (c *cycles) shapeTrend(cfg Config, r *trend, te float64) *candidate {
+	n, nd := len(c.shapes), len(c.done)
+	if n < 5 || nd < 2 || te-c.done[nd-1].t > cfg.CycleMemory.Seconds() {
+		return nil
+	}
+	a, b := c.shapes[n-2], c.shapes[n-1]
+	if math.IsNaN(a) || math.IsNaN(b) {
+		return nil
+	}
+	c.ds = c.ds[:0]
+	for _, x := range c.shapes[:n-2] {
+		if !math.IsNaN(x) {
+			c.ds = append(c.ds, math.Abs(x))
+		}
+	}
+	if len(c.ds) < 3 {
+		return nil
+	}
+	m := cfg.CycleMargin
+	if cfg.CycleNoise > 0 {
+		m = math.Max(cfg.CycleMarginMin, cfg.CycleNoise*median(c.ds))
+	}
+	typ := c.typical()
+	if a < m || b < m || typ <= 0 || typ > cfg.CycleMemory.Seconds()/2 || !c.ramp(r) {
+		return nil
+	}
+	d := math.Min(a, b)
+	ttl := math.Inf(1)
+	for j := 1.0; c.lastDrop+j*typ-te <= cfg.Horizon.Seconds(); j++ {
+		if c.lastPeak+j*d >= 1 {
+			ttl = math.Max(0, c.lastDrop+j*typ-te)
+			break
+		}
+	}
+	if math.IsInf(ttl, 1) {
+		return nil
+	}
+	return &candidate{
+		expected:   unixTime(te + ttl),
+		confidence: round(math.Min(0.5+0.5*math.Min(d/(2*m), 1), 0.99), 3),
+		evidence: map[string]any{
+			"predictor":             "trend",
+			"basis":                 "cycle_shape",
+			"resource":              r.resource,
+			"value":                 r.value,
+			"limit":                 r.limit,
+			"utilization":           round(float64(r.value)/float64(r.limit), 4),
+			"fitted_utilization":    round(c.lastPeak+d, 4),
+			"cycle_peak":            round(c.lastPeak, 4),
+			"cycle_raises":          []float64{round(a, 4), round(b, 4)},
+			"shape_margin":          round(m, 4),
+			"cycle_s":               round(typ, 1),
+			"slope_per_s":           round(d/typ, 8),
+			"growth_per_s":          round(d/typ*float64(r.limit), 1),
+			"time_to_limit_s":       round(ttl, 1),
+			"as_of":                 unixTime(te).Format(time.RFC3339Nano),
+			"horizon_s":             cfg.Horizon.Seconds(),
+			"last_collection_s_ago": round(te-c.lastDrop, 1),
+			"summary": fmt.Sprintf("%s collection cycles: each of the last two lay %.1f%% and %.1f%% of the limit above the one before, fraction for fraction of their lengths, cycles of %s: peaks reach the limit in %s",
+				r.resource, 100*a, 100*b, time.Duration(typ*float64(time.Second)).Round(time.Second),
+				time.Duration(ttl*float64(time.Second)).Round(time.Second)),
+		},
 	}
 }
 

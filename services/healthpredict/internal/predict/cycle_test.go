@@ -111,7 +111,7 @@ func TestCollectionCycles(t *testing.T) {
 					t.Fatalf("seed %d: the trace does not crash (ends at %.3f)", seed, u)
 				}
 				if len(opens) == 0 {
-					t.Fatalf("seed %d: nothing predicted before the crash at %v", seed, crash.Sub(t0))
+					t.Errorf("seed %d: nothing predicted before the crash at %v", seed, crash.Sub(t0)); continue
 				}
 				// the last opening must come 30 s to the horizon before the crash,
 				// and any earlier one within the horizon (else it was false)
@@ -247,7 +247,7 @@ func TestSteepLeakBeforeTheNextCollection(t *testing.T) {
 		}
 		o := firstOpen(t, Default(), ss)
 		if o == nil {
-			t.Fatalf("seed %d: nothing predicted before the crash at %v", seed, crash.Sub(t0))
+			t.Errorf("seed %d: nothing predicted before the crash at %v", seed, crash.Sub(t0)); continue
 		}
 		if lead := crash.Sub(o.At); lead < 30*time.Second || lead > Default().Horizon {
 			t.Fatalf("seed %d: predicted %v before the crash: %v", seed, lead, o.Prediction.Evidence["summary"])
@@ -261,5 +261,54 @@ func TestSteepLeakBeforeTheNextCollection(t *testing.T) {
 	}
 	if missed < 4 {
 		t.Errorf("only %d of 6 seeds missed without CycleSteep: the case no longer tests it", missed)
+	}
+}
+
+// TestShapeRaisedCycles: a leak adding 3% of the limit per cycle under a
+// slow sawtooth whose cycles wander by ±10% (about 4 min, 46→86%, noisy):
+// compared bucket for bucket since their collections, one cycle lies above
+// the last by up to ±4% from the wandering alone, and the floors are as
+// noisy as the leak is slow; compared at equal fractions of their lengths,
+// each completed cycle lies about 3% above the last, and two in a row
+// predict (cycle_shape). The prediction that covers the crash (the last
+// opening, not cleared before it) must come at least 30 s ahead. (The
+// floors' trend covers most of these crashes too, later; the generator's
+// hosts that only the shapes catch are in evaltrace's
+// TestShapeCatchesGeneratedLeaks.)
+func TestShapeRaisedCycles(t *testing.T) {
+	const h = 3600.0
+	covered := func(cfg Config, seed uint64) (time.Duration, string) {
+		ss := shape{mem: jsaw(leakOver(0.46, 0.012, 3*h, 0.03, 230), 0.40, 230, 0.1, seed)}.samples("h1", 5*time.Hour, seed)
+		crash := ss[len(ss)-1].T
+		if u := float64(ss[len(ss)-1].MemBytes) / memLimit; u < 1-1e-9 {
+			t.Fatalf("seed %d: the trace does not crash (ends at %.3f)", seed, u)
+		}
+		var last *Decision
+		for _, d := range observe(t, NewTracker(cfg), ss) {
+			switch d.Kind {
+			case Open:
+				last = &d
+			case Clear:
+				last = nil
+			}
+		}
+		if last == nil {
+			return 0, ""
+		}
+		basis, _ := last.Prediction.Evidence["basis"].(string)
+		return crash.Sub(last.At), basis
+	}
+	byShape := 0
+	for seed := uint64(1); seed <= 8; seed++ {
+		lead, basis := covered(Default(), seed)
+		if lead < 30*time.Second {
+			t.Errorf("seed %d: the crash is not covered 30 s ahead (lead %v, basis %q)", seed, lead, basis)
+		}
+		if basis == "cycle_shape" {
+			byShape++
+		}
+	}
+	if byShape < 4 {
+		t.Fatalf("only %d of 8 seeds predicted from raised cycle shapes: the case no longer tests them", byShape)
 	}
 }

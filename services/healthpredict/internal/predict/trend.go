@@ -166,6 +166,9 @@ func (r *trend) evaluate(cfg Config, te float64) *candidate {
 	if c := r.cyc.raiseTrend(cfg, r, te); c != nil {
 		return c
 	}
+	if c := r.cyc.shapeTrend(cfg, r, te); c != nil && cfg.CycleShape {
+		return c
+	}
 	return r.cyc.floorTrend(cfg, r, te, minRise)
 }
 
