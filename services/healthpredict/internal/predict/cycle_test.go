@@ -111,7 +111,8 @@ func TestCollectionCycles(t *testing.T) {
 					t.Fatalf("seed %d: the trace does not crash (ends at %.3f)", seed, u)
 				}
 				if len(opens) == 0 {
-					t.Errorf("seed %d: nothing predicted before the crash at %v", seed, crash.Sub(t0)); continue
+					t.Errorf("seed %d: nothing predicted before the crash at %v", seed, crash.Sub(t0))
+					continue
 				}
 				// the last opening must come 30 s to the horizon before the crash,
 				// and any earlier one within the horizon (else it was false)
@@ -247,7 +248,8 @@ func TestSteepLeakBeforeTheNextCollection(t *testing.T) {
 		}
 		o := firstOpen(t, Default(), ss)
 		if o == nil {
-			t.Errorf("seed %d: nothing predicted before the crash at %v", seed, crash.Sub(t0)); continue
+			t.Errorf("seed %d: nothing predicted before the crash at %v", seed, crash.Sub(t0))
+			continue
 		}
 		if lead := crash.Sub(o.At); lead < 30*time.Second || lead > Default().Horizon {
 			t.Fatalf("seed %d: predicted %v before the crash: %v", seed, lead, o.Prediction.Evidence["summary"])
