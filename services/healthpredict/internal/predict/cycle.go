@@ -2,6 +2,7 @@ package predict
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"time"
 )
@@ -194,31 +195,40 @@ func (c *cycles) shapeTrend(cfg Config, r *trend, te float64) *candidate {
 	if math.IsInf(ttl, 1) {
 		return nil
 	}
+	ev := c.evidence(cfg, r, "cycle_shape", te)
+	maps.Copy(ev, map[string]any{
+		"fitted_utilization": round(c.lastPeak+d, 4),
+		"cycle_peak":         round(c.lastPeak, 4),
+		"cycle_raises":       []float64{round(a, 4), round(b, 4)},
+		"shape_margin":       round(m, 4),
+		"cycle_s":            round(typ, 1),
+		"slope_per_s":        round(d/typ, 8),
+		"growth_per_s":       round(d/typ*float64(r.limit), 1),
+		"time_to_limit_s":    round(ttl, 1),
+		"summary": fmt.Sprintf("%s collection cycles: each of the last two lay %.1f%% and %.1f%% of the limit above the one before, fraction for fraction of their lengths, cycles of %s: peaks reach the limit in %s",
+			r.resource, 100*a, 100*b, time.Duration(typ*float64(time.Second)).Round(time.Second),
+			time.Duration(ttl*float64(time.Second)).Round(time.Second)),
+	})
 	return &candidate{
 		expected:   unixTime(te + ttl),
 		confidence: round(math.Min(0.5+0.5*math.Min(d/(2*m), 1), 0.99), 3),
-		evidence: map[string]any{
-			"predictor":             "trend",
-			"basis":                 "cycle_shape",
-			"resource":              r.resource,
-			"value":                 r.value,
-			"limit":                 r.limit,
-			"utilization":           round(float64(r.value)/float64(r.limit), 4),
-			"fitted_utilization":    round(c.lastPeak+d, 4),
-			"cycle_peak":            round(c.lastPeak, 4),
-			"cycle_raises":          []float64{round(a, 4), round(b, 4)},
-			"shape_margin":          round(m, 4),
-			"cycle_s":               round(typ, 1),
-			"slope_per_s":           round(d/typ, 8),
-			"growth_per_s":          round(d/typ*float64(r.limit), 1),
-			"time_to_limit_s":       round(ttl, 1),
-			"as_of":                 unixTime(te).Format(time.RFC3339Nano),
-			"horizon_s":             cfg.Horizon.Seconds(),
-			"last_collection_s_ago": round(te-c.lastDrop, 1),
-			"summary": fmt.Sprintf("%s collection cycles: each of the last two lay %.1f%% and %.1f%% of the limit above the one before, fraction for fraction of their lengths, cycles of %s: peaks reach the limit in %s",
-				r.resource, 100*a, 100*b, time.Duration(typ*float64(time.Second)).Round(time.Second),
-				time.Duration(ttl*float64(time.Second)).Round(time.Second)),
-		},
+		evidence:   ev,
+	}
+}
+
+// evidence starts the evidence of a prediction from the collection cycles
+// of r at te: the fields every basis shares.
+func (c *cycles) evidence(cfg Config, r *trend, basis string, te float64) map[string]any {
+	return map[string]any{
+		"predictor":             "trend",
+		"basis":                 basis,
+		"resource":              r.resource,
+		"value":                 r.value,
+		"limit":                 r.limit,
+		"utilization":           round(float64(r.value)/float64(r.limit), 4),
+		"as_of":                 unixTime(te).Format(time.RFC3339Nano),
+		"horizon_s":             cfg.Horizon.Seconds(),
+		"last_collection_s_ago": round(te-c.lastDrop, 1),
 	}
 }
 
@@ -322,34 +332,27 @@ func (c *cycles) raiseTrend(cfg Config, r *trend, te float64) *candidate {
 		return nil
 	}
 	rate := d / typ
+	ev := c.evidence(cfg, r, "cycle_raise", te)
+	maps.Copy(ev, map[string]any{
+		"fitted_utilization":   round(c.lastPeak+d, 4),
+		"cycle_peak":           round(c.lastPeak, 4),
+		"cycle_raise":          round(d, 4),
+		"previous_cycle_raise": round(c.lastRaise, 4),
+		"cycle_margin":         round(m, 4),
+		"cycle_s":              round(typ, 1),
+		"slope_per_s":          round(rate, 8),
+		"growth_per_s":         round(rate*float64(r.limit), 1),
+		"time_to_limit_s":      round(ttl, 1),
+		"window_s":             round(te-c.lastDrop+typ, 1),
+		"points":               n,
+		"summary": fmt.Sprintf("%s collection cycles: this cycle lies %.1f%% of the limit above the last (that one %.1f%% above its predecessor), cycles of %s: peaks reach the limit in %s",
+			r.resource, 100*d, 100*c.lastRaise, time.Duration(typ*float64(time.Second)).Round(time.Second),
+			time.Duration(ttl*float64(time.Second)).Round(time.Second)),
+	})
 	return &candidate{
 		expected:   unixTime(te + ttl),
 		confidence: round(math.Min(0.5+0.5*math.Min(d/(2*m), 1), 0.99), 3),
-		evidence: map[string]any{
-			"predictor":             "trend",
-			"basis":                 "cycle_raise",
-			"resource":              r.resource,
-			"value":                 r.value,
-			"limit":                 r.limit,
-			"utilization":           round(float64(r.value)/float64(r.limit), 4),
-			"fitted_utilization":    round(c.lastPeak+d, 4),
-			"cycle_peak":            round(c.lastPeak, 4),
-			"cycle_raise":           round(d, 4),
-			"previous_cycle_raise":  round(c.lastRaise, 4),
-			"cycle_margin":          round(m, 4),
-			"cycle_s":               round(typ, 1),
-			"slope_per_s":           round(rate, 8),
-			"growth_per_s":          round(rate*float64(r.limit), 1),
-			"time_to_limit_s":       round(ttl, 1),
-			"window_s":              round(te-c.lastDrop+typ, 1),
-			"points":                n,
-			"as_of":                 unixTime(te).Format(time.RFC3339Nano),
-			"horizon_s":             cfg.Horizon.Seconds(),
-			"last_collection_s_ago": round(te-c.lastDrop, 1),
-			"summary": fmt.Sprintf("%s collection cycles: this cycle lies %.1f%% of the limit above the last (that one %.1f%% above its predecessor), cycles of %s: peaks reach the limit in %s",
-				r.resource, 100*d, 100*c.lastRaise, time.Duration(typ*float64(time.Second)).Round(time.Second),
-				time.Duration(ttl*float64(time.Second)).Round(time.Second)),
-		},
+		evidence:   ev,
 	}
 }
 
@@ -474,33 +477,26 @@ func (c *cycles) floorTrend(cfg Config, r *trend, te, minRise float64) *candidat
 	if ttl > cfg.Horizon.Seconds() {
 		return nil
 	}
+	ev := c.evidence(cfg, r, "cycle_floors", te)
+	maps.Copy(ev, map[string]any{
+		"fitted_utilization": round(proj, 4),
+		"floor_utilization":  round(floors.Level, 4),
+		"cycle_amplitude":    round(amp, 4),
+		"slope_per_s":        round(floors.Slope, 8),
+		"peak_slope_per_s":   round(peaks.Slope, 8),
+		"growth_per_s":       round(floors.Slope*float64(r.limit), 1),
+		"time_to_limit_s":    round(ttl, 1),
+		"window_s":           round(-c.ts[0], 1),
+		"points":             n,
+		"tau":                round(floors.Tau, 3),
+		"r2":                 round(floors.R2, 3),
+		"summary": fmt.Sprintf("%s collection cycles: floors rising %.3f%%/min over %d cycles (tau %.2f), peaks %.3f%%/min: peaks reach the limit in %s",
+			r.resource, 100*60*floors.Slope, n, floors.Tau, 100*60*peaks.Slope,
+			time.Duration(ttl*float64(time.Second)).Round(time.Second)),
+	})
 	return &candidate{
 		expected:   unixTime(te + ttl),
 		confidence: round(math.Min(0.5+0.5*floors.Tau*math.Max(floors.R2, 0), 0.99), 3),
-		evidence: map[string]any{
-			"predictor":             "trend",
-			"basis":                 "cycle_floors",
-			"resource":              r.resource,
-			"value":                 r.value,
-			"limit":                 r.limit,
-			"utilization":           round(float64(r.value)/float64(r.limit), 4),
-			"fitted_utilization":    round(proj, 4),
-			"floor_utilization":     round(floors.Level, 4),
-			"cycle_amplitude":       round(amp, 4),
-			"slope_per_s":           round(floors.Slope, 8),
-			"peak_slope_per_s":      round(peaks.Slope, 8),
-			"growth_per_s":          round(floors.Slope*float64(r.limit), 1),
-			"time_to_limit_s":       round(ttl, 1),
-			"window_s":              round(-c.ts[0], 1),
-			"points":                n,
-			"tau":                   round(floors.Tau, 3),
-			"r2":                    round(floors.R2, 3),
-			"as_of":                 unixTime(te).Format(time.RFC3339Nano),
-			"horizon_s":             cfg.Horizon.Seconds(),
-			"last_collection_s_ago": round(te-c.lastDrop, 1),
-			"summary": fmt.Sprintf("%s collection cycles: floors rising %.3f%%/min over %d cycles (tau %.2f), peaks %.3f%%/min: peaks reach the limit in %s",
-				r.resource, 100*60*floors.Slope, n, floors.Tau, 100*60*peaks.Slope,
-				time.Duration(ttl*float64(time.Second)).Round(time.Second)),
-		},
+		evidence:   ev,
 	}
 }
