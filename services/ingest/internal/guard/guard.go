@@ -87,12 +87,14 @@ func (l *Listener) Accept() (net.Conn, error) {
 			}
 			n := l.pending[ip]
 			l.mu.Unlock()
-			_ = nc.Close()
+			// logged and counted before the close, so whoever sees the close
+			// finds both (as for the other reasons)
 			if logIt {
 				l.cfg.Log.Warn().Str("remote", nc.RemoteAddr().String()).Str("reason", ReasonPerIPCap).Int("pending", n).
 					Msg("connection refused: too many connections without a session from this IP")
 			}
 			l.closed(ReasonPerIPCap)
+			_ = nc.Close()
 			continue
 		}
 		l.pending[ip]++

@@ -420,9 +420,12 @@ func TestRefusedSetupHoldsNoSession(t *testing.T) {
 		}
 		over := dialRaw(t, addr)
 		testutil.CheckFor(t, 5*time.Second, 20*time.Millisecond, over.closedByServer)
-		if !strings.Contains(logs.String(), `"reason":"per_ip_cap"`) {
-			t.Errorf("no per_ip_cap log line:\n%s", logs.String())
-		}
+		testutil.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+			if !strings.Contains(logs.String(), `"reason":"per_ip_cap"`) {
+				return fmt.Errorf("no per_ip_cap log line:\n%s", logs.String())
+			}
+			return nil
+		})
 	})
 }
 
