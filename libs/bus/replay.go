@@ -109,6 +109,11 @@ func Replay(ctx context.Context, js jetstream.JetStream, spec ReplaySpec, h func
 		return errors.New("bus: replay by start time needs StartTime")
 	}
 	r := &replay{spec: spec, js: js}
+	if spec.DeliverPolicy == jetstream.DeliverNewPolicy {
+		if err := r.retry(ctx, "last sequence", r.readNext); err != nil {
+			return err
+		}
+	}
 	if spec.CaughtUp != nil || !spec.Follow {
 		if err := r.retry(ctx, "last sequence", r.readTarget); err != nil {
 			return err
@@ -196,6 +201,9 @@ type replay struct {
 	// target is the sequence of the newest matching message stored at the
 	// start (0: none); caught up once it is handled.
 	target uint64
+	// next is where a DeliverNewPolicy replay starts: the sequence after
+	// the stream's last message when it started.
+	next uint64
 	// handled is the stream sequence of the last handled message.
 	handled    atomic.Uint64
 	done       atomic.Bool
@@ -212,11 +220,28 @@ func (r *replay) caughtUp() {
 
 func (r *replay) config() jetstream.OrderedConsumerConfig {
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: r.spec.Filters, DeliverPolicy: r.spec.DeliverPolicy}
-	if r.spec.DeliverPolicy == jetstream.DeliverByStartTimePolicy {
+	switch r.spec.DeliverPolicy {
+	case jetstream.DeliverByStartTimePolicy:
 		t := r.spec.StartTime
 		cfg.OptStartTime = &t
+	case jetstream.DeliverNewPolicy:
+		// "new" as a sequence: the client re-creates a lost ordered
+		// consumer from the sequence after the last message it delivered,
+		// but one that delivered nothing yet with its first policy again,
+		// and DeliverNew would then skip what was published in between
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, r.next
 	}
 	return cfg
+}
+
+// readNext sets next: the sequence after the stream's last message now.
+func (r *replay) readNext(ctx context.Context) error {
+	st, err := r.js.Stream(ctx, r.spec.Stream)
+	if err != nil {
+		return err
+	}
+	r.next = st.CachedInfo().State.LastSeq + 1
+	return nil
 }
 
 // readTarget sets target: the newest matching message stored now.

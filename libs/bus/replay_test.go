@@ -683,3 +683,57 @@ func clusterClient(t *testing.T, basePort int) (*natsembed.Cluster, *nats.Conn, 
 	testutil.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error { return bus.Bootstrap(ctx, js, 3) })
 	return cl, nc, js, ctx
 }
+
+// TestReplayNewSurvivesEarlyReset: a following replay from DeliverNewPolicy
+// whose consumer is lost before it delivered anything (its node failing
+// over just after it was created) still delivers what was published
+// meanwhile. The client re-creates a lost ordered consumer with its first
+// deliver policy while it has delivered nothing, and DeliverNew would then
+// skip that message; the replay pins "new" to a start sequence.
+func TestReplayNewSurvivesEarlyReset(t *testing.T) {
+	env := testutil.NATS(t)
+	ctx := testutil.Context(t)
+	publishDraining(t, ctx, env.JS, "ingest-1", 1, 3) // before the replay: not delivered
+	r := newRecorder()
+	errc := make(chan error, 1)
+	go func() {
+		errc <- bus.Replay(ctx, env.JS, bus.ReplaySpec{Stream: bus.StreamEvents, DeliverPolicy: jetstream.DeliverNewPolicy,
+			Follow: true, CaughtUp: r.caughtUp}, r.handler(t))
+	}()
+	select {
+	case <-r.caught:
+	case err := <-errc:
+		t.Fatalf("replay ended: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("not caught up after 10s")
+	}
+	st, err := env.JS.Stream(ctx, bus.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := st.ConsumerNames(ctx)
+	deleted := 0
+	for name := range names.Name() {
+		if err := st.DeleteConsumer(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+		deleted++
+	}
+	if deleted != 1 {
+		t.Fatalf("deleted %d consumers, want the replay's one", deleted)
+	}
+	publishDraining(t, ctx, env.JS, "ingest-1", 4, 1)
+	testutil.CheckFor(t, 15*time.Second, 20*time.Millisecond, func() error {
+		if got, _ := r.snapshot(); !equal(got, []int{4}) {
+			return fmt.Errorf("handled %v, want [4]", got)
+		}
+		return nil
+	})
+	publishDraining(t, ctx, env.JS, "ingest-1", 5, 1)
+	testutil.CheckFor(t, 15*time.Second, 20*time.Millisecond, func() error {
+		if got, _ := r.snapshot(); !equal(got, []int{4, 5}) {
+			return fmt.Errorf("handled %v, want [4 5]", got)
+		}
+		return nil
+	})
+}
