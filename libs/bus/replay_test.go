@@ -67,6 +67,19 @@ func (r *recorder) caughtUp() {
 	}
 }
 
+// waitCaught waits until the replay calls CaughtUp; errc gets the
+// replay's result should it end first.
+func (r *recorder) waitCaught(t *testing.T, errc <-chan error) {
+	t.Helper()
+	select {
+	case <-r.caught:
+	case err := <-errc:
+		t.Fatalf("replay ended: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("not caught up after 10s")
+	}
+}
+
 func (r *recorder) snapshot() ([]int, int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -109,13 +122,7 @@ func TestReplayStoredThenLive(t *testing.T) {
 		errc <- bus.Replay(ctx, env.JS, bus.ReplaySpec{Stream: bus.StreamEvents, Filters: []string{subject.Draining("ingest-1")},
 			Follow: true, CaughtUp: r.caughtUp}, r.handler(t))
 	}()
-	select {
-	case <-r.caught:
-	case err := <-errc:
-		t.Fatalf("replay ended: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("not caught up after 10s")
-	}
+	r.waitCaught(t, errc)
 	if got, at := r.snapshot(); at != 5 || !equal(got[:at], seq(1, 5)) {
 		t.Fatalf("caught up after %v (%d handled), want 1..5", got, at)
 	}
@@ -700,13 +707,7 @@ func TestReplayNewSurvivesEarlyReset(t *testing.T) {
 		errc <- bus.Replay(ctx, env.JS, bus.ReplaySpec{Stream: bus.StreamEvents, DeliverPolicy: jetstream.DeliverNewPolicy,
 			Follow: true, CaughtUp: r.caughtUp}, r.handler(t))
 	}()
-	select {
-	case <-r.caught:
-	case err := <-errc:
-		t.Fatalf("replay ended: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("not caught up after 10s")
-	}
+	r.waitCaught(t, errc)
 	st, err := env.JS.Stream(ctx, bus.StreamEvents)
 	if err != nil {
 		t.Fatal(err)
