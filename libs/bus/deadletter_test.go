@@ -14,12 +14,11 @@ import (
 	"github.com/ferrystream/ferry/libs/testutil"
 )
 
-// terminate pulls the next message of a new consumer durable on stream
-// (filter f) and terminates it, which raises a MSG_TERMINATED advisory.
-func terminate(t *testing.T, ctx context.Context, js jetstream.JetStream, stream, durable, f string) {
+// fetchOne creates the durable consumer cfg on stream and fetches its next
+// message, which must exist; it returns the consumer and the message.
+func fetchOne(t *testing.T, ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, jetstream.Msg) {
 	t.Helper()
-	cons, err := js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{Durable: durable, FilterSubject: f,
-		AckPolicy: jetstream.AckExplicitPolicy})
+	cons, err := js.CreateOrUpdateConsumer(ctx, stream, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,15 +26,24 @@ func terminate(t *testing.T, ctx context.Context, js jetstream.JetStream, stream
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := 0
+	var got []jetstream.Msg
 	for m := range batch.Messages() {
-		n++
-		if err := m.TermWithReason("test: dead"); err != nil {
-			t.Fatal(err)
-		}
+		got = append(got, m)
 	}
-	if n != 1 {
-		t.Fatalf("%s/%s: fetched %d messages, want 1 (%v)", stream, durable, n, batch.Error())
+	if len(got) != 1 {
+		t.Fatalf("%s/%s: fetched %d messages, want 1 (%v)", stream, cfg.Durable, len(got), batch.Error())
+	}
+	return cons, got[0]
+}
+
+// terminate pulls the next message of a new consumer durable on stream
+// (filter f) and terminates it, which raises a MSG_TERMINATED advisory.
+func terminate(t *testing.T, ctx context.Context, js jetstream.JetStream, stream, durable, f string) {
+	t.Helper()
+	_, m := fetchOne(t, ctx, js, stream, jetstream.ConsumerConfig{Durable: durable, FilterSubject: f,
+		AckPolicy: jetstream.AckExplicitPolicy})
+	if err := m.TermWithReason("test: dead"); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -45,22 +53,8 @@ func terminate(t *testing.T, ctx context.Context, js jetstream.JetStream, stream
 // work-queue stream).
 func exhaust(t *testing.T, ctx context.Context, js jetstream.JetStream, stream, durable, f string) {
 	t.Helper()
-	cons, err := js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{Durable: durable, FilterSubject: f,
+	cons, _ := fetchOne(t, ctx, js, stream, jetstream.ConsumerConfig{Durable: durable, FilterSubject: f,
 		AckPolicy: jetstream.AckExplicitPolicy, MaxDeliver: 1, AckWait: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(3*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for range batch.Messages() {
-		n++
-	}
-	if n != 1 {
-		t.Fatalf("%s/%s: fetched %d messages, want 1 (%v)", stream, durable, n, batch.Error())
-	}
 	// the server notices the exhausted message when it looks for the next one
 	for range 5 {
 		if b, err := cons.Fetch(1, jetstream.FetchMaxWait(300*time.Millisecond)); err == nil {

@@ -91,16 +91,24 @@ func TestSIGHUPReloadsTheConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// hup sends SIGHUP and waits until done holds, the server running meanwhile
+	hup := func(done func() error) {
+		t.Helper()
+		if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		testutil.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+			if err := running(); err != nil {
+				t.Fatal(err)
+			}
+			return done()
+		})
+	}
+
 	if err := d.Revoke("ingest-1"); err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
-	testutil.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
-		if err := running(); err != nil {
-			t.Fatal(err)
-		}
+	hup(func() error {
 		if host.IsConnected() {
 			return errors.New("ingest-1 still connected after its revocation and SIGHUP")
 		}
@@ -123,13 +131,7 @@ func TestSIGHUPReloadsTheConfig(t *testing.T) {
 	if err := os.WriteFile(d.ConfPath(), []byte("operator: {{{ not a config\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
-	testutil.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
-		if err := running(); err != nil {
-			t.Fatal(err)
-		}
+	hup(func() error {
 		if !strings.Contains(logs.String(), "Failed to reload server configuration") {
 			return errors.New("the failed reload is not logged yet")
 		}
